@@ -1,0 +1,142 @@
+//! Command-line definitions (clap). Glue lives in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about = "A GitOps agent for Amazon ECS: keeps every service of a monorepo equal to git")]
+pub struct Cli {
+    /// Log format on stderr. RUST_LOG sets the level (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and check every service and environment config of a repository.
+    Validate(ValidateArgs),
+    /// Print what berth would apply for one service in one environment (offline).
+    Render(RenderArgs),
+    /// Scaffold files.
+    #[command(subcommand)]
+    New(NewCommand),
+    /// Print the JSON Schema of service.yaml, config.yaml or the agent config, for editors.
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The repository (default: the current directory).
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Also check an agent config, and take the discovery glob from it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Agent config: registry, account, region and per-environment defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    #[arg(long)]
+    pub env: String,
+    #[arg(long)]
+    pub service: String,
+    /// The service's commit (default: the newest commit that changed its folder, from git).
+    #[arg(long, conflicts_with = "version")]
+    pub commit: Option<String>,
+    /// Render as a tag environment release `X.Y.Z`.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// The value of an `ssm:` variable: `--param /pre/app/db-host=db.internal`. Repeatable.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// A YAML map of SSM parameter names to values, for `ssm:` variables.
+    #[arg(long, value_name = "FILE")]
+    pub params_file: Option<PathBuf>,
+    /// Print one part only.
+    #[arg(long, value_enum)]
+    pub only: Option<RenderPart>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum RenderPart {
+    /// The RegisterTaskDefinition input (for `aws ecs register-task-definition --cli-input-json`).
+    TaskDefinition,
+    /// The service settings.
+    Service,
+    /// The scalable target and scaling policy.
+    Scaling,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NewCommand {
+    /// Scaffold deploy/service.yaml, deploy/<env>/config.yaml and a CI workflow.
+    Service(NewServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewServiceArgs {
+    /// Service name, [a-z0-9-]{1,48}.
+    pub name: String,
+    /// Environments to deploy to.
+    #[arg(long, value_delimiter = ',', default_value = "pre,prod")]
+    pub envs: Vec<String>,
+    /// The repository root (the CI workflow goes to its .github/workflows).
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// The service's folder, relative to the repository root (default: services/NAME).
+    #[arg(long)]
+    pub dir: Option<String>,
+    /// ECR repository name or image reference (default: NAME).
+    #[arg(long)]
+    pub image: Option<String>,
+    #[arg(long, default_value_t = 256)]
+    pub cpu: u32,
+    #[arg(long, default_value_t = 512)]
+    pub memory: u32,
+    /// Scale on `cpu` or `memory` (target tracking at 70%, 1 to 4 tasks).
+    #[arg(long)]
+    pub autoscaling: Option<String>,
+    /// Services this one depends on (converge first).
+    #[arg(long, value_delimiter = ',')]
+    pub depends_on: Vec<String>,
+    /// Data stores it uses (recorded).
+    #[arg(long, value_delimiter = ',')]
+    pub data: Vec<String>,
+    /// Reachable from the internet.
+    #[arg(long)]
+    pub external: bool,
+    /// The branch that deploys to the first environment.
+    #[arg(long, default_value = "develop")]
+    pub branch: String,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which file (default: both service.yaml and config.yaml, as one JSON object).
+    #[arg(value_enum)]
+    pub which: Option<SchemaWhich>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SchemaWhich {
+    Service,
+    Config,
+    Agent,
+}

@@ -1,0 +1,34 @@
+//! One module per subcommand: glue between the CLI, the shell (files, git, AWS) and the core.
+
+pub mod new;
+pub mod render;
+pub mod schema;
+pub mod validate;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::core::config::{Config, DEFAULT_DISCOVERY};
+use crate::core::spec::{Repo, RepoFiles};
+
+/// The contract's exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Failed = 1,
+    Drift = 2,
+}
+
+/// Loads an agent config, turning its diagnostics into one error.
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(&path.to_string_lossy()).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))
+}
+
+/// Reads and loads the services of a directory.
+pub fn load_dir(root: &Path, glob: Option<&str>) -> anyhow::Result<(RepoFiles, Repo)> {
+    let files = crate::source::dir::read(root, glob.unwrap_or(DEFAULT_DISCOVERY))
+        .with_context(|| format!("cannot read the repository at {}", root.display()))?;
+    let repo = Repo::load(&files);
+    Ok((files, repo))
+}

@@ -1,0 +1,33 @@
+//! `berth validate`: every problem of every service and environment, then exit 0 or 1.
+
+use crate::cli::ValidateArgs;
+use crate::commands::{Exit, load_dir};
+use crate::core::diag;
+
+pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
+    let mut problems = Vec::new();
+    let config = match &args.config {
+        Some(path) => match crate::core::config::Config::load(&path.to_string_lossy()) {
+            Ok(c) => Some(c),
+            Err(d) => {
+                problems.extend(d.0);
+                None
+            }
+        },
+        None => None,
+    };
+    let glob = config.as_ref().map(|c| c.repo.discovery.clone());
+    let (_, repo) = load_dir(&args.repo, glob.as_deref())?;
+    problems.extend(repo.diagnostics());
+    diag::normalize(&mut problems);
+    if problems.is_empty() {
+        let envs: usize = repo.services.iter().map(|s| s.envs.len()).sum();
+        eprintln!("ok: {} services, {envs} service environments", repo.services.len());
+        Ok(Exit::Ok)
+    } else {
+        print!("{}", diag::render(&problems));
+        let files: std::collections::BTreeSet<_> = problems.iter().map(|d| d.pos.file.clone()).collect();
+        eprintln!("error: {} problem(s) in {} file(s)", problems.len(), files.len());
+        Ok(Exit::Failed)
+    }
+}

@@ -1,0 +1,475 @@
+//! The agent's own configuration (`config/berth.yaml`): raw serde structs, then a checking
+//! step into the typed [`Config`] the rest of berth uses. Errors are `path:line:column`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::at::{At, Text};
+use super::diag::{self, Diagnostic, Diagnostics, Pos};
+use super::spec::valid_env_name;
+use super::yaml;
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub repo: Option<At<RawRepo>>,
+    pub aws: Option<At<RawAws>>,
+    pub environments: Option<At<BTreeMap<String, At<RawEnv>>>>,
+    pub metrics: Option<At<RawListen>>,
+    pub webhook: Option<At<RawWebhook>>,
+    pub concurrency: Option<At<u32>>,
+    pub cloudwatch: Option<At<RawCloudWatch>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRepo {
+    pub url: Option<At<String>>,
+    pub token_env: Option<At<String>>,
+    pub ssh_key: Option<At<String>>,
+    pub poll_interval: Option<At<String>>,
+    pub workdir: Option<At<String>>,
+    pub discovery: Option<At<String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    pub region: Option<At<String>>,
+    pub endpoint_url: Option<At<String>>,
+    pub account_id: Option<At<Text>>,
+    pub registry: Option<At<String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnv {
+    pub source: Option<At<RawSource>>,
+    pub cluster: Option<At<String>>,
+    pub sync: Option<At<SyncMode>>,
+    pub rollout: Option<At<RawRollout>>,
+    pub defaults: Option<At<RawDefaults>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub branch: Option<At<String>>,
+    pub tags: Option<At<String>>,
+    pub prereleases: Option<At<bool>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    pub wait: Option<At<bool>>,
+    pub timeout: Option<At<String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub execution_role: Option<At<String>>,
+    pub task_role: Option<At<String>>,
+    pub subnets: Option<At<Vec<String>>>,
+    pub security_groups: Option<At<Vec<String>>>,
+    pub assign_public_ip: Option<At<bool>>,
+    pub log_group: Option<At<String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub listen: Option<At<String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub listen: Option<At<String>>,
+    pub secret_env: Option<At<String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCloudWatch {
+    pub namespace: Option<At<String>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Converge drift.
+    #[default]
+    Auto,
+    /// Report drift only.
+    Manual,
+}
+
+/// The checked configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub repo: RepoConfig,
+    pub aws: AwsConfig,
+    pub environments: BTreeMap<String, EnvConfig>,
+    pub metrics_listen: SocketAddr,
+    pub webhook: Option<WebhookConfig>,
+    pub concurrency: usize,
+    pub cloudwatch_namespace: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RepoConfig {
+    pub url: String,
+    pub token_env: Option<String>,
+    pub ssh_key: Option<String>,
+    pub poll_interval: Duration,
+    pub workdir: String,
+    pub discovery: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AwsConfig {
+    pub region: String,
+    pub endpoint_url: Option<String>,
+    pub account_id: Option<String>,
+    pub registry: Option<String>,
+}
+
+impl AwsConfig {
+    pub fn partition(&self) -> &'static str {
+        if self.region.starts_with("cn-") {
+            "aws-cn"
+        } else if self.region.starts_with("us-gov-") {
+            "aws-us-gov"
+        } else {
+            "aws"
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Branch(String),
+    /// The highest `vX.Y.Z` tag.
+    SemverTags { prereleases: bool },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnvConfig {
+    pub name: String,
+    pub source: Source,
+    pub cluster: String,
+    pub sync: SyncMode,
+    pub rollout_wait: bool,
+    pub rollout_timeout: Duration,
+    pub defaults: EnvDefaults,
+}
+
+/// Per-environment service defaults. `{service}` and `{env}` are filled in by `for_service`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EnvDefaults {
+    pub execution_role: Option<String>,
+    pub task_role: Option<String>,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: bool,
+    pub log_group: Option<String>,
+}
+
+impl EnvDefaults {
+    pub fn for_service(&self, service: &str, env: &str) -> EnvDefaults {
+        let fill = |s: &String| s.replace("{service}", service).replace("{env}", env);
+        EnvDefaults {
+            execution_role: self.execution_role.as_ref().map(fill),
+            task_role: self.task_role.as_ref().map(fill),
+            subnets: self.subnets.clone(),
+            security_groups: self.security_groups.clone(),
+            assign_public_ip: self.assign_public_ip,
+            log_group: Some(self.log_group.as_ref().map_or_else(|| format!("/ecs/{env}/{service}"), fill)),
+        }
+    }
+}
+
+pub const DEFAULT_DISCOVERY: &str = "**/deploy/service.yaml";
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &str) -> Result<Config, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic::new(Pos::file_start(path), format!("cannot read the config: {e}"))])
+        })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &str, text: &str) -> Result<Config, Diagnostics> {
+        let file: Arc<str> = Arc::from(path);
+        let raw: RawConfig = yaml::parse(&file, text).map_err(|d| Diagnostics(vec![d]))?;
+        let mut diags = Vec::new();
+        let config = check(&file, &raw, &mut diags);
+        diag::normalize(&mut diags);
+        match config {
+            Some(c) if diags.is_empty() => Ok(c),
+            _ => Err(Diagnostics(diags)),
+        }
+    }
+
+    pub fn env(&self, name: &str) -> Option<&EnvConfig> {
+        self.environments.get(name)
+    }
+}
+
+fn duration(field: &Option<At<String>>, default: Duration, diags: &mut Vec<Diagnostic>) -> Duration {
+    match field {
+        None => default,
+        Some(s) => match humantime::parse_duration(s.trim()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                diags.push(Diagnostic::new(s.pos.clone(), "a duration must be greater than zero"));
+                default
+            }
+            Err(e) => {
+                diags.push(Diagnostic::new(s.pos.clone(), format!("invalid duration `{}`: {e} (write e.g. 60s, 5m)", s.value)));
+                default
+            }
+        },
+    }
+}
+
+fn listen(field: &Option<At<String>>, default: &str, diags: &mut Vec<Diagnostic>) -> SocketAddr {
+    let fallback: SocketAddr = default.parse().expect("valid default address");
+    match field {
+        None => fallback,
+        Some(s) => s.parse().unwrap_or_else(|_| {
+            diags.push(Diagnostic::new(s.pos.clone(), format!("invalid listen address `{}`: write HOST:PORT, e.g. 0.0.0.0:9090", s.value)));
+            fallback
+        }),
+    }
+}
+
+fn check(file: &Arc<str>, raw: &RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
+    let start = Pos::file_start(file.clone());
+    let repo = match &raw.repo {
+        None => {
+            diags.push(Diagnostic::new(start.clone(), "missing required field `repo`"));
+            None
+        }
+        Some(r) => {
+            let url = r.url.as_ref().map(|u| u.value.clone());
+            if url.is_none() {
+                diags.push(Diagnostic::new(r.pos.clone(), "missing required field `url`"));
+            }
+            if let (Some(_), Some(k)) = (&r.token_env, &r.ssh_key) {
+                diags.push(Diagnostic::new(k.pos.clone(), "set either `token_env` or `ssh_key`, not both"));
+            }
+            let discovery = r.discovery.as_ref().map_or(DEFAULT_DISCOVERY.to_string(), |d| d.value.clone());
+            if let Some(d) = &r.discovery
+                && let Err(e) = globset::Glob::new(&d.value)
+            {
+                diags.push(Diagnostic::new(d.pos.clone(), format!("invalid discovery glob: {e}")));
+            }
+            url.map(|url| RepoConfig {
+                url,
+                token_env: r.token_env.as_ref().map(|t| t.value.clone()),
+                ssh_key: r.ssh_key.as_ref().map(|t| t.value.clone()),
+                poll_interval: duration(&r.poll_interval, Duration::from_secs(60), diags),
+                workdir: r.workdir.as_ref().map_or("/var/lib/berth".to_string(), |w| w.value.clone()),
+                discovery,
+            })
+        }
+    };
+    let aws = match &raw.aws {
+        None => {
+            diags.push(Diagnostic::new(start.clone(), "missing required field `aws`"));
+            None
+        }
+        Some(a) => {
+            let region = a.region.as_ref().map(|r| r.value.clone());
+            if region.is_none() {
+                diags.push(Diagnostic::new(a.pos.clone(), "missing required field `region`"));
+            }
+            if let Some(e) = &a.endpoint_url
+                && !(e.starts_with("http://") || e.starts_with("https://"))
+            {
+                diags.push(Diagnostic::new(e.pos.clone(), format!("invalid endpoint_url `{}`: an http:// or https:// URL", e.value)));
+            }
+            let account_id = a.account_id.as_ref().map(|t| t.value.0.clone());
+            if let (Some(id), Some(at)) = (&account_id, &a.account_id)
+                && !(id.len() == 12 && id.chars().all(|c| c.is_ascii_digit()))
+            {
+                diags.push(Diagnostic::new(at.pos.clone(), format!("invalid account_id `{id}`: 12 digits, quoted")));
+            }
+            region.map(|region| AwsConfig {
+                region,
+                endpoint_url: a.endpoint_url.as_ref().map(|e| e.value.trim_end_matches('/').to_string()),
+                account_id,
+                registry: a.registry.as_ref().map(|r| r.value.trim_end_matches('/').to_string()),
+            })
+        }
+    };
+    let mut environments = BTreeMap::new();
+    match &raw.environments {
+        None => diags.push(Diagnostic::new(start.clone(), "missing required field `environments`")),
+        Some(envs) => {
+            for (name, env) in envs.value.iter() {
+                if !valid_env_name(name) {
+                    diags.push(Diagnostic::new(env.pos.clone(), format!("invalid environment name `{name}`: names are [a-z0-9-]{{1,32}}")));
+                    continue;
+                }
+                if let Some(e) = check_env(name, env, diags) {
+                    environments.insert(name.clone(), e);
+                }
+            }
+        }
+    }
+    let concurrency = raw.concurrency.as_ref().map_or(8, |c| c.value as usize);
+    if let Some(c) = &raw.concurrency
+        && !(1..=256).contains(&c.value)
+    {
+        diags.push(Diagnostic::new(c.pos.clone(), format!("concurrency {} is out of range (1 to 256)", c.value)));
+    }
+    let metrics_listen = listen(&raw.metrics.as_ref().and_then(|m| m.listen.clone()), "0.0.0.0:9090", diags);
+    let webhook = raw.webhook.as_ref().map(|w| {
+        let secret_env = w.secret_env.as_ref().map_or("BERTH_WEBHOOK_SECRET".to_string(), |s| s.value.clone());
+        WebhookConfig { listen: listen(&w.listen, "0.0.0.0:8080", diags), secret_env }
+    });
+    let cloudwatch_namespace = raw.cloudwatch.as_ref().map(|c| {
+        let ns = c.namespace.as_ref().map_or("Berth".to_string(), |n| n.value.clone());
+        if ns.is_empty() || ns.starts_with("AWS/") || ns.len() > 255 {
+            diags.push(Diagnostic::new(c.pos.clone(), format!("invalid CloudWatch namespace `{ns}`")));
+        }
+        ns
+    });
+    Some(Config {
+        repo: repo?,
+        aws: aws?,
+        environments,
+        metrics_listen,
+        webhook,
+        concurrency,
+        cloudwatch_namespace,
+    })
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookConfig {
+    pub listen: SocketAddr,
+    pub secret_env: String,
+}
+
+fn check_env(name: &str, env: &At<RawEnv>, diags: &mut Vec<Diagnostic>) -> Option<EnvConfig> {
+    let source = match &env.source {
+        None => {
+            diags.push(Diagnostic::new(env.pos.clone(), "missing required field `source` ({branch: NAME} or {tags: semver})"));
+            None
+        }
+        Some(s) => match (&s.branch, &s.tags) {
+            (Some(b), None) => {
+                if b.is_empty() || git_ref_unsafe(&b.value) {
+                    diags.push(Diagnostic::new(b.pos.clone(), format!("invalid branch name `{}`", b.value)));
+                }
+                if let Some(p) = &s.prereleases {
+                    diags.push(Diagnostic::new(p.pos.clone(), "`prereleases` applies to `tags: semver` sources only"));
+                }
+                Some(Source::Branch(b.value.clone()))
+            }
+            (None, Some(t)) if t.value == "semver" => Some(Source::SemverTags {
+                prereleases: s.prereleases.as_ref().is_some_and(|p| p.value),
+            }),
+            (None, Some(t)) => {
+                diags.push(Diagnostic::new(t.pos.clone(), format!("unknown tag scheme `{}`: the only one is `semver`", t.value)));
+                None
+            }
+            _ => {
+                diags.push(Diagnostic::new(s.pos.clone(), "set exactly one of `branch` or `tags`"));
+                None
+            }
+        },
+    };
+    let cluster = env.cluster.as_ref().map(|c| c.value.clone());
+    if cluster.is_none() {
+        diags.push(Diagnostic::new(env.pos.clone(), "missing required field `cluster`"));
+    }
+    let rollout = env.rollout.as_ref();
+    let defaults = env.defaults.as_ref().map_or_else(EnvDefaults::default, |d| EnvDefaults {
+        execution_role: d.execution_role.as_ref().map(|v| v.value.clone()),
+        task_role: d.task_role.as_ref().map(|v| v.value.clone()),
+        subnets: d.subnets.as_ref().map(|v| v.value.clone()).unwrap_or_default(),
+        security_groups: d.security_groups.as_ref().map(|v| v.value.clone()).unwrap_or_default(),
+        assign_public_ip: d.assign_public_ip.as_ref().is_some_and(|v| v.value),
+        log_group: d.log_group.as_ref().map(|v| v.value.clone()),
+    });
+    if let Some(d) = &env.defaults {
+        for role in [&d.execution_role, &d.task_role].into_iter().flatten() {
+            if !role.starts_with("arn:") {
+                diags.push(Diagnostic::new(role.pos.clone(), format!("`{}` is not an IAM role ARN", role.value)));
+            }
+        }
+    }
+    Some(EnvConfig {
+        name: name.to_string(),
+        source: source?,
+        cluster: cluster?,
+        sync: env.sync.as_ref().map_or(SyncMode::Auto, |s| s.value),
+        rollout_wait: rollout.and_then(|r| r.wait.as_ref()).is_none_or(|w| w.value),
+        rollout_timeout: duration(&rollout.and_then(|r| r.timeout.clone()), Duration::from_secs(600), diags),
+        defaults,
+    })
+}
+
+fn git_ref_unsafe(name: &str) -> bool {
+    name.starts_with('-')
+        || name.contains("..")
+        || name.chars().any(|c| c.is_whitespace() || "~^:?*[\\".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+repo:
+  url: file:///tmp/repo
+  poll_interval: 30s
+aws:
+  region: us-east-1
+  account_id: "123456789012"
+environments:
+  pre:
+    source: {branch: develop}
+    cluster: pre
+  prod:
+    source: {tags: semver}
+    cluster: prod
+    sync: manual
+    rollout: {wait: false, timeout: 2m}
+"#;
+
+    #[test]
+    fn parses_a_good_config() {
+        let c = Config::parse("berth.yaml", GOOD).unwrap();
+        assert_eq!(c.repo.poll_interval, Duration::from_secs(30));
+        assert_eq!(c.environments["pre"].source, Source::Branch("develop".into()));
+        assert_eq!(c.environments["prod"].sync, SyncMode::Manual);
+        assert!(!c.environments["prod"].rollout_wait);
+        assert_eq!(c.concurrency, 8);
+        assert_eq!(c.metrics_listen.port(), 9090);
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_position() {
+        let bad = GOOD.replace("30s", "often").replace("cluster: prod", "cluster: prod\n    sink: x");
+        let err = Config::parse("berth.yaml", &bad).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.0[0].to_string().starts_with("berth.yaml:15:5: unknown field `sink`"), "{err}");
+        let bad = GOOD.replace("30s", "often").replace("semver", "calver");
+        let err = Config::parse("berth.yaml", &bad).unwrap_err().to_string();
+        assert!(err.contains("berth.yaml:4:18: invalid duration `often`"), "{err}");
+        assert!(err.contains("berth.yaml:12:20: unknown tag scheme `calver`"), "{err}");
+    }
+}

@@ -1,0 +1,239 @@
+//! The desired state of one service in one environment, in the AWS APIs' own field names:
+//! the RegisterTaskDefinition input, the service settings (CreateService/UpdateService)
+//! and the Application Auto Scaling target and policy.
+//!
+//! The same types describe live state read back from AWS, so the diff compares like with like.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDefinition {
+    pub family: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_role_arn: Option<String>,
+    pub network_mode: String,
+    #[serde(default)]
+    pub requires_compatibilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    pub container_definitions: Vec<ContainerDefinition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerDefinition {
+    pub name: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub essential: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment: Vec<KeyValuePair>,
+    /// References only: `valueFrom` is an ARN or parameter name, never a value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_configuration: Option<LogConfiguration>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub docker_labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub container_port: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeyValuePair {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Secret {
+    pub name: String,
+    pub value_from: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogConfiguration {
+    pub log_driver: String,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+/// Service settings, in CreateService's field names.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSettings {
+    pub cluster: String,
+    pub service_name: String,
+    /// The family (render) or the revision ARN (apply, live).
+    pub task_definition: String,
+    /// `None` when autoscaling owns the count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_count: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_configuration: Option<DeploymentConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<NetworkConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagate_tags: Option<String>,
+    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    pub enable_ecs_managed_tags: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentConfiguration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_circuit_breaker: Option<CircuitBreaker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_percent: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_healthy_percent: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CircuitBreaker {
+    pub enable: bool,
+    pub rollback: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkConfiguration {
+    pub awsvpc_configuration: AwsVpcConfiguration,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsVpcConfiguration {
+    pub subnets: Vec<String>,
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign_public_ip: Option<String>,
+}
+
+/// Application Auto Scaling, in its own (PascalCase) field names.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Scaling {
+    pub scalable_target: ScalableTarget,
+    pub scaling_policy: ScalingPolicy,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScalableTarget {
+    pub service_namespace: String,
+    pub resource_id: String,
+    pub scalable_dimension: String,
+    pub min_capacity: i32,
+    pub max_capacity: i32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScalingPolicy {
+    pub policy_name: String,
+    pub service_namespace: String,
+    pub resource_id: String,
+    pub scalable_dimension: String,
+    pub policy_type: String,
+    pub target_tracking_scaling_policy_configuration: TargetTracking,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TargetTracking {
+    pub target_value: f64,
+    pub predefined_metric_specification: PredefinedMetric,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_in_cooldown: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_out_cooldown: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PredefinedMetric {
+    pub predefined_metric_type: String,
+}
+
+/// Everything berth applies for one (service, env).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Desired {
+    pub task_definition: TaskDefinition,
+    pub service: ServiceSettings,
+    pub scaling: Option<Scaling>,
+}
+
+pub mod tags {
+    pub const MANAGED: &str = "berth:managed";
+    pub const ENV: &str = "berth:env";
+    pub const COMMIT: &str = "berth:commit";
+    pub const SPEC_HASH: &str = "berth:spec-hash";
+    pub const SERVICE: &str = "berth:service";
+}
+
+impl Desired {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.service.tags.iter().find(|t| t.key == key).map(|t| t.value.as_str())
+    }
+
+    pub fn spec_hash(&self) -> &str {
+        self.tag(tags::SPEC_HASH).unwrap_or_default()
+    }
+}

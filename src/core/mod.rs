@@ -1,0 +1,10 @@
+//! The pure core: no I/O, no async, no SDK types. Parsing and checking specs and config,
+//! rendering desired state, normalising and diffing it against live state, and planning.
+
+pub mod at;
+pub mod config;
+pub mod desired;
+pub mod diag;
+pub mod render;
+pub mod spec;
+pub mod yaml;

@@ -1,0 +1,260 @@
+//! Rendering: a checked [`ServiceSpec`] plus its environment becomes the [`Desired`] state.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use super::config::{AwsConfig, EnvConfig, Source};
+use super::desired::*;
+use super::diag::Diagnostic;
+use super::spec::reference::{self, Reference};
+use super::spec::template::Context;
+use super::spec::{EnvValue, ScaleResource, ServiceSpec, Variable};
+
+/// Values looked up outside the core: SSM parameter values for `ssm:` variables, and
+/// full secret ARNs found by DescribeSecret. Never secret values.
+#[derive(Clone, Debug, Default)]
+pub struct Lookups {
+    pub ssm_values: BTreeMap<String, String>,
+    pub secret_arns: BTreeMap<String, String>,
+}
+
+/// What a render needs besides the spec.
+pub struct Target<'a> {
+    pub env: &'a EnvConfig,
+    pub aws: &'a AwsConfig,
+    /// The full id of the service's commit (the newest that changed its folder).
+    pub commit: &'a str,
+    /// `X.Y.Z` in tag environments.
+    pub version: Option<&'a str>,
+    pub lookups: &'a Lookups,
+}
+
+impl Target<'_> {
+    /// The image tag berth deploys: the commit's 12-character id in branch environments,
+    /// `X.Y.Z` in tag environments.
+    pub fn image_tag(&self) -> String {
+        match (&self.env.source, self.version) {
+            (Source::SemverTags { .. }, Some(v)) => v.to_string(),
+            _ => self.commit.chars().take(12).collect(),
+        }
+    }
+}
+
+/// `image` as a full reference: the registry prepended to a bare repository name, and the
+/// tag appended unless the image pins its own tag or digest.
+pub fn image_reference(image: &str, registry: Option<&str>, tag: &str) -> String {
+    let first = image.split('/').next().unwrap_or("");
+    let has_registry = image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let pinned = image.contains('@') || last.contains(':');
+    let base = match registry {
+        Some(r) if !has_registry => format!("{r}/{image}"),
+        _ => image.to_string(),
+    };
+    if pinned { base } else { format!("{base}:{tag}") }
+}
+
+pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Diagnostic>> {
+    let env = target.env;
+    let aws = target.aws;
+    let defaults = env.defaults.for_service(&spec.name, &env.name);
+    let mut errors = Vec::new();
+    let ctx = Context {
+        service: &spec.name,
+        env: &env.name,
+        commit: target.commit,
+        version: target.version.unwrap_or(""),
+    };
+    let mut environment = Vec::new();
+    let mut secrets = Vec::new();
+    for var in &spec.environment {
+        match &var.value {
+            EnvValue::Template(t) => {
+                let value = t.expand(&ctx, |name| match spec.variables.get(name) {
+                    Some(Variable::Literal(v)) => v.clone(),
+                    Some(Variable::Ssm { name: param, pos }) => match target.lookups.ssm_values.get(param) {
+                        Some(v) => v.clone(),
+                        None => {
+                            errors.push(Diagnostic::new(
+                                pos.clone(),
+                                format!("no value for SSM parameter `{param}` (offline, pass --param {param}=VALUE)"),
+                            ));
+                            String::new()
+                        }
+                    },
+                    None => String::new(),
+                });
+                environment.push(KeyValuePair { name: var.key.clone(), value });
+            }
+            EnvValue::Secret(r) => {
+                let arn = match r {
+                    Reference::SecretsManager(s) => target.lookups.secret_arns.get(&s.id).map(String::as_str),
+                    Reference::Ssm(_) => None,
+                };
+                match reference::value_from(r, aws.partition(), &aws.region, aws.account_id.as_deref(), arn) {
+                    Ok(value_from) => secrets.push(Secret { name: var.key.clone(), value_from }),
+                    Err(msg) => errors.push(Diagnostic::new(var.pos.clone(), msg)),
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort();
+        errors.dedup();
+        return Err(errors);
+    }
+    environment.sort();
+    secrets.sort();
+
+    let mut labels = BTreeMap::from([
+        ("PROMETHEUS_EXPORTER_PORT".to_string(), spec.metrics_port.to_string()),
+        ("PROMETHEUS_EXPORTER_PATH".to_string(), "/metrics".to_string()),
+        ("ECS_PROMETHEUS_EXPORTER_PORT".to_string(), spec.metrics_port.to_string()),
+        ("berth.service".to_string(), spec.name.clone()),
+        ("berth.env".to_string(), env.name.clone()),
+        ("berth.ingress".to_string(), if spec.external { "external" } else { "internal" }.to_string()),
+    ]);
+    if !spec.data.is_empty() {
+        labels.insert("berth.dependencies.data".to_string(), spec.data.join(","));
+    }
+    let log_group = defaults.log_group.clone().unwrap_or_default();
+    let container = ContainerDefinition {
+        name: spec.name.clone(),
+        image: image_reference(&spec.image, aws.registry.as_deref(), &target.image_tag()),
+        essential: Some(true),
+        cpu: None,
+        port_mappings: vec![
+            PortMapping { name: Some("http".into()), container_port: spec.port.into(), host_port: None, protocol: Some("tcp".into()) },
+            PortMapping { name: Some("metrics".into()), container_port: spec.metrics_port.into(), host_port: None, protocol: Some("tcp".into()) },
+        ],
+        environment,
+        secrets,
+        health_check: Some(HealthCheck {
+            command: vec![
+                "CMD-SHELL".into(),
+                format!("curl -fsS http://localhost:{}{} || exit 1", spec.port, spec.health),
+            ],
+            interval: Some(30),
+            timeout: Some(5),
+            retries: Some(3),
+            start_period: Some(30),
+        }),
+        log_configuration: Some(LogConfiguration {
+            log_driver: "awslogs".into(),
+            options: BTreeMap::from([
+                ("awslogs-group".to_string(), log_group),
+                ("awslogs-region".to_string(), aws.region.clone()),
+                ("awslogs-stream-prefix".to_string(), spec.name.clone()),
+            ]),
+        }),
+        docker_labels: labels,
+    };
+    let family = format!("{}-{}", spec.name, env.name);
+    let task_definition = TaskDefinition {
+        family: family.clone(),
+        task_role_arn: defaults.task_role.clone(),
+        execution_role_arn: defaults.execution_role.clone(),
+        network_mode: "awsvpc".into(),
+        requires_compatibilities: vec!["FARGATE".into()],
+        cpu: Some(spec.cpu.to_string()),
+        memory: Some(spec.memory.to_string()),
+        container_definitions: vec![container],
+        tags: Vec::new(),
+    };
+    let network_configuration = (!defaults.subnets.is_empty()).then(|| NetworkConfiguration {
+        awsvpc_configuration: AwsVpcConfiguration {
+            subnets: defaults.subnets.clone(),
+            security_groups: defaults.security_groups.clone(),
+            assign_public_ip: Some(if defaults.assign_public_ip { "ENABLED" } else { "DISABLED" }.into()),
+        },
+    });
+    let service = ServiceSettings {
+        cluster: env.cluster.clone(),
+        service_name: spec.name.clone(),
+        task_definition: family,
+        desired_count: spec.autoscaling.is_none().then_some(spec.count as i32),
+        launch_type: Some("FARGATE".into()),
+        platform_version: Some("LATEST".into()),
+        deployment_configuration: Some(DeploymentConfiguration {
+            deployment_circuit_breaker: Some(CircuitBreaker { enable: true, rollback: true }),
+            maximum_percent: Some(200),
+            minimum_healthy_percent: Some(100),
+        }),
+        network_configuration,
+        propagate_tags: Some("SERVICE".into()),
+        enable_ecs_managed_tags: Some(true),
+        tags: Vec::new(),
+    };
+    let scaling = spec.autoscaling.as_ref().map(|a| {
+        let resource_id = format!("service/{}/{}", env.cluster, spec.name);
+        let (metric, short) = match a.resource {
+            ScaleResource::Cpu => ("ECSServiceAverageCPUUtilization", "cpu"),
+            ScaleResource::Memory => ("ECSServiceAverageMemoryUtilization", "memory"),
+        };
+        Scaling {
+            scalable_target: ScalableTarget {
+                service_namespace: "ecs".into(),
+                resource_id: resource_id.clone(),
+                scalable_dimension: SCALABLE_DIMENSION.into(),
+                min_capacity: a.min as i32,
+                max_capacity: a.max as i32,
+            },
+            scaling_policy: ScalingPolicy {
+                policy_name: format!("{POLICY_PREFIX}{short}-target"),
+                service_namespace: "ecs".into(),
+                resource_id,
+                scalable_dimension: SCALABLE_DIMENSION.into(),
+                policy_type: "TargetTrackingScaling".into(),
+                target_tracking_scaling_policy_configuration: TargetTracking {
+                    target_value: a.target,
+                    predefined_metric_specification: PredefinedMetric { predefined_metric_type: metric.into() },
+                    scale_in_cooldown: None,
+                    scale_out_cooldown: None,
+                },
+            },
+        }
+    });
+    let mut desired = Desired { task_definition, service, scaling };
+    let hash = spec_hash(&desired);
+    let tags = vec![
+        Tag { key: tags::COMMIT.into(), value: target.commit.to_string() },
+        Tag { key: tags::ENV.into(), value: env.name.clone() },
+        Tag { key: tags::MANAGED.into(), value: "true".into() },
+        Tag { key: tags::SERVICE.into(), value: spec.name.clone() },
+        Tag { key: tags::SPEC_HASH.into(), value: hash },
+    ];
+    desired.task_definition.tags = tags.clone();
+    desired.service.tags = tags;
+    Ok(desired)
+}
+
+pub const SCALABLE_DIMENSION: &str = "ecs:service:DesiredCount";
+/// Scaling policies berth creates are named `berth-…`; only those are ever deleted.
+pub const POLICY_PREFIX: &str = "berth-";
+
+/// A stable hash of what berth applies (tags left out, since the hash is one of them).
+pub fn spec_hash(desired: &Desired) -> String {
+    let mut untagged = desired.clone();
+    untagged.task_definition.tags.clear();
+    untagged.service.tags.clear();
+    let json = serde_json::to_vec(&untagged).expect("desired state serializes");
+    hex::encode(&Sha256::digest(&json)[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references() {
+        let reg = Some("123456789012.dkr.ecr.us-east-1.amazonaws.com");
+        assert_eq!(image_reference("web", reg, "abc"), "123456789012.dkr.ecr.us-east-1.amazonaws.com/web:abc");
+        assert_eq!(image_reference("team/web", reg, "abc"), "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web:abc");
+        assert_eq!(image_reference("web:1.0", reg, "abc"), "123456789012.dkr.ecr.us-east-1.amazonaws.com/web:1.0");
+        assert_eq!(image_reference("ghcr.io/acme/web", reg, "abc"), "ghcr.io/acme/web:abc");
+        assert_eq!(image_reference("localhost:5000/web", reg, "abc"), "localhost:5000/web:abc");
+        assert_eq!(image_reference("ghcr.io/acme/web@sha256:00", reg, "abc"), "ghcr.io/acme/web@sha256:00");
+        assert_eq!(image_reference("nginx", None, "1.2.3"), "nginx:1.2.3");
+    }
+}

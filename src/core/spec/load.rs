@@ -1,0 +1,317 @@
+//! A repository of services: discovery results in, parsed and cross-checked services out.
+//!
+//! Pure: the shell (`source`) reads the files, from a directory or a git tree, into a
+//! [`RepoFiles`]; everything here works on those strings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::model::{EnvFile, ServiceFile, Spec};
+use super::{ServiceSpec, check_env_file, check_spec, valid_env_name, valid_service_name, NAME_RULE};
+use crate::core::diag::{self, Diagnostic, Pos};
+use crate::core::yaml;
+
+/// The files berth reads from a repository: each discovered `service.yaml` and every
+/// `deploy/<env>/config.yaml` beside it, by `/`-separated path relative to the root.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RepoFiles {
+    pub files: BTreeMap<String, String>,
+    /// The paths of `files` that matched the discovery glob.
+    pub service_files: Vec<String>,
+}
+
+impl RepoFiles {
+    /// Where the environment configs of the service whose spec is `service_file` live.
+    pub fn deploy_dir(service_file: &str) -> &str {
+        service_file.rsplit_once('/').map_or("", |(dir, _)| dir)
+    }
+
+    /// The service's folder: the one that holds its `deploy/`.
+    pub fn service_dir(service_file: &str) -> &str {
+        let deploy = Self::deploy_dir(service_file);
+        deploy.rsplit_once('/').map_or("", |(dir, _)| dir)
+    }
+
+    /// The environment a path names, when it is `<deploy>/<env>/config.yaml`.
+    pub fn env_of<'a>(deploy_dir: &str, path: &'a str) -> Option<&'a str> {
+        let rest = if deploy_dir.is_empty() { path } else { path.strip_prefix(deploy_dir)?.strip_prefix('/')? };
+        let (env, file) = rest.split_once('/')?;
+        (file == "config.yaml").then_some(env)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EnvDef {
+    pub file: Arc<str>,
+    pub parsed: Result<EnvFile, Diagnostic>,
+}
+
+/// A service whose `service.yaml` parsed and whose name is usable.
+#[derive(Clone, Debug)]
+pub struct ServiceDef {
+    pub name: String,
+    pub dir: String,
+    pub file: Arc<str>,
+    pub name_pos: Pos,
+    pub spec_pos: Pos,
+    pub spec: Spec,
+    /// Problems that affect every environment (type, duplicates, dependencies).
+    pub errors: Vec<Diagnostic>,
+    pub envs: BTreeMap<String, EnvDef>,
+}
+
+/// A service that cannot be deployed anywhere: its `service.yaml` does not parse or its
+/// name is unusable. `key` is its name when known, else its folder.
+#[derive(Clone, Debug)]
+pub struct BrokenService {
+    pub key: String,
+    pub dir: String,
+    pub envs: Vec<String>,
+    pub errors: Vec<Diagnostic>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Repo {
+    /// Sorted by name.
+    pub services: Vec<ServiceDef>,
+    pub broken: Vec<BrokenService>,
+}
+
+impl Repo {
+    pub fn load(files: &RepoFiles) -> Repo {
+        let mut repo = Repo::default();
+        for path in &files.service_files {
+            let Some(text) = files.files.get(path) else { continue };
+            let file: Arc<str> = Arc::from(path.as_str());
+            let dir = RepoFiles::service_dir(path).to_string();
+            let deploy = RepoFiles::deploy_dir(path);
+            let mut envs = BTreeMap::new();
+            let mut errors = Vec::new();
+            for (p, content) in files.files.range(format!("{deploy}/")..) {
+                if !deploy.is_empty() && !p.starts_with(&format!("{deploy}/")) {
+                    break;
+                }
+                let Some(env) = RepoFiles::env_of(deploy, p) else { continue };
+                let env_file: Arc<str> = Arc::from(p.as_str());
+                if !valid_env_name(env) {
+                    errors.push(Diagnostic::new(
+                        Pos::file_start(env_file),
+                        format!("invalid environment folder `{env}`: names are [a-z0-9-]{{1,32}}"),
+                    ));
+                    continue;
+                }
+                let parsed = yaml::parse::<EnvFile>(&env_file, content);
+                envs.insert(env.to_string(), EnvDef { file: env_file, parsed });
+            }
+            let parsed = match yaml::parse::<ServiceFile>(&file, text) {
+                Ok(p) => p,
+                Err(d) => {
+                    errors.push(d);
+                    repo.broken.push(BrokenService {
+                        key: guess_name(text).unwrap_or_else(|| folder_key(&dir)),
+                        dir,
+                        envs: envs.keys().cloned().collect(),
+                        errors,
+                    });
+                    continue;
+                }
+            };
+            let start = Pos::file_start(file.clone());
+            match &parsed.kind {
+                None => errors.push(Diagnostic::new(start.clone(), "missing required field `type`")),
+                Some(k) if k.value != "service" => errors.push(Diagnostic::new(
+                    k.pos.clone(),
+                    format!("unknown type `{}`: the only type is `service`", k.value),
+                )),
+                Some(_) => {}
+            }
+            let name_pos = parsed.name.as_ref().map_or_else(|| start.clone(), |n| n.pos.clone());
+            let name = match &parsed.name {
+                None => {
+                    errors.push(Diagnostic::new(start.clone(), "missing required field `name`"));
+                    None
+                }
+                Some(n) if !valid_service_name(&n.value) => {
+                    errors.push(Diagnostic::new(
+                        n.pos.clone(),
+                        format!("invalid service name `{}`: names are {NAME_RULE}", n.value),
+                    ));
+                    None
+                }
+                Some(n) => Some(n.value.clone()),
+            };
+            let (spec_pos, spec) = match &parsed.spec {
+                Some(s) => (s.pos.clone(), s.value.clone()),
+                None => {
+                    errors.push(Diagnostic::new(start.clone(), "missing required field `spec`"));
+                    (start, Spec::default())
+                }
+            };
+            match name {
+                Some(name) => repo.services.push(ServiceDef { name, dir, file, name_pos, spec_pos, spec, errors, envs }),
+                None => repo.broken.push(BrokenService {
+                    key: folder_key(&dir),
+                    dir,
+                    envs: envs.keys().cloned().collect(),
+                    errors,
+                }),
+            }
+        }
+        repo.services.sort_by(|a, b| a.name.cmp(&b.name).then(a.file.cmp(&b.file)));
+        repo.check_duplicates();
+        repo.check_dependencies();
+        repo
+    }
+
+    fn check_duplicates(&mut self) {
+        let mut first: BTreeMap<String, (Arc<str>, Pos)> = BTreeMap::new();
+        let mut dups: Vec<(usize, String)> = Vec::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let pos = name_pos(s);
+            if let Some((_, other)) = first.get(&s.name) {
+                dups.push((i, format!("duplicate service name `{}`: also defined at {other}", s.name)));
+                let j = self.services.iter().position(|x| x.name == s.name).unwrap_or(i);
+                dups.push((j, format!("duplicate service name `{}`: also defined at {pos}", s.name)));
+            } else {
+                first.insert(s.name.clone(), (s.file.clone(), pos));
+            }
+        }
+        for (i, msg) in dups {
+            let pos = name_pos(&self.services[i]);
+            self.services[i].errors.push(Diagnostic::new(pos, msg));
+        }
+    }
+
+    fn check_dependencies(&mut self) {
+        let known: BTreeSet<String> = self.services.iter().map(|s| s.name.clone()).collect();
+        let graph: BTreeMap<String, Vec<String>> =
+            self.services.iter().map(|s| (s.name.clone(), base_deps(&s.spec))).collect();
+        let mut new_errors: Vec<(usize, Diagnostic)> = Vec::new();
+        for (i, s) in self.services.iter().enumerate() {
+            for dep in s.spec.dependencies.iter().flat_map(|d| d.services.iter()).flat_map(|v| v.value.iter()) {
+                if !known.contains(&dep.value) && valid_service_name(&dep.value) {
+                    new_errors.push((
+                        i,
+                        Diagnostic::new(dep.pos.clone(), format!("depends on unknown service `{}`", dep.value)),
+                    ));
+                }
+            }
+            if let Some(cycle) = find_cycle(&s.name, &graph) {
+                let pos = s
+                    .spec
+                    .dependencies
+                    .as_ref()
+                    .and_then(|d| d.services.as_ref())
+                    .map_or_else(|| name_pos(s), |v| v.pos.clone());
+                new_errors.push((i, Diagnostic::new(pos, format!("dependency cycle: {}", cycle.join(" -> ")))));
+            }
+        }
+        for (i, d) in new_errors {
+            self.services[i].errors.push(d);
+        }
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceDef> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Every problem in the repository, sorted, each once.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        let mut out: Vec<Diagnostic> = self.broken.iter().flat_map(|b| b.errors.iter().cloned()).collect();
+        for s in &self.services {
+            if s.envs.is_empty() {
+                out.extend(s.errors.iter().cloned());
+                check_spec(&s.name, "", &s.dir, &s.spec_pos, &s.spec, None, None, &mut out);
+            }
+            for env in s.envs.keys() {
+                if let Err(errs) = s.resolve(env) {
+                    out.extend(errs);
+                }
+            }
+        }
+        diag::normalize(&mut out);
+        out
+    }
+}
+
+impl ServiceDef {
+    /// The service as it deploys to `env`: its env config's overrides merged in, and every
+    /// field, template and reference checked.
+    pub fn resolve(&self, env: &str) -> Result<ServiceSpec, Vec<Diagnostic>> {
+        let mut diags = self.errors.clone();
+        let Some(def) = self.envs.get(env) else {
+            diags.push(Diagnostic::new(
+                Pos::file_start(self.file.clone()),
+                format!("service `{}` does not deploy to `{env}` (no deploy/{env}/config.yaml)", self.name),
+            ));
+            return Err(diags);
+        };
+        let file = match &def.parsed {
+            Ok(f) => f,
+            Err(d) => {
+                diags.push(d.clone());
+                return Err(diags);
+            }
+        };
+        let values = check_env_file(file, &mut diags);
+        let merged = match &file.overrides {
+            Some(o) => self.spec.merged(&o.value),
+            None => self.spec.clone(),
+        };
+        let spec = check_spec(&self.name, env, &self.dir, &self.spec_pos, &merged, Some(&values), Some(&def.file), &mut diags);
+        match spec {
+            Some(spec) if diags.is_empty() => Ok(spec),
+            _ => {
+                diag::normalize(&mut diags);
+                Err(diags)
+            }
+        }
+    }
+}
+
+fn base_deps(spec: &Spec) -> Vec<String> {
+    spec.dependencies
+        .iter()
+        .flat_map(|d| d.services.iter())
+        .flat_map(|v| v.value.iter().map(|s| s.value.clone()))
+        .collect()
+}
+
+/// A cycle through `start`, as the list of names from `start` back to it.
+fn find_cycle(start: &str, graph: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
+    fn dfs(node: &str, start: &str, graph: &BTreeMap<String, Vec<String>>, path: &mut Vec<String>, seen: &mut BTreeSet<String>) -> bool {
+        for next in graph.get(node).into_iter().flatten() {
+            if next == start {
+                path.push(next.clone());
+                return true;
+            }
+            if seen.insert(next.clone()) {
+                path.push(next.clone());
+                if dfs(next, start, graph, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start.to_string()];
+    let mut seen = BTreeSet::new();
+    dfs(start, start, graph, &mut path, &mut seen).then_some(path)
+}
+
+fn name_pos(s: &ServiceDef) -> Pos {
+    s.name_pos.clone()
+}
+
+fn folder_key(dir: &str) -> String {
+    dir.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("(root)").to_string()
+}
+
+/// The `name:` of a service.yaml that does not parse, so status can still name it.
+fn guess_name(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("name:"))
+        .map(|v| v.trim().trim_matches(['"', '\'']).to_string())
+        .filter(|n| valid_service_name(n))
+}

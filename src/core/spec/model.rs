@@ -1,0 +1,177 @@
+//! The files a user writes: `deploy/service.yaml` and `deploy/<env>/config.yaml`, as parsed.
+//!
+//! Every field is optional at this level so that one parse reports every missing field
+//! and every bad value at once; `resolve` turns a (service, env) pair into a checked
+//! [`super::ServiceSpec`]. Unknown keys are rejected by serde.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::core::at::{At, Text};
+
+/// `deploy/service.yaml`.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "berth service.yaml")]
+pub struct ServiceFile {
+    /// The kind of workload. Only `service` exists today.
+    #[serde(rename = "type")]
+    #[schemars(required)]
+    pub kind: Option<At<String>>,
+    /// ECS service name: unique in the repository, `[a-z0-9-]{1,48}`.
+    #[schemars(required, regex(pattern = r"^[a-z0-9-]{1,48}$"))]
+    pub name: Option<At<String>>,
+    #[schemars(required)]
+    pub spec: Option<At<Spec>>,
+}
+
+/// The service specification. In `config.yaml` under `overrides`, any subset of it.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// ECR repository name (the registry comes from the agent config) or a full image
+    /// reference. A tag or digest in it pins the image; otherwise berth picks the tag.
+    pub image: Option<At<String>>,
+    /// Task size in AWS units: CPU units and MiB. Must be a Fargate-valid pair.
+    pub resources: Option<At<Resources>>,
+    /// Desired task count; ignored when `autoscaling` is set.
+    pub count: Option<At<u32>>,
+    /// Target-tracking autoscaling on average CPU or memory.
+    pub autoscaling: Option<At<Autoscaling>>,
+    /// HTTP API port (default 8080).
+    pub port: Option<At<u16>>,
+    /// Container health check path on `port` (default `/health`).
+    pub health: Option<At<String>>,
+    /// OpenMetrics port (default 9090).
+    pub metrics_port: Option<At<u16>>,
+    pub ingress: Option<At<Ingress>>,
+    pub dependencies: Option<At<Dependencies>>,
+    /// Container environment; values may use templates.
+    pub environment: Option<At<Vec<EnvEntry>>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU units: 256, 512, 1024, 2048, 4096, 8192 or 16384.
+    pub cpu: Option<At<u32>>,
+    /// Memory in MiB, valid for the CPU value on Fargate.
+    pub memory: Option<At<u32>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscaling {
+    pub resource: Option<At<ScaleResource>>,
+    /// Target utilisation in percent (default 70).
+    pub target: Option<At<f64>>,
+    pub min: Option<At<u32>>,
+    pub max: Option<At<u32>>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleResource {
+    Cpu,
+    Memory,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ingress {
+    /// Whether the service is reachable from the internet (recorded; routing is not managed).
+    pub external: Option<At<bool>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dependencies {
+    /// Services of this repository that converge before this one.
+    pub services: Option<At<Vec<At<String>>>>,
+    /// Data stores the service uses (recorded as a docker label).
+    pub data: Option<At<Vec<At<String>>>>,
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvEntry {
+    /// Environment variable name.
+    pub key: At<String>,
+    /// Value; may hold templates such as `{{ .Variables["name"] }}`.
+    pub value: At<Text>,
+}
+
+/// `deploy/<env>/config.yaml`.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "berth config.yaml")]
+pub struct EnvFile {
+    /// Plain values for templates; `ssm:/name` reads the value from Parameter Store.
+    pub variables: Option<At<Vec<KeyValue>>>,
+    /// References to secrets (`ssm:/name`, `secretsmanager:NAME#field`, or ARNs).
+    /// Their values are never read: they become container `secrets`.
+    pub secrets: Option<At<Vec<KeyValue>>>,
+    /// Any spec field, for this environment only.
+    pub overrides: Option<At<Spec>>,
+    /// Take over a same-named service that berth did not create.
+    pub adopt: Option<At<bool>>,
+}
+
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyValue {
+    pub key: At<String>,
+    pub value: At<Text>,
+}
+
+fn merge_opt<T: Clone>(base: &Option<At<T>>, over: &Option<At<T>>, f: impl Fn(&T, &T) -> T) -> Option<At<T>> {
+    match (base, over) {
+        (Some(b), Some(o)) => Some(At::new(f(&b.value, &o.value), o.pos.clone())),
+        (b, o) => o.clone().or_else(|| b.clone()),
+    }
+}
+
+fn pick<T: Clone>(base: &Option<At<T>>, over: &Option<At<T>>) -> Option<At<T>> {
+    over.clone().or_else(|| base.clone())
+}
+
+impl Spec {
+    /// The spec with an environment's `overrides` laid over it: maps merge field by field,
+    /// `environment` merges by key, other lists are replaced whole.
+    pub fn merged(&self, over: &Spec) -> Spec {
+        Spec {
+            image: pick(&self.image, &over.image),
+            resources: merge_opt(&self.resources, &over.resources, |b, o| Resources {
+                cpu: pick(&b.cpu, &o.cpu),
+                memory: pick(&b.memory, &o.memory),
+            }),
+            count: pick(&self.count, &over.count),
+            autoscaling: merge_opt(&self.autoscaling, &over.autoscaling, |b, o| Autoscaling {
+                resource: pick(&b.resource, &o.resource),
+                target: pick(&b.target, &o.target),
+                min: pick(&b.min, &o.min),
+                max: pick(&b.max, &o.max),
+            }),
+            port: pick(&self.port, &over.port),
+            health: pick(&self.health, &over.health),
+            metrics_port: pick(&self.metrics_port, &over.metrics_port),
+            ingress: merge_opt(&self.ingress, &over.ingress, |b, o| Ingress {
+                external: pick(&b.external, &o.external),
+            }),
+            dependencies: merge_opt(&self.dependencies, &over.dependencies, |b, o| Dependencies {
+                services: pick(&b.services, &o.services),
+                data: pick(&b.data, &o.data),
+            }),
+            environment: merge_opt(&self.environment, &over.environment, |b, o| {
+                let mut out: Vec<EnvEntry> = b.clone();
+                for entry in o {
+                    match out.iter_mut().find(|e| e.key.value == entry.key.value) {
+                        Some(existing) => *existing = entry.clone(),
+                        None => out.push(entry.clone()),
+                    }
+                }
+                out
+            }),
+        }
+    }
+}

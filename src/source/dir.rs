@@ -1,0 +1,61 @@
+//! Reading a repository's deploy files from a directory (a checkout, or any folder).
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use globset::GlobMatcher;
+
+use crate::core::spec::RepoFiles;
+
+pub fn matcher(glob: &str) -> anyhow::Result<GlobMatcher> {
+    Ok(globset::GlobBuilder::new(glob)
+        .literal_separator(true)
+        .build()
+        .with_context(|| format!("invalid discovery glob `{glob}`"))?
+        .compile_matcher())
+}
+
+/// Finds every file under `root` matching `glob` and reads it with the
+/// `deploy/<env>/config.yaml` files beside it. Hidden folders (`.git`, …) are skipped.
+pub fn read(root: &Path, glob: &str) -> anyhow::Result<RepoFiles> {
+    let matcher = matcher(glob)?;
+    let mut out = RepoFiles::default();
+    let walk = walkdir::WalkDir::new(root).sort_by_file_name().into_iter().filter_entry(|e| {
+        e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
+    });
+    for entry in walk {
+        let entry = entry.with_context(|| format!("cannot read {}", root.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = relative(root, entry.path());
+        if !matcher.is_match(&rel) {
+            continue;
+        }
+        out.files.insert(rel.clone(), read_text(entry.path())?);
+        let deploy = entry.path().parent().unwrap_or(root);
+        let Ok(children) = std::fs::read_dir(deploy) else { continue };
+        for child in children.flatten() {
+            let config = child.path().join("config.yaml");
+            if child.path().is_dir() && config.is_file() {
+                out.files.insert(relative(root, &config), read_text(&config)?);
+            }
+        }
+        out.service_files.push(rel);
+    }
+    Ok(out)
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // A file that is not UTF-8 is reported by the YAML parser with its position.
+    Ok(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}

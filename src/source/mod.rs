@@ -1,0 +1,4 @@
+//! Where specs come from: a directory on disk, or a commit of a git repository.
+
+pub mod dir;
+pub mod git;
