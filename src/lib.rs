@@ -9,6 +9,7 @@
 //! - [`cli`]: the clap definitions.
 
 pub mod cli;
+pub mod aws;
 pub mod commands;
 pub mod core;
 pub mod source;

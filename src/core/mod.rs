@@ -8,3 +8,7 @@ pub mod diag;
 pub mod render;
 pub mod spec;
 pub mod yaml;
+pub mod diff;
+pub mod live;
+pub mod plan;
+pub mod rollout;

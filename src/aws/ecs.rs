@@ -1,0 +1,145 @@
+//! ECS: services ten at a time, task definitions cached by ARN, and the writes.
+
+use aws_sdk_ecs::types as ecs;
+
+use super::convert::{self, ecs_tags};
+use super::{Aws, AwsError, classify};
+use crate::core::desired::{ServiceSettings, Tag, TaskDefinition};
+use crate::core::live::{LiveService, LiveTaskDefinition};
+
+/// DescribeServices accepts at most ten names.
+pub const DESCRIBE_SERVICES_BATCH: usize = 10;
+
+impl Aws {
+    /// The named services of a cluster (with tags). Names not found are absent from the map.
+    pub async fn describe_services(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<std::collections::BTreeMap<String, LiveService>, AwsError> {
+        let mut out = std::collections::BTreeMap::new();
+        for chunk in names.chunks(DESCRIBE_SERVICES_BATCH) {
+            let resp = self
+                .ecs
+                .describe_services()
+                .cluster(cluster)
+                .set_services(Some(chunk.to_vec()))
+                .include(ecs::ServiceField::Tags)
+                .send()
+                .await;
+            let resp = match resp {
+                Ok(r) => r,
+                // A missing cluster means none of its services exist yet.
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_cluster_not_found_exception()) => return Ok(out),
+                Err(e) => return Err(classify("DescribeServices", e)),
+            };
+            for s in resp.services() {
+                let live = convert::service_from_sdk(s);
+                out.insert(live.settings.service_name.clone(), live);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A task definition by ARN (cached: revisions never change) or by family (newest
+    /// ACTIVE revision; not cached). `None` when it does not exist.
+    pub async fn describe_task_definition(&self, id: &str) -> Result<Option<LiveTaskDefinition>, AwsError> {
+        if let Some(td) = self.td_cache.lock().expect("cache lock").get(id) {
+            return Ok(Some(td.clone()));
+        }
+        let resp = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(id)
+            .include(ecs::TaskDefinitionField::Tags)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_client_exception()) => return Ok(None),
+            Err(e) => return Err(classify("DescribeTaskDefinition", e)),
+        };
+        let Some(td) = resp.task_definition() else { return Ok(None) };
+        if td.status().is_some_and(|s| s.as_str() != "ACTIVE") && !id.starts_with("arn:") {
+            return Ok(None);
+        }
+        let live = convert::task_definition_from_sdk(td, resp.tags());
+        self.td_cache.lock().expect("cache lock").insert(live.arn.clone(), live.clone());
+        Ok(Some(live))
+    }
+
+    /// Registers a revision; returns its ARN.
+    pub async fn register_task_definition(&self, td: &TaskDefinition) -> Result<String, AwsError> {
+        let resp = convert::register_input(&self.ecs, td)?
+            .send()
+            .await
+            .map_err(|e| classify("RegisterTaskDefinition", e))?;
+        let td = resp
+            .task_definition()
+            .ok_or_else(|| AwsError::other("RegisterTaskDefinition", "no task definition in the answer"))?;
+        let live = convert::task_definition_from_sdk(td, resp.tags());
+        self.td_cache.lock().expect("cache lock").insert(live.arn.clone(), live.clone());
+        Ok(live.arn)
+    }
+
+    pub async fn create_service(&self, s: &ServiceSettings, revision: &str, desired_count: i32) -> Result<LiveService, AwsError> {
+        let mut req = self
+            .ecs
+            .create_service()
+            .cluster(&s.cluster)
+            .service_name(&s.service_name)
+            .task_definition(revision)
+            .desired_count(desired_count)
+            .set_launch_type(s.launch_type.as_deref().map(ecs::LaunchType::from))
+            .set_platform_version(s.platform_version.clone())
+            .set_propagate_tags(s.propagate_tags.as_deref().map(ecs::PropagateTags::from))
+            .set_enable_ecs_managed_tags(s.enable_ecs_managed_tags)
+            .set_tags(Some(ecs_tags(&s.tags)));
+        if let Some(d) = &s.deployment_configuration {
+            req = req.deployment_configuration(convert::deployment_to_sdk(d));
+        }
+        if let Some(n) = &s.network_configuration {
+            req = req.network_configuration(convert::network_to_sdk(n)?);
+        }
+        let resp = req.send().await.map_err(|e| classify("CreateService", e))?;
+        let svc = resp.service().ok_or_else(|| AwsError::other("CreateService", "no service in the answer"))?;
+        Ok(convert::service_from_sdk(svc))
+    }
+
+    /// Points the service at `revision` and applies its settings. The desired count is
+    /// sent only when berth owns it (no autoscaling).
+    pub async fn update_service(&self, s: &ServiceSettings, revision: &str, set_count: bool) -> Result<LiveService, AwsError> {
+        let mut req = self
+            .ecs
+            .update_service()
+            .cluster(&s.cluster)
+            .service(&s.service_name)
+            .task_definition(revision)
+            .set_platform_version(s.platform_version.clone())
+            .set_propagate_tags(s.propagate_tags.as_deref().map(ecs::PropagateTags::from))
+            .set_enable_ecs_managed_tags(s.enable_ecs_managed_tags);
+        if set_count {
+            req = req.set_desired_count(s.desired_count);
+        }
+        if let Some(d) = &s.deployment_configuration {
+            req = req.deployment_configuration(convert::deployment_to_sdk(d));
+        }
+        if let Some(n) = &s.network_configuration {
+            req = req.network_configuration(convert::network_to_sdk(n)?);
+        }
+        let resp = req.send().await.map_err(|e| classify("UpdateService", e))?;
+        let svc = resp.service().ok_or_else(|| AwsError::other("UpdateService", "no service in the answer"))?;
+        Ok(convert::service_from_sdk(svc))
+    }
+
+    pub async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<(), AwsError> {
+        self.ecs
+            .tag_resource()
+            .resource_arn(arn)
+            .set_tags(Some(ecs_tags(tags)))
+            .send()
+            .await
+            .map_err(|e| classify("TagResource", e))?;
+        Ok(())
+    }
+}

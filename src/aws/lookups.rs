@@ -1,0 +1,205 @@
+//! Verify before apply: referenced parameters and secrets exist (never reading a secret
+//! value: DescribeParameters and DescribeSecret only), `ssm:` variables are read, and
+//! image tags exist in ECR.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_ecr::types as ecr;
+use aws_sdk_ssm::types as ssm;
+
+use super::{Aws, AwsError, classify};
+
+/// An image in an ECR registry of this region.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EcrImage {
+    pub registry_id: String,
+    pub repository: String,
+    /// A tag, or a digest `sha256:…`.
+    pub reference: String,
+}
+
+impl EcrImage {
+    /// Parses `ACCOUNT.dkr.ecr.REGION.amazonaws.com/repo:tag` (or `@sha256:…`); `None` for
+    /// images elsewhere or in another region.
+    pub fn parse(image: &str, region: &str) -> Option<EcrImage> {
+        let (host, rest) = image.split_once('/')?;
+        let mut parts = host.split('.');
+        let (account, dkr, ecr_, host_region) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if dkr != "dkr" || ecr_ != "ecr" || host_region != region || !host.ends_with(".amazonaws.com") {
+            return None;
+        }
+        let (repository, reference) = match rest.split_once('@') {
+            Some((repo, digest)) => (repo, digest),
+            None => rest.rsplit_once(':')?,
+        };
+        Some(EcrImage { registry_id: account.to_string(), repository: repository.to_string(), reference: reference.to_string() })
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct VerifyRequest {
+    /// SSM parameters used as secrets: existence only.
+    pub ssm_secrets: BTreeSet<String>,
+    /// SSM parameters used as plain variables: their values are read.
+    pub ssm_variables: BTreeSet<String>,
+    /// Secrets Manager ids (names or ARNs): existence, and the full ARN.
+    pub secret_ids: BTreeSet<String>,
+    pub images: BTreeSet<EcrImage>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Verified {
+    pub existing_ssm: BTreeSet<String>,
+    pub ssm_values: BTreeMap<String, String>,
+    /// `ssm:` variables that are SecureStrings: they belong under `secrets`.
+    pub secure_variables: BTreeSet<String>,
+    pub secret_arns: BTreeMap<String, String>,
+    pub missing_images: BTreeSet<EcrImage>,
+}
+
+fn ssm_name(name_or_arn: &str) -> String {
+    match name_or_arn.split_once(":parameter") {
+        Some((_, name)) if name_or_arn.starts_with("arn:") => {
+            let flat = name.trim_start_matches('/');
+            if flat.contains('/') { name.to_string() } else { flat.to_string() }
+        }
+        _ => name_or_arn.to_string(),
+    }
+}
+
+impl Aws {
+    pub async fn verify(&self, req: &VerifyRequest) -> Result<Verified, AwsError> {
+        let mut out = Verified::default();
+        let names: Vec<String> = req.ssm_secrets.iter().map(|n| ssm_name(n)).collect::<BTreeSet<_>>().into_iter().collect();
+        for chunk in names.chunks(50) {
+            let filter = ssm::ParameterStringFilter::builder()
+                .key("Name")
+                .option("Equals")
+                .set_values(Some(chunk.to_vec()))
+                .build()
+                .map_err(|e| AwsError::other("DescribeParameters", e.to_string()))?;
+            let mut token = None;
+            loop {
+                let resp = self
+                    .ssm
+                    .describe_parameters()
+                    .parameter_filters(filter.clone())
+                    .max_results(50)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| classify("DescribeParameters", e))?;
+                for p in resp.parameters() {
+                    if let Some(n) = p.name() {
+                        out.existing_ssm.insert(n.to_string());
+                    }
+                }
+                token = resp.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        let vars: Vec<String> = req.ssm_variables.iter().cloned().collect();
+        for chunk in vars.chunks(10) {
+            let resp = self
+                .ssm
+                .get_parameters()
+                .set_names(Some(chunk.to_vec()))
+                .with_decryption(false)
+                .send()
+                .await
+                .map_err(|e| classify("GetParameters", e))?;
+            for p in resp.parameters() {
+                let (Some(name), Some(value)) = (p.name(), p.value()) else { continue };
+                let asked = chunk.iter().find(|c| ssm_name(c) == name || *c == name || p.arn() == Some(c.as_str()));
+                let key = asked.cloned().unwrap_or_else(|| name.to_string());
+                if p.r#type() == Some(&ssm::ParameterType::SecureString) {
+                    out.secure_variables.insert(key);
+                } else {
+                    out.ssm_values.insert(key, value.to_string());
+                }
+            }
+        }
+        for id in &req.secret_ids {
+            match self.sm.describe_secret().secret_id(id).send().await {
+                Ok(resp) => {
+                    if resp.deleted_date().is_none()
+                        && let Some(arn) = resp.arn()
+                    {
+                        out.secret_arns.insert(id.clone(), arn.to_string());
+                    }
+                }
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {}
+                Err(e) => return Err(classify("DescribeSecret", e)),
+            }
+        }
+        let mut by_repo: BTreeMap<(String, String), Vec<&EcrImage>> = BTreeMap::new();
+        for image in &req.images {
+            by_repo.entry((image.registry_id.clone(), image.repository.clone())).or_default().push(image);
+        }
+        for ((registry, repo), images) in by_repo {
+            for chunk in images.chunks(100) {
+                let ids: Vec<ecr::ImageIdentifier> = chunk
+                    .iter()
+                    .map(|i| {
+                        let b = ecr::ImageIdentifier::builder();
+                        if i.reference.starts_with("sha256:") { b.image_digest(&i.reference) } else { b.image_tag(&i.reference) }.build()
+                    })
+                    .collect();
+                let resp = self
+                    .ecr
+                    .batch_get_image()
+                    .registry_id(&registry)
+                    .repository_name(&repo)
+                    .set_image_ids(Some(ids))
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) => {
+                        let found: BTreeSet<String> = r
+                            .images()
+                            .iter()
+                            .filter_map(|i| i.image_id())
+                            .flat_map(|id| [id.image_tag().map(str::to_string), id.image_digest().map(str::to_string)])
+                            .flatten()
+                            .collect();
+                        for i in chunk {
+                            if !found.contains(&i.reference) {
+                                out.missing_images.insert((*i).clone());
+                            }
+                        }
+                    }
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_repository_not_found_exception()) => {
+                        out.missing_images.extend(chunk.iter().map(|i| (*i).clone()));
+                    }
+                    Err(e) => return Err(classify("BatchGetImage", e)),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Verified {
+    pub fn ssm_exists(&self, name_or_arn: &str) -> bool {
+        self.existing_ssm.contains(&ssm_name(name_or_arn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ecr_images() {
+        let i = EcrImage::parse("123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web:abc", "us-east-1").unwrap();
+        assert_eq!((i.registry_id.as_str(), i.repository.as_str(), i.reference.as_str()), ("123456789012", "team/web", "abc"));
+        assert!(EcrImage::parse("123456789012.dkr.ecr.eu-west-1.amazonaws.com/web:abc", "us-east-1").is_none());
+        assert!(EcrImage::parse("ghcr.io/acme/web:1", "us-east-1").is_none());
+        let d = EcrImage::parse("1.dkr.ecr.us-east-1.amazonaws.com/web@sha256:00", "us-east-1").unwrap();
+        assert_eq!(d.reference, "sha256:00");
+        assert_eq!(ssm_name("arn:aws:ssm:us-east-1:1:parameter/pre/x"), "/pre/x");
+        assert_eq!(ssm_name("arn:aws:ssm:us-east-1:1:parameter/flat"), "flat");
+    }
+}

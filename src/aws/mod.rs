@@ -1,0 +1,150 @@
+//! AWS adapters: ECS, Application Auto Scaling, SSM Parameter Store, Secrets Manager, ECR
+//! and STS. SDK types stay inside this module; callers see berth's own types.
+//!
+//! Every HTTP request (each retry attempt too) is counted by api, operation and result.
+
+mod autoscaling;
+mod convert;
+mod ecs;
+mod lookups;
+mod stats;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+pub use lookups::{Verified, VerifyRequest};
+pub use stats::{RequestKey, RequestStats};
+
+use crate::core::config::AwsConfig;
+use crate::core::live::LiveTaskDefinition;
+
+/// An AWS failure, classified: the scheduler's retry decision and the metrics' `result`
+/// label come from the class.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AwsError {
+    #[error("{operation}: throttled: {message}")]
+    Throttled { operation: String, message: String },
+    #[error("{operation}: not found: {message}")]
+    NotFound { operation: String, message: String },
+    #[error("{operation}: access denied: {message}")]
+    AccessDenied { operation: String, message: String },
+    #[error("{operation}: {message}")]
+    Other { operation: String, message: String },
+}
+
+impl AwsError {
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, AwsError::Throttled { .. })
+    }
+
+    pub(crate) fn other(operation: &str, message: impl Into<String>) -> AwsError {
+        AwsError::Other { operation: operation.into(), message: message.into() }
+    }
+}
+
+pub(crate) fn classify<E, R>(operation: &str, err: SdkError<E, R>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let code = err.code().unwrap_or_default().to_string();
+    let message = match err.message() {
+        Some(m) => format!("{code}: {m}"),
+        None => aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
+    };
+    let operation = operation.to_string();
+    if stats::is_throttling_code(&code) {
+        AwsError::Throttled { operation, message }
+    } else if code.contains("NotFound") || code == "ResourceNotFoundException" || code == "ParameterNotFound" {
+        AwsError::NotFound { operation, message }
+    } else if code.contains("AccessDenied") || code == "UnauthorizedOperation" || code == "UnrecognizedClientException" {
+        AwsError::AccessDenied { operation, message }
+    } else {
+        AwsError::Other { operation, message }
+    }
+}
+
+/// Client tuning. Tests turn retries down so emulator gaps (HTTP 500) fail fast.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub max_attempts: u32,
+    pub operation_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { max_attempts: 5, operation_timeout: Duration::from_secs(60) }
+    }
+}
+
+/// The AWS clients of one region, with a request counter and the task-definition cache.
+pub struct Aws {
+    pub(crate) ecs: aws_sdk_ecs::Client,
+    pub(crate) aas: aws_sdk_applicationautoscaling::Client,
+    pub(crate) ssm: aws_sdk_ssm::Client,
+    pub(crate) sm: aws_sdk_secretsmanager::Client,
+    pub(crate) ecr: aws_sdk_ecr::Client,
+    pub(crate) sts: aws_sdk_sts::Client,
+    pub stats: Arc<RequestStats>,
+    /// Task definition revisions are immutable: cached by ARN for the process's life.
+    td_cache: Mutex<HashMap<String, LiveTaskDefinition>>,
+    account: tokio::sync::OnceCell<String>,
+    pub config: AwsConfig,
+}
+
+impl Aws {
+    /// Clients from the SDK's default credential chain (env, profile, web identity, ECS task
+    /// role, IMDS), with adaptive retry.
+    pub async fn connect(config: &AwsConfig, options: &ClientOptions, stats: Arc<RequestStats>) -> Aws {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .retry_config(
+                RetryConfig::adaptive()
+                    .with_max_attempts(options.max_attempts)
+                    .with_initial_backoff(Duration::from_millis(200)),
+            )
+            .timeout_config(TimeoutConfig::builder().operation_timeout(options.operation_timeout).build());
+        if let Some(endpoint) = &config.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let sdk = loader.load().await;
+        let counter = stats::Counter(stats.clone());
+        Aws {
+            ecs: aws_sdk_ecs::Client::from_conf(aws_sdk_ecs::config::Builder::from(&sdk).interceptor(counter.clone()).build()),
+            aas: aws_sdk_applicationautoscaling::Client::from_conf(
+                aws_sdk_applicationautoscaling::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
+            ),
+            ssm: aws_sdk_ssm::Client::from_conf(aws_sdk_ssm::config::Builder::from(&sdk).interceptor(counter.clone()).build()),
+            sm: aws_sdk_secretsmanager::Client::from_conf(
+                aws_sdk_secretsmanager::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
+            ),
+            ecr: aws_sdk_ecr::Client::from_conf(aws_sdk_ecr::config::Builder::from(&sdk).interceptor(counter.clone()).build()),
+            sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(&sdk).interceptor(counter).build()),
+            stats,
+            td_cache: Mutex::new(HashMap::new()),
+            account: tokio::sync::OnceCell::new(),
+            config: config.clone(),
+        }
+    }
+
+    /// The account id: from the config, else asked of STS once.
+    pub async fn account_id(&self) -> Result<String, AwsError> {
+        if let Some(id) = &self.config.account_id {
+            return Ok(id.clone());
+        }
+        self.account
+            .get_or_try_init(|| async {
+                let out = self.sts.get_caller_identity().send().await.map_err(|e| classify("GetCallerIdentity", e))?;
+                out.account().map(str::to_string).ok_or_else(|| AwsError::other("GetCallerIdentity", "no account in the answer"))
+            })
+            .await
+            .cloned()
+    }
+}

@@ -1,0 +1,109 @@
+//! Counting AWS requests by api, operation and result, with an SDK interceptor that sees
+//! every attempt (so throttled attempts that a retry later hides are counted too).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestKey {
+    /// `ecs`, `application-autoscaling`, `ssm`, `secretsmanager`, `ecr`, `sts`.
+    pub api: String,
+    pub operation: String,
+    /// `ok`, `throttled` or `error`.
+    pub result: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    counts: Mutex<BTreeMap<RequestKey, u64>>,
+}
+
+impl RequestStats {
+    pub fn new() -> Arc<RequestStats> {
+        Arc::new(RequestStats::default())
+    }
+
+    pub fn record(&self, api: &str, operation: &str, result: &'static str) {
+        let key = RequestKey { api: api.to_string(), operation: operation.to_string(), result };
+        *self.counts.lock().expect("stats lock").entry(key).or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<RequestKey, u64> {
+        self.counts.lock().expect("stats lock").clone()
+    }
+
+    /// Requests that change something (every operation but Describe*/List*/Get*).
+    pub fn writes(&self) -> u64 {
+        self.snapshot()
+            .iter()
+            .filter(|(k, _)| !is_read(&k.operation))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+pub fn is_read(operation: &str) -> bool {
+    ["Describe", "List", "Get", "BatchGet"].iter().any(|p| operation.starts_with(p))
+}
+
+pub fn is_throttling_code(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling" | "ThrottlingException" | "ThrottledException" | "TooManyRequestsException"
+            | "RequestLimitExceeded" | "RequestThrottled" | "RequestThrottledException"
+            | "ProvisionedThroughputExceededException" | "SlowDown" | "PriorRequestNotComplete"
+    )
+}
+
+fn api_label(service: &str) -> String {
+    match service {
+        "ECS" => "ecs".into(),
+        "Application Auto Scaling" => "application-autoscaling".into(),
+        "SSM" => "ssm".into(),
+        "Secrets Manager" => "secretsmanager".into(),
+        "ECR" => "ecr".into(),
+        "STS" => "sts".into(),
+        other => other.to_ascii_lowercase().replace(' ', "-"),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Counter(pub Arc<RequestStats>);
+
+impl Intercept for Counter {
+    fn name(&self) -> &'static str {
+        "berth-request-counter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(meta) = cfg.load::<Metadata>() else { return Ok(()) };
+        let result = match context.response() {
+            Some(resp) if resp.status().is_success() => "ok",
+            Some(resp) => {
+                let body = resp.body().bytes().unwrap_or_default();
+                let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+                let header = resp.headers().get("x-amzn-errortype").unwrap_or_default();
+                if resp.status().as_u16() == 429 || text.contains("Throttl") || header.contains("Throttl") || text.contains("TooManyRequests") || text.contains("RequestLimitExceeded") {
+                    "throttled"
+                } else {
+                    "error"
+                }
+            }
+            None => "error",
+        };
+        self.0.record(&api_label(meta.service()), meta.name(), result);
+        Ok(())
+    }
+}

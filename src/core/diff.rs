@@ -1,0 +1,515 @@
+//! Normalised, field-level comparison of desired and live state.
+//!
+//! Both sides are turned into a *view*: a JSON object in which everything AWS fills in,
+//! reorders or spells differently has one canonical form (defaults made explicit, lists
+//! that are sets sorted or keyed by name, units and ARNs canonical, read-only fields
+//! gone). Two views are then compared field by field. Each rule has a test below; the
+//! list is in docs/diff.md.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::desired::*;
+use super::live::{LivePolicy, LiveScalableTarget, LiveService, LiveTaskDefinition};
+
+/// What normalisation needs to know about the account: an SSM parameter may be written
+/// as a name or an ARN.
+#[derive(Clone, Debug, Default)]
+pub struct NormContext {
+    pub partition: String,
+    pub region: String,
+    pub account_id: Option<String>,
+}
+
+/// One differing field. `live`/`desired` are `None` when the field is absent on that side.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Change {
+    pub path: String,
+    pub live: Option<Value>,
+    pub desired: Option<Value>,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.live, &self.desired) {
+            (Some(l), Some(d)) => write!(f, "~ {}: {} → {}", self.path, l, d),
+            (None, Some(d)) => write!(f, "+ {}: {}", self.path, d),
+            (Some(l), None) => write!(f, "- {}: {}", self.path, l),
+            (None, None) => write!(f, "~ {}", self.path),
+        }
+    }
+}
+
+/// `"0.25 vCPU"` → `"256"`, `"1 GB"` → `"1024"`; plain numbers stay.
+pub fn normalize_units(value: &str, unit_per_one: f64, suffixes: &[&str]) -> String {
+    let v = value.trim();
+    let lower = v.to_ascii_lowercase();
+    for suffix in suffixes {
+        if let Some(num) = lower.strip_suffix(suffix)
+            && let Ok(n) = num.trim().parse::<f64>()
+        {
+            return ((n * unit_per_one).round() as i64).to_string();
+        }
+    }
+    v.to_string()
+}
+
+fn cpu_units(v: &str) -> String {
+    normalize_units(v, 1024.0, &["vcpu"])
+}
+
+fn memory_mib(v: &str) -> String {
+    normalize_units(v, 1024.0, &["gb"])
+}
+
+/// Secrets Manager ARNs end in `-XXXXXX` (six random characters) that a partial ARN
+/// leaves out; SSM parameters may be named or ARN'd.
+fn canonical_value_from(v: &str, ctx: &NormContext) -> String {
+    if !v.starts_with("arn:") {
+        return match &ctx.account_id {
+            Some(account) => super::spec::reference::ssm_arn(&ctx.partition, &ctx.region, account, v),
+            None => v.to_string(),
+        };
+    }
+    if let Some(idx) = v.find(":secret:") {
+        let (head, rest) = v.split_at(idx + ":secret:".len());
+        let (name, tail) = match rest.find(':') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let name = match name.rsplit_once('-') {
+            Some((base, suffix)) if suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric()) => base,
+            _ => name,
+        };
+        return format!("{head}{name}{tail}");
+    }
+    v.to_string()
+}
+
+fn obj(pairs: impl IntoIterator<Item = (String, Value)>) -> Value {
+    Value::Object(pairs.into_iter().collect::<Map<_, _>>())
+}
+
+fn container_view(c: &ContainerDefinition, ctx: &NormContext) -> Value {
+    let ports = c.port_mappings.iter().map(|p| {
+        let mut m = Map::new();
+        if let Some(name) = &p.name {
+            m.insert("name".into(), json!(name));
+        }
+        m.insert("protocol".into(), json!(p.protocol.clone().unwrap_or_else(|| "tcp".into()).to_lowercase()));
+        // Under awsvpc the host port is the container port; AWS echoes it back.
+        if let Some(h) = p.host_port.filter(|h| *h != p.container_port && *h != 0) {
+            m.insert("hostPort".into(), json!(h));
+        }
+        (p.container_port.to_string(), Value::Object(m))
+    });
+    let env = c.environment.iter().map(|kv| (kv.name.clone(), json!(kv.value)));
+    let secrets = c.secrets.iter().map(|s| (s.name.clone(), json!(canonical_value_from(&s.value_from, ctx))));
+    let health = c.health_check.as_ref().map(|h| {
+        json!({
+            "command": h.command,
+            "interval": h.interval.unwrap_or(30),
+            "timeout": h.timeout.unwrap_or(5),
+            "retries": h.retries.unwrap_or(3),
+            "startPeriod": h.start_period.unwrap_or(0),
+        })
+    });
+    let mut m = Map::new();
+    m.insert("name".into(), json!(c.name));
+    m.insert("image".into(), json!(c.image));
+    m.insert("essential".into(), json!(c.essential.unwrap_or(true)));
+    if let Some(cpu) = c.cpu.filter(|c| *c != 0) {
+        m.insert("cpu".into(), json!(cpu));
+    }
+    m.insert("portMappings".into(), obj(ports));
+    m.insert("environment".into(), obj(env));
+    m.insert("secrets".into(), obj(secrets));
+    m.insert("healthCheck".into(), health.unwrap_or(Value::Null));
+    m.insert(
+        "logConfiguration".into(),
+        c.log_configuration.as_ref().map_or(Value::Null, |l| json!({"logDriver": l.log_driver, "options": l.options})),
+    );
+    m.insert("dockerLabels".into(), json!(c.docker_labels));
+    Value::Object(m)
+}
+
+/// The comparable content of a task definition (tags and read-only fields left out).
+pub fn task_definition_view(td: &TaskDefinition, extras: &[String], ctx: &NormContext) -> Value {
+    let mut compat = td.requires_compatibilities.clone();
+    compat.sort();
+    compat.dedup();
+    let mut m = Map::new();
+    m.insert("family".into(), json!(td.family));
+    m.insert("taskRoleArn".into(), json!(td.task_role_arn));
+    m.insert("executionRoleArn".into(), json!(td.execution_role_arn));
+    m.insert("networkMode".into(), json!(td.network_mode));
+    m.insert("requiresCompatibilities".into(), json!(compat));
+    m.insert("cpu".into(), json!(td.cpu.as_deref().map(cpu_units)));
+    m.insert("memory".into(), json!(td.memory.as_deref().map(memory_mib)));
+    let containers = td.container_definitions.iter().map(|c| (c.name.clone(), container_view(c, ctx)));
+    m.insert("containers".into(), obj(containers));
+    if !extras.is_empty() {
+        let mut e = extras.to_vec();
+        e.sort();
+        m.insert("unmanagedFields".into(), json!(e));
+    }
+    Value::Object(m)
+}
+
+/// Differences between a live task definition and the desired one. Container paths are
+/// written `container.<field>` (berth's task definitions hold one container).
+pub fn diff_task_definition(live: &LiveTaskDefinition, desired: &TaskDefinition, ctx: &NormContext) -> Vec<Change> {
+    let l = task_definition_view(&live.definition, &live.extras, ctx);
+    let d = task_definition_view(desired, &[], ctx);
+    let mut out = Vec::new();
+    diff_values("taskDefinition", &l, &d, &mut out);
+    let single = desired.container_definitions.first().map(|c| c.name.clone()).unwrap_or_default();
+    let prefix = format!("taskDefinition.containers.{single}.");
+    for c in &mut out {
+        if let Some(rest) = c.path.strip_prefix(&prefix) {
+            c.path = format!("container.{rest}");
+        }
+    }
+    out
+}
+
+/// Whether the live revision has the desired content.
+pub fn task_definition_matches(live: &LiveTaskDefinition, desired: &TaskDefinition, ctx: &NormContext) -> bool {
+    diff_task_definition(live, desired, ctx).is_empty()
+}
+
+fn berth_tags(tags: &[Tag]) -> Value {
+    obj(tags.iter().filter(|t| t.key.starts_with("berth:")).map(|t| (t.key.clone(), json!(t.value))))
+}
+
+/// The comparable service settings. Fields the live side does not report at all are
+/// taken as equal: AWS always returns them, and only an emulator leaves them out
+/// (moto drops `deploymentConfiguration` and `enableECSManagedTags` on create).
+pub fn service_view(s: &ServiceSettings, reference: &ServiceSettings) -> Value {
+    let mut m = Map::new();
+    if reference.desired_count.is_some() {
+        m.insert("desiredCount".into(), json!(s.desired_count));
+    }
+    m.insert("launchType".into(), json!(s.launch_type.clone().or_else(|| reference.launch_type.clone())));
+    if reference.platform_version.as_deref() != Some("LATEST") {
+        m.insert("platformVersion".into(), json!(s.platform_version.clone().unwrap_or_else(|| "LATEST".into())));
+    }
+    let dc = s.deployment_configuration.as_ref().or(reference.deployment_configuration.as_ref());
+    if let Some(dc) = dc {
+        let cb = dc.deployment_circuit_breaker.clone().unwrap_or_default();
+        m.insert(
+            "deploymentConfiguration".into(),
+            json!({
+                "deploymentCircuitBreaker": {"enable": cb.enable, "rollback": cb.rollback},
+                "maximumPercent": dc.maximum_percent.unwrap_or(200),
+                "minimumHealthyPercent": dc.minimum_healthy_percent.unwrap_or(100),
+            }),
+        );
+    }
+    let net = s.network_configuration.as_ref().map(|n| {
+        let mut subnets = n.awsvpc_configuration.subnets.clone();
+        subnets.sort();
+        let mut sgs = n.awsvpc_configuration.security_groups.clone();
+        sgs.sort();
+        json!({
+            "subnets": subnets,
+            "securityGroups": sgs,
+            "assignPublicIp": n.awsvpc_configuration.assign_public_ip.clone().unwrap_or_else(|| "DISABLED".into()),
+        })
+    });
+    if reference.network_configuration.is_some() || net.is_some() {
+        m.insert("networkConfiguration".into(), net.unwrap_or(Value::Null));
+    }
+    m.insert(
+        "propagateTags".into(),
+        json!(s.propagate_tags.clone().or_else(|| reference.propagate_tags.clone()).unwrap_or_else(|| "NONE".into())),
+    );
+    m.insert(
+        "enableECSManagedTags".into(),
+        json!(s.enable_ecs_managed_tags.or(reference.enable_ecs_managed_tags).unwrap_or(false)),
+    );
+    m.insert("tags".into(), berth_tags(&s.tags));
+    Value::Object(m)
+}
+
+/// Differences in service settings (the task definition revision is compared by the plan).
+pub fn diff_service(live: &LiveService, desired: &ServiceSettings) -> Vec<Change> {
+    let mut out = Vec::new();
+    diff_values("service", &service_view(&live.settings, desired), &service_view(desired, desired), &mut out);
+    out
+}
+
+/// Why a live service cannot be changed into the desired one in place.
+pub fn needs_replacement(live: &LiveService, desired: &ServiceSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    if live.uses_capacity_providers {
+        out.push("the service uses a capacity provider strategy; berth deploys launchType FARGATE".to_string());
+    } else if let (Some(l), Some(d)) = (&live.settings.launch_type, &desired.launch_type)
+        && l != d
+    {
+        out.push(format!("launchType {l} → {d}"));
+    }
+    if let Some(s) = live.scheduling_strategy.as_deref().filter(|s| *s != "REPLICA") {
+        out.push(format!("schedulingStrategy {s} → REPLICA"));
+    }
+    if let Some(c) = live.deployment_controller.as_deref().filter(|c| *c != "ECS") {
+        out.push(format!("deploymentController {c} → ECS"));
+    }
+    if live.settings.network_configuration.is_none() && desired.network_configuration.is_some() {
+        out.push("network mode: the service has no awsvpc network configuration".to_string());
+    }
+    out
+}
+
+pub fn scalable_target_view(t: &ScalableTarget) -> Value {
+    json!({"MinCapacity": t.min_capacity, "MaxCapacity": t.max_capacity})
+}
+
+pub fn diff_scalable_target(live: Option<&LiveScalableTarget>, desired: &ScalableTarget) -> Vec<Change> {
+    let mut out = Vec::new();
+    match live {
+        None => out.push(Change { path: "scaling.target".into(), live: None, desired: Some(scalable_target_view(desired)) }),
+        // RoleARN is never compared: AWS swaps in its service-linked role.
+        Some(l) => diff_values("scaling.target", &scalable_target_view(&l.target), &scalable_target_view(desired), &mut out),
+    }
+    out
+}
+
+pub fn policy_view(p: &ScalingPolicy, reference: &ScalingPolicy) -> Value {
+    let t = &p.target_tracking_scaling_policy_configuration;
+    let r = &reference.target_tracking_scaling_policy_configuration;
+    let mut m = Map::new();
+    m.insert("PolicyType".into(), json!(p.policy_type));
+    m.insert("TargetValue".into(), json!(t.target_value));
+    m.insert("PredefinedMetricType".into(), json!(t.predefined_metric_specification.predefined_metric_type));
+    // Cooldowns are compared only when git sets them; AWS applies its own defaults.
+    if r.scale_in_cooldown.is_some() {
+        m.insert("ScaleInCooldown".into(), json!(t.scale_in_cooldown));
+    }
+    if r.scale_out_cooldown.is_some() {
+        m.insert("ScaleOutCooldown".into(), json!(t.scale_out_cooldown));
+    }
+    Value::Object(m)
+}
+
+pub fn diff_policy(live: Option<&LivePolicy>, desired: &ScalingPolicy) -> Vec<Change> {
+    let path = format!("scaling.policy.{}", desired.policy_name);
+    let mut out = Vec::new();
+    match live {
+        None => out.push(Change { path, live: None, desired: Some(policy_view(desired, desired)) }),
+        Some(l) => diff_values(&path, &policy_view(&l.policy, desired), &policy_view(desired, desired), &mut out),
+    }
+    out
+}
+
+/// Field-level diff of two JSON values; objects recurse, anything else compares whole.
+pub fn diff_values(path: &str, live: &Value, desired: &Value, out: &mut Vec<Change>) {
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => {
+            let keys: BTreeMap<&String, ()> = l.keys().chain(d.keys()).map(|k| (k, ())).collect();
+            for key in keys.keys() {
+                let sub = format!("{path}.{key}");
+                match (l.get(*key), d.get(*key)) {
+                    (Some(a), Some(b)) => diff_values(&sub, a, b, out),
+                    (Some(a), None) if !a.is_null() => out.push(Change { path: sub, live: Some(a.clone()), desired: None }),
+                    (None, Some(b)) if !b.is_null() => out.push(Change { path: sub, live: None, desired: Some(b.clone()) }),
+                    _ => {}
+                }
+            }
+        }
+        (Value::Null, b) if !b.is_null() => out.push(Change { path: path.to_string(), live: None, desired: Some(b.clone()) }),
+        (a, Value::Null) if !a.is_null() => out.push(Change { path: path.to_string(), live: Some(a.clone()), desired: None }),
+        (a, b) if !numbers_equal(a, b) && a != b => {
+            out.push(Change { path: path.to_string(), live: Some(a.clone()), desired: Some(b.clone()) })
+        }
+        _ => {}
+    }
+}
+
+fn numbers_equal(a: &Value, b: &Value) -> bool {
+    matches!((a.as_f64(), b.as_f64()), (Some(x), Some(y)) if (x - y).abs() < 1e-9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> NormContext {
+        NormContext { partition: "aws".into(), region: "us-east-1".into(), account_id: Some("123456789012".into()) }
+    }
+
+    fn td() -> TaskDefinition {
+        TaskDefinition {
+            family: "web-pre".into(),
+            network_mode: "awsvpc".into(),
+            requires_compatibilities: vec!["FARGATE".into()],
+            cpu: Some("256".into()),
+            memory: Some("512".into()),
+            container_definitions: vec![ContainerDefinition {
+                name: "web".into(),
+                image: "r/web:abc".into(),
+                essential: Some(true),
+                port_mappings: vec![
+                    PortMapping { name: Some("http".into()), container_port: 8080, host_port: None, protocol: Some("tcp".into()) },
+                    PortMapping { name: Some("metrics".into()), container_port: 9090, host_port: None, protocol: Some("tcp".into()) },
+                ],
+                environment: vec![
+                    KeyValuePair { name: "A".into(), value: "1".into() },
+                    KeyValuePair { name: "B".into(), value: "2".into() },
+                ],
+                secrets: vec![
+                    Secret { name: "P".into(), value_from: "arn:aws:ssm:us-east-1:123456789012:parameter/pre/p".into() },
+                    Secret { name: "S".into(), value_from: "arn:aws:secretsmanager:us-east-1:123456789012:secret:pre/s:key::".into() },
+                ],
+                health_check: Some(HealthCheck {
+                    command: vec!["CMD-SHELL".into(), "curl".into()],
+                    interval: Some(30), timeout: Some(5), retries: Some(3), start_period: None,
+                }),
+                ..Default::default()
+            }],
+            tags: vec![Tag { key: "berth:commit".into(), value: "x".into() }],
+            ..Default::default()
+        }
+    }
+
+    fn live(def: TaskDefinition) -> LiveTaskDefinition {
+        LiveTaskDefinition { arn: "arn:td:1".into(), definition: def, extras: vec![] }
+    }
+
+    #[test]
+    fn what_aws_returns_is_not_drift() {
+        let desired = td();
+        let mut l = td();
+        l.tags.clear(); // tags are not content
+        l.cpu = Some("0.25 vCPU".into());
+        l.memory = Some("0.5 GB".into());
+        l.requires_compatibilities = vec!["FARGATE".into()];
+        let c = &mut l.container_definitions[0];
+        c.environment.reverse(); // order
+        c.secrets.reverse();
+        c.port_mappings.reverse();
+        c.port_mappings[0].host_port = Some(9090); // awsvpc echo
+        c.port_mappings[1].protocol = None; // default tcp
+        c.essential = None; // default true
+        c.cpu = Some(0); // 0 = unset
+        let h = c.health_check.as_mut().unwrap();
+        h.interval = None; // defaults 30/5/3
+        h.timeout = None;
+        h.retries = None;
+        h.start_period = Some(0);
+        // SSM by name vs ARN; Secrets Manager full ARN with suffix vs partial.
+        c.secrets[1].value_from = "/pre/p".into();
+        c.secrets[0].value_from = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pre/s-AbC123:key::".into();
+        assert_eq!(diff_task_definition(&live(l), &desired, &ctx()), vec![]);
+    }
+
+    #[test]
+    fn real_changes_are_named() {
+        let desired = td();
+        let mut l = td();
+        l.container_definitions[0].image = "r/web:old".into();
+        l.container_definitions[0].environment[0].value = "0".into();
+        l.cpu = Some("512".into());
+        let changes = diff_task_definition(&live(l), &desired, &ctx());
+        let text: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            text,
+            vec![
+                "~ container.environment.A: \"0\" → \"1\"",
+                "~ container.image: \"r/web:old\" → \"r/web:abc\"",
+                "~ taskDefinition.cpu: \"512\" → \"256\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn unmanaged_live_fields_are_drift() {
+        let l = LiveTaskDefinition { arn: "a".into(), definition: td(), extras: vec!["volumes".into()] };
+        let changes = diff_task_definition(&l, &td(), &ctx());
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].path, "taskDefinition.unmanagedFields");
+    }
+
+    fn settings() -> ServiceSettings {
+        ServiceSettings {
+            cluster: "pre".into(),
+            service_name: "web".into(),
+            task_definition: "web-pre".into(),
+            desired_count: Some(2),
+            launch_type: Some("FARGATE".into()),
+            platform_version: Some("LATEST".into()),
+            deployment_configuration: Some(DeploymentConfiguration {
+                deployment_circuit_breaker: Some(CircuitBreaker { enable: true, rollback: true }),
+                maximum_percent: Some(200),
+                minimum_healthy_percent: Some(100),
+            }),
+            network_configuration: Some(NetworkConfiguration {
+                awsvpc_configuration: AwsVpcConfiguration {
+                    subnets: vec!["s-1".into(), "s-2".into()],
+                    security_groups: vec!["sg-1".into()],
+                    assign_public_ip: Some("DISABLED".into()),
+                },
+            }),
+            propagate_tags: Some("SERVICE".into()),
+            enable_ecs_managed_tags: Some(true),
+            tags: vec![Tag { key: "berth:managed".into(), value: "true".into() }],
+        }
+    }
+
+    #[test]
+    fn service_defaults_order_and_platform_are_not_drift() {
+        let desired = settings();
+        let mut l = settings();
+        l.platform_version = Some("1.4.0".into()); // LATEST resolved
+        l.network_configuration.as_mut().unwrap().awsvpc_configuration.subnets.reverse();
+        l.network_configuration.as_mut().unwrap().awsvpc_configuration.assign_public_ip = None;
+        l.deployment_configuration = None; // not reported (moto after create)
+        l.enable_ecs_managed_tags = None;
+        l.tags.push(Tag { key: "team".into(), value: "x".into() }); // other tags are not ours
+        let live = LiveService { settings: l, ..Default::default() };
+        assert_eq!(diff_service(&live, &desired), vec![]);
+    }
+
+    #[test]
+    fn desired_count_is_the_autoscalers_when_autoscaling_is_on() {
+        let mut desired = settings();
+        desired.desired_count = None;
+        let mut l = settings();
+        l.desired_count = Some(7);
+        let live = LiveService { settings: l.clone(), ..Default::default() };
+        assert_eq!(diff_service(&live, &desired), vec![]);
+        let changes = diff_service(&live, &settings());
+        assert_eq!(changes[0].to_string(), "~ service.desiredCount: 7 → 2");
+    }
+
+    #[test]
+    fn launch_type_change_needs_replacement() {
+        let mut l = settings();
+        l.launch_type = Some("EC2".into());
+        let live = LiveService { settings: l, ..Default::default() };
+        assert_eq!(needs_replacement(&live, &settings()), vec!["launchType EC2 → FARGATE"]);
+    }
+
+    #[test]
+    fn scaling_role_and_default_cooldowns_are_not_drift() {
+        let t = ScalableTarget { service_namespace: "ecs".into(), resource_id: "service/pre/web".into(), scalable_dimension: "d".into(), min_capacity: 1, max_capacity: 4 };
+        let live = LiveScalableTarget { target: t.clone(), role_arn: Some("arn:aws:iam::1:role/aws-service-role/x".into()) };
+        assert!(diff_scalable_target(Some(&live), &t).is_empty());
+        let p = ScalingPolicy {
+            policy_name: "berth-cpu-target".into(),
+            policy_type: "TargetTrackingScaling".into(),
+            target_tracking_scaling_policy_configuration: TargetTracking {
+                target_value: 70.0,
+                predefined_metric_specification: PredefinedMetric { predefined_metric_type: "ECSServiceAverageCPUUtilization".into() },
+                scale_in_cooldown: None,
+                scale_out_cooldown: None,
+            },
+            ..Default::default()
+        };
+        let mut lp = p.clone();
+        lp.target_tracking_scaling_policy_configuration.scale_in_cooldown = Some(300);
+        let live = LivePolicy { arn: "a".into(), policy: lp };
+        assert!(diff_policy(Some(&live), &p).is_empty());
+    }
+}

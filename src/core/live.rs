@@ -1,0 +1,73 @@
+//! Live state as read from AWS, in berth's own types (the `aws` module converts into these).
+
+use super::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, TaskDefinition};
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveService {
+    pub arn: String,
+    /// ACTIVE, DRAINING or INACTIVE.
+    pub status: String,
+    /// The service's settings; `task_definition` is the revision ARN it runs.
+    pub settings: ServiceSettings,
+    pub scheduling_strategy: Option<String>,
+    pub deployment_controller: Option<String>,
+    pub uses_capacity_providers: bool,
+    pub deployments: Vec<Deployment>,
+}
+
+impl LiveService {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.settings.tags.iter().find(|t| t.key == key).map(|t| t.value.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Deployment {
+    pub id: String,
+    /// PRIMARY, ACTIVE or INACTIVE.
+    pub status: String,
+    pub task_definition: String,
+    /// IN_PROGRESS, COMPLETED or FAILED.
+    pub rollout_state: Option<String>,
+    pub rollout_state_reason: Option<String>,
+    pub desired_count: i32,
+    pub running_count: i32,
+    pub failed_tasks: i32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveTaskDefinition {
+    pub arn: String,
+    pub definition: TaskDefinition,
+    /// Fields set on the live revision that berth never sets (volumes, extra containers, …):
+    /// each is drift, since git does not have it.
+    pub extras: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveScalableTarget {
+    pub target: ScalableTarget,
+    /// AWS replaces any role with its service-linked role; never compared.
+    pub role_arn: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LivePolicy {
+    pub arn: String,
+    pub policy: ScalingPolicy,
+}
+
+/// Everything live about one service.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveState {
+    /// `None` when the service does not exist (or is INACTIVE).
+    pub service: Option<LiveService>,
+    /// The revision the service runs.
+    pub task_definition: Option<LiveTaskDefinition>,
+    /// The family's newest ACTIVE revision, when it differs from the one the service runs
+    /// (read only when needed: a revision registered before a failed update is reused).
+    pub latest_revision: Option<LiveTaskDefinition>,
+    pub scalable_target: Option<LiveScalableTarget>,
+    /// The scaling policies on the service's resource id.
+    pub policies: Vec<LivePolicy>,
+}
