@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use serde_saphyr::{MessageFormatter as _, UserMessageFormatter};
 
 use super::at::with_file;
 use super::diag::{Diagnostic, Pos};
@@ -10,6 +11,13 @@ use super::diag::{Diagnostic, Pos};
 /// Parses one YAML document of `file`. An empty document (or one of only comments) parses
 /// as `T::default()` through `Option`, so an empty `config.yaml` is a valid env config.
 pub fn parse<T: DeserializeOwned + Default>(file: &Arc<str>, text: &str) -> Result<T, Diagnostic> {
+    // Files are read lossily: an invalid UTF-8 sequence arrives here as U+FFFD.
+    if let Some(pos) = replacement_char(file, text) {
+        return Err(Diagnostic::new(
+            pos,
+            "the file is not valid UTF-8 here: save it as UTF-8",
+        ));
+    }
     let options = serde_saphyr::options! {
         with_snippet: false,
     };
@@ -17,17 +25,108 @@ pub fn parse<T: DeserializeOwned + Default>(file: &Arc<str>, text: &str) -> Resu
         with_file(file, || serde_saphyr::from_str_with_options(text, options));
     match parsed {
         Ok(value) => Ok(value.unwrap_or_default()),
-        Err(err) => Err(to_diagnostic(file, &err)),
+        Err(err) => Err(to_diagnostic(file, text, &err)),
     }
 }
 
-fn to_diagnostic(file: &Arc<str>, err: &serde_saphyr::Error) -> Diagnostic {
+fn replacement_char(file: &Arc<str>, text: &str) -> Option<Pos> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let col = line.chars().position(|c| c == '\u{FFFD}')?;
+        Some(Pos::new(file.clone(), i as u32 + 1, col as u32 + 1))
+    })
+}
+
+fn to_diagnostic(file: &Arc<str>, text: &str, err: &serde_saphyr::Error) -> Diagnostic {
     let err = err.without_snippet();
-    let (line, column) = err
+    let (line, mut column) = err
         .location()
         .map(|l| (l.line() as u32, l.column() as u32))
         .unwrap_or((1, 1));
-    Diagnostic::new(Pos::new(file.clone(), line, column), clean_message(&err.to_string()))
+    let source_line = text
+        .lines()
+        .nth(line.saturating_sub(1) as usize)
+        .unwrap_or("");
+    let message = match err {
+        serde_saphyr::Error::InvalidScalar { ty, .. } => {
+            format!(
+                "expected {}, found `{}`",
+                describe_type(ty),
+                token_at(source_line, column)
+            )
+        }
+        serde_saphyr::Error::Unexpected { expected, .. } => {
+            format!("expected {}", describe_expected(expected))
+        }
+        serde_saphyr::Error::SerdeUnknownVariant {
+            variant, expected, ..
+        } => {
+            format!(
+                "unknown value `{variant}`, expected one of {}",
+                expected.join(", ")
+            )
+        }
+        serde_saphyr::Error::SerdeMissingField { field, .. } => {
+            format!("missing required field `{field}`")
+        }
+        serde_saphyr::Error::DuplicateMappingKey { key: Some(k), .. } => {
+            format!("duplicate key `{k}`: a key may appear only once in a mapping")
+        }
+        _ => {
+            let msg = clean_message(&UserMessageFormatter.format_message(err));
+            if msg.contains("tab") && source_line.contains('\t') {
+                column = source_line
+                    .chars()
+                    .position(|c| c == '\t')
+                    .map_or(column, |c| c as u32 + 1);
+                "tab character in indentation: YAML indents with spaces only".to_string()
+            } else if msg.contains("quoted scalar") {
+                format!("{msg}: is a closing quote missing?")
+            } else if msg == "mapping values are not allowed in this context" {
+                format!("{msg}: check this line's indentation, or quote a value that contains `: `")
+            } else {
+                msg
+            }
+        }
+    };
+    Diagnostic::new(Pos::new(file.clone(), line, column), message)
+}
+
+fn describe_type(ty: &str) -> String {
+    match ty {
+        "u8" | "u16" | "u32" | "u64" => {
+            let max: u64 = match ty {
+                "u8" => u8::MAX.into(),
+                "u16" => u16::MAX.into(),
+                "u32" => u32::MAX.into(),
+                _ => u64::MAX,
+            };
+            format!("a whole number from 0 to {max}")
+        }
+        "i8" | "i16" | "i32" | "i64" => "a whole number".to_string(),
+        "f32" | "f64" | "floating point" => "a number".to_string(),
+        "bool" | "boolean" => "`true` or `false`".to_string(),
+        other => format!("a value of type {other}"),
+    }
+}
+
+fn describe_expected(expected: &str) -> &str {
+    match expected {
+        "sequence start" => "a list (`- item` lines or `[a, b]`)",
+        "mapping start" | "empty mapping start" => "a mapping (`key: value` lines)",
+        "string scalar" => "a string",
+        "scalar" => "a single value",
+        other => other,
+    }
+}
+
+/// The scalar written at 1-based `column` of `line`, up to the end of a flow or block value.
+fn token_at(line: &str, column: u32) -> String {
+    let rest: String = line
+        .chars()
+        .skip(column.saturating_sub(1) as usize)
+        .collect();
+    let end = rest.find([',', ']', '}', '#']).unwrap_or(rest.len());
+    rest[..end].trim().to_string()
 }
 
 /// The crate appends " at line N, column M" to its messages; we print the position first.
@@ -56,5 +155,11 @@ mod tests {
             "unknown field `x`"
         );
         assert_eq!(clean_message("plain"), "plain");
+    }
+
+    #[test]
+    fn names_the_offending_token() {
+        assert_eq!(token_at("  resources: {cpu: big, memory: 512}", 20), "big");
+        assert_eq!(token_at("  count: two # words", 10), "two");
     }
 }

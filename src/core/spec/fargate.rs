@@ -29,7 +29,11 @@ pub fn check(cpu: u32, memory: u32) -> Result<(), String> {
         return Ok(());
     }
     let (lo, hi) = (options[0], options[options.len() - 1]);
-    let step = if options.len() > 1 { options[1] - options[0] } else { 0 };
+    let step = if options.len() > 1 {
+        options[1] - options[0]
+    } else {
+        0
+    };
     Err(format!(
         "memory {memory} MiB is not valid with cpu {cpu} on Fargate: use {lo} to {hi} MiB in steps of {step}",
     ))

@@ -56,7 +56,9 @@ const SYNTAX: &str = "expected `ssm:/name`, `secretsmanager:NAME` or `secretsman
 fn valid_ssm_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 2048
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
         && !name.ends_with('/')
         && !name.contains("//")
 }
@@ -64,7 +66,9 @@ fn valid_ssm_name(name: &str) -> bool {
 fn valid_secret_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 512
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
 }
 
 fn valid_field(field: &str) -> bool {
@@ -74,13 +78,37 @@ fn valid_field(field: &str) -> bool {
 /// Splits `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`.
 fn split_arn(arn: &str) -> Option<(&str, &str)> {
     let mut it = arn.splitn(6, ':');
-    let (_arn, partition, service, region, account, resource) =
-        (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
+    let (_arn, partition, service, region, account, resource) = (
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+    );
     let ok = partition.starts_with("aws")
         && !region.is_empty()
         && account.len() == 12
         && account.chars().all(|c| c.is_ascii_digit());
     ok.then_some((service, resource))
+}
+
+/// Why `split_arn` rejects `arn`.
+fn arn_problem(arn: &str) -> String {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let why = match parts[..] {
+        [_, partition, ..] if !partition.is_empty() && !partition.starts_with("aws") => {
+            format!("the partition `{partition}` is not an AWS partition")
+        }
+        [_, _, _, "", _, _] => "the region is missing".to_string(),
+        [_, _, _, _, account, _]
+            if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) =>
+        {
+            format!("the account id `{account}` must be 12 digits")
+        }
+        _ => "expected `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`".to_string(),
+    };
+    format!("`{arn}` is not a valid ARN: {why}")
 }
 
 fn parse_ssm_arn(arn: &str) -> Result<Reference, String> {
@@ -89,16 +117,26 @@ fn parse_ssm_arn(arn: &str) -> Result<Reference, String> {
             let name = resource
                 .strip_prefix("parameter")
                 .filter(|n| n.starts_with('/'))
-                .ok_or_else(|| format!("`{arn}` is not an SSM parameter ARN (`…:parameter/name`)"))?;
+                .ok_or_else(|| {
+                    format!("`{arn}` is not an SSM parameter ARN (`…:parameter/name`)")
+                })?;
             // `parameter/a/b` names `/a/b`; `parameter/x` names the flat parameter `x`.
             let flat = &name[1..];
-            let name = if flat.contains('/') { name.to_string() } else { flat.to_string() };
+            let name = if flat.contains('/') {
+                name.to_string()
+            } else {
+                flat.to_string()
+            };
             if !valid_ssm_name(&name) {
                 return Err(format!("`{arn}` has an invalid parameter name"));
             }
-            Ok(Reference::Ssm(SsmRef { name, arn: Some(arn.to_string()) }))
+            Ok(Reference::Ssm(SsmRef {
+                name,
+                arn: Some(arn.to_string()),
+            }))
         }
-        _ => Err(format!("`{arn}` is not a valid ARN; {SYNTAX}")),
+        Some(_) => Err(format!("`{arn}` is not an SSM parameter ARN; {SYNTAX}")),
+        None => Err(arn_problem(arn)),
     }
 }
 
@@ -107,6 +145,12 @@ fn parse_secret_id(id_and_field: &str) -> Result<Reference, String> {
         Some((id, field)) => (id, Some(field)),
         None => (id_and_field, None),
     };
+    if field == Some("") {
+        return Err(
+            "empty JSON key after `#`: write `NAME#field`, or drop the `#` to use the whole secret"
+                .to_string(),
+        );
+    }
     if let Some(field) = field
         && !valid_field(field)
     {
@@ -124,12 +168,20 @@ fn parse_secret_id(id_and_field: &str) -> Result<Reference, String> {
                     ));
                 }
             }
-            _ => return Err(format!("`{id}` is not a Secrets Manager secret ARN; {SYNTAX}")),
+            Some(_) => {
+                return Err(format!(
+                    "`{id}` is not a Secrets Manager secret ARN; {SYNTAX}"
+                ));
+            }
+            None => return Err(arn_problem(id)),
         }
     } else if !valid_secret_name(id) {
         return Err(format!("invalid secret name `{id}`; {SYNTAX}"));
     }
-    Ok(Reference::SecretsManager(SecretRef { id: id.to_string(), field: field.map(str::to_string) }))
+    Ok(Reference::SecretsManager(SecretRef {
+        id: id.to_string(),
+        field: field.map(str::to_string),
+    }))
 }
 
 /// Parses a secret reference as written in `config.yaml`.
@@ -142,10 +194,14 @@ pub fn parse_secret(text: &str) -> Result<Reference, String> {
         return parse_secret_id(rest);
     }
     if text.starts_with("arn:") {
-        return match split_arn(text.split('#').next().unwrap_or(text)) {
+        let arn = text.split('#').next().unwrap_or(text);
+        return match split_arn(arn) {
             Some(("ssm", _)) => parse_ssm_arn(text),
             Some(("secretsmanager", _)) => parse_secret_id(text),
-            _ => Err(format!("`{text}` is not an SSM parameter or Secrets Manager ARN; {SYNTAX}")),
+            Some(_) => Err(format!(
+                "`{text}` is not an SSM parameter or Secrets Manager ARN; {SYNTAX}"
+            )),
+            None => Err(arn_problem(arn)),
         };
     }
     Err(format!("invalid secret reference `{text}`; {SYNTAX}"))
@@ -161,7 +217,10 @@ pub fn parse_ssm(rest: &str) -> Result<Reference, String> {
             "invalid SSM parameter name `{rest}`: use letters, digits and `_.-/`, e.g. `ssm:/pre/app/key`"
         ));
     }
-    Ok(Reference::Ssm(SsmRef { name: rest.to_string(), arn: None }))
+    Ok(Reference::Ssm(SsmRef {
+        name: rest.to_string(),
+        arn: None,
+    }))
 }
 
 /// What a reference becomes in a container's `secrets[].valueFrom`.
@@ -193,7 +252,10 @@ pub fn value_from(
                             r.id
                         )
                     })?;
-                    format!("arn:{partition}:secretsmanager:{region}:{account}:secret:{}", r.id)
+                    format!(
+                        "arn:{partition}:secretsmanager:{region}:{account}:secret:{}",
+                        r.id
+                    )
                 }
             };
             Ok(match &r.field {
@@ -217,28 +279,48 @@ mod tests {
     fn parses_every_form() {
         assert_eq!(
             parse_secret("ssm:/prod/db-password").unwrap(),
-            Reference::Ssm(SsmRef { name: "/prod/db-password".into(), arn: None })
+            Reference::Ssm(SsmRef {
+                name: "/prod/db-password".into(),
+                arn: None
+            })
         );
         assert_eq!(
             parse_secret("secretsmanager:prod/klaus#api_key").unwrap(),
-            Reference::SecretsManager(SecretRef { id: "prod/klaus".into(), field: Some("api_key".into()) })
+            Reference::SecretsManager(SecretRef {
+                id: "prod/klaus".into(),
+                field: Some("api_key".into())
+            })
         );
         let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/klaus-AbCdEf";
         assert_eq!(
             parse_secret(&format!("{arn}#k")).unwrap(),
-            Reference::SecretsManager(SecretRef { id: arn.into(), field: Some("k".into()) })
+            Reference::SecretsManager(SecretRef {
+                id: arn.into(),
+                field: Some("k".into())
+            })
         );
         let arn = "arn:aws:ssm:us-east-1:123456789012:parameter/prod/x";
         assert_eq!(
             parse_secret(arn).unwrap(),
-            Reference::Ssm(SsmRef { name: "/prod/x".into(), arn: Some(arn.into()) })
+            Reference::Ssm(SsmRef {
+                name: "/prod/x".into(),
+                arn: Some(arn.into())
+            })
         );
     }
 
     #[test]
     fn rejects_bad_syntax() {
-        for bad in ["vault:/x", "ssm:", "ssm:/a b", "secretsmanager:", "secretsmanager:x#",
-            "arn:aws:s3:::bucket", "arn:aws:ssm:us-east-1:123:parameter/x", "secret_arn_prod.field_name"] {
+        for bad in [
+            "vault:/x",
+            "ssm:",
+            "ssm:/a b",
+            "secretsmanager:",
+            "secretsmanager:x#",
+            "arn:aws:s3:::bucket",
+            "arn:aws:ssm:us-east-1:123:parameter/x",
+            "secret_arn_prod.field_name",
+        ] {
             assert!(parse_secret(bad).is_err(), "{bad}");
         }
     }
@@ -251,7 +333,14 @@ mod tests {
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/klaus:api_key::"
         );
         assert_eq!(
-            value_from(&r, "aws", "us-east-1", Some("1"), Some("arn:x:secret:prod/klaus-AbCdEf")).unwrap(),
+            value_from(
+                &r,
+                "aws",
+                "us-east-1",
+                Some("1"),
+                Some("arn:x:secret:prod/klaus-AbCdEf")
+            )
+            .unwrap(),
             "arn:x:secret:prod/klaus-AbCdEf:api_key::"
         );
         assert!(value_from(&r, "aws", "us-east-1", None, None).is_err());
@@ -260,6 +349,9 @@ mod tests {
             value_from(&r, "aws", "eu-west-1", Some("123456789012"), None).unwrap(),
             "arn:aws:ssm:eu-west-1:123456789012:parameter/p/x"
         );
-        assert_eq!(value_from(&r, "aws", "eu-west-1", None, None).unwrap(), "/p/x");
+        assert_eq!(
+            value_from(&r, "aws", "eu-west-1", None, None).unwrap(),
+            "/p/x"
+        );
     }
 }

@@ -46,7 +46,10 @@ impl Template {
             let at = column_pos(text, start, action_offset);
             let after = &rest[open + 2..];
             let Some(close) = after.find("}}") else {
-                errors.push(Diagnostic::new(at, "malformed template: `{{` is never closed by `}}`"));
+                errors.push(Diagnostic::new(
+                    at,
+                    "malformed template: `{{` is never closed by `}}`",
+                ));
                 return Err(errors);
             };
             let inner = &after[..close];
@@ -107,13 +110,13 @@ impl Template {
 }
 
 fn column_pos(text: &str, start: &Pos, char_offset: usize) -> Pos {
-    // A multi-line (block) scalar: columns are only meaningful on its first line.
+    // A multi-line (block) scalar: every line is indented like the first one.
     let before: String = text.chars().take(char_offset).collect();
     match before.rfind('\n') {
         None => start.shifted(char_offset as u32),
         Some(nl) => {
             let line = start.line + before.matches('\n').count() as u32;
-            let column = before[nl + 1..].chars().count() as u32 + 1;
+            let column = start.column + before[nl + 1..].chars().count() as u32;
             Pos::new(start.file.clone(), line, column)
         }
     }
@@ -124,8 +127,7 @@ enum Action {
     Field(Part),
 }
 
-const EXPECTED: &str =
-    "expected .Variables[\"name\"], .Service, .Env, .Commit or .Version";
+const EXPECTED: &str = "expected .Variables[\"name\"], .Service, .Env, .Commit or .Version";
 
 fn parse_action(inner: &str) -> Result<Action, String> {
     let expr = inner.trim();
@@ -135,7 +137,11 @@ fn parse_action(inner: &str) -> Result<Action, String> {
         ));
     }
     match expr {
-        "" => return Err(format!("malformed template: empty action `{{{{{inner}}}}}`; {EXPECTED}")),
+        "" => {
+            return Err(format!(
+                "malformed template: empty action `{{{{{inner}}}}}`; {EXPECTED}"
+            ));
+        }
         ".Service" => return Ok(Action::Field(Part::Service)),
         ".Env" => return Ok(Action::Field(Part::Env)),
         ".Commit" => return Ok(Action::Field(Part::Commit)),
@@ -156,9 +162,15 @@ fn parse_action(inner: &str) -> Result<Action, String> {
     } else if let Some(rest) = expr.strip_prefix(".Variables.") {
         rest.to_string()
     } else {
-        return Err(format!("unsupported template expression `{expr}`; {EXPECTED}"));
+        return Err(format!(
+            "unsupported template expression `{expr}`; {EXPECTED}"
+        ));
     };
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
         return Err(format!(
             "malformed template `{expr}`: variable names use letters, digits, `_`, `-` and `.`"
         ));
@@ -186,7 +198,12 @@ mod tests {
     }
 
     fn ctx() -> Context<'static> {
-        Context { service: "svc", env: "pre", commit: "abc", version: "" }
+        Context {
+            service: "svc",
+            env: "pre",
+            commit: "abc",
+            version: "",
+        }
     }
 
     #[test]
@@ -204,7 +221,11 @@ mod tests {
     fn reports_the_column_of_the_action() {
         let err = Template::parse("ab {{ .Nope }}", &pos()).unwrap_err();
         assert_eq!(err[0].pos, Pos::new("f.yaml", 3, 15));
-        assert!(err[0].message.contains("unsupported template expression `.Nope`"));
+        assert!(
+            err[0]
+                .message
+                .contains("unsupported template expression `.Nope`")
+        );
         let err = Template::parse("x {{ .Service", &pos()).unwrap_err();
         assert_eq!(err[0].pos.column, 14);
         assert!(err[0].message.contains("never closed"));
