@@ -31,6 +31,42 @@ pub enum Command {
     New(NewCommand),
     /// Print the JSON Schema of service.yaml, config.yaml or the agent config, for editors.
     Schema(SchemaArgs),
+    /// Compare desired and live state field by field (exit 0 in sync, 2 drift, 1 error).
+    Diff(ConvergeArgs),
+    /// Converge an environment once and wait for the rollouts (exit 0 converged, 1 failed).
+    Apply(ApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConvergeArgs {
+    /// The agent config.
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub env: String,
+    /// Only this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Use a local checkout (its HEAD) instead of resolving the environment's ref from repo.url.
+    #[arg(long)]
+    pub repo: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub common: ConvergeArgs,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,8 @@ fn main() -> ExitCode {
         Command::Render(a) => commands::render::run(a),
         Command::New(NewCommand::Service(a)) => commands::new::run(a),
         Command::Schema(a) => commands::schema::run(a),
+        Command::Diff(a) => commands::converge::run_diff(a),
+        Command::Apply(a) => commands::converge::run_apply(a),
     };
     match result {
         Ok(exit) => ExitCode::from(exit as u8),

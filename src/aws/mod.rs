@@ -19,7 +19,12 @@ use aws_config::{BehaviorVersion, Region};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-pub use lookups::{Verified, VerifyRequest};
+pub use lookups::{EcrImage, Verified, VerifyRequest};
+
+/// The ECR image an image reference names, when it is in this region's ECR.
+pub fn lookups_image(image: &str, region: &str) -> Option<EcrImage> {
+    EcrImage::parse(image, region)
+}
 pub use stats::{RequestKey, RequestStats};
 
 use crate::core::config::AwsConfig;

@@ -1,5 +1,6 @@
 //! One module per subcommand: glue between the CLI, the shell (files, git, AWS) and the core.
 
+pub mod converge;
 pub mod new;
 pub mod render;
 pub mod schema;

@@ -22,6 +22,7 @@ fn bare_env(name: &str, tags: bool) -> EnvConfig {
         sync: SyncMode::Auto,
         rollout_wait: true,
         rollout_timeout: Duration::from_secs(600),
+        rollout_poll: Duration::from_secs(5),
         defaults: EnvDefaults::default(),
     }
 }
@@ -80,7 +81,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Exit> {
         None => bare_env(&args.env, args.version.is_some()),
     };
     let aws = config.as_ref().map_or_else(
-        || AwsConfig { region: "us-east-1".into(), endpoint_url: None, account_id: None, registry: None },
+        || AwsConfig { region: "us-east-1".into(), endpoint_url: None, account_id: None, registry: None, max_attempts: 5 },
         |c| c.aws.clone(),
     );
     if let Some(v) = &args.version {

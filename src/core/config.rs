@@ -44,6 +44,8 @@ pub struct RawAws {
     pub endpoint_url: Option<At<String>>,
     pub account_id: Option<At<Text>>,
     pub registry: Option<At<String>>,
+    /// Attempts per AWS call, throttling retries included (default 5).
+    pub max_attempts: Option<At<u32>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
@@ -69,6 +71,8 @@ pub struct RawSource {
 pub struct RawRollout {
     pub wait: Option<At<bool>>,
     pub timeout: Option<At<String>>,
+    /// How often a rollout in progress is looked at (default 5s).
+    pub poll: Option<At<String>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
@@ -139,6 +143,7 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     pub account_id: Option<String>,
     pub registry: Option<String>,
+    pub max_attempts: u32,
 }
 
 impl AwsConfig {
@@ -168,6 +173,7 @@ pub struct EnvConfig {
     pub sync: SyncMode,
     pub rollout_wait: bool,
     pub rollout_timeout: Duration,
+    pub rollout_poll: Duration,
     pub defaults: EnvDefaults,
 }
 
@@ -309,6 +315,7 @@ fn check(file: &Arc<str>, raw: &RawConfig, diags: &mut Vec<Diagnostic>) -> Optio
                 endpoint_url: a.endpoint_url.as_ref().map(|e| e.value.trim_end_matches('/').to_string()),
                 account_id,
                 registry: a.registry.as_ref().map(|r| r.value.trim_end_matches('/').to_string()),
+                max_attempts: a.max_attempts.as_ref().map_or(5, |m| m.value.clamp(1, 20)),
             })
         }
     };
@@ -418,6 +425,7 @@ fn check_env(name: &str, env: &At<RawEnv>, diags: &mut Vec<Diagnostic>) -> Optio
         sync: env.sync.as_ref().map_or(SyncMode::Auto, |s| s.value),
         rollout_wait: rollout.and_then(|r| r.wait.as_ref()).is_none_or(|w| w.value),
         rollout_timeout: duration(&rollout.and_then(|r| r.timeout.clone()), Duration::from_secs(600), diags),
+        rollout_poll: duration(&rollout.and_then(|r| r.poll.clone()), Duration::from_secs(5), diags),
         defaults,
     })
 }
@@ -470,6 +478,6 @@ environments:
         let bad = GOOD.replace("30s", "often").replace("semver", "calver");
         let err = Config::parse("berth.yaml", &bad).unwrap_err().to_string();
         assert!(err.contains("berth.yaml:4:18: invalid duration `often`"), "{err}");
-        assert!(err.contains("berth.yaml:12:20: unknown tag scheme `calver`"), "{err}");
+        assert!(err.contains("berth.yaml:13:20: unknown tag scheme `calver`"), "{err}");
     }
 }

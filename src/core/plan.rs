@@ -188,21 +188,18 @@ pub fn plan(desired: &Desired, live: &LiveState, adopt: bool, ctx: &NormContext)
 
     // Autoscaling: the target, then the policy; berth-named policies git no longer has go.
     let resource_id = format!("service/{}/{}", desired.service.cluster, desired.service.service_name);
-    match &desired.scaling {
-        Some(scaling) => {
-            let target_changes = diff::diff_scalable_target(live.scalable_target.as_ref(), &scaling.scalable_target);
-            if !target_changes.is_empty() {
-                p.actions.push(Action::RegisterScalableTarget { target: scaling.scalable_target.clone() });
-            }
-            p.drift.extend(target_changes);
-            let live_policy = live.policies.iter().find(|lp| lp.policy.policy_name == scaling.scaling_policy.policy_name);
-            let policy_changes = diff::diff_policy(live_policy, &scaling.scaling_policy);
-            if !policy_changes.is_empty() {
-                p.actions.push(Action::PutScalingPolicy { policy: scaling.scaling_policy.clone() });
-            }
-            p.drift.extend(policy_changes);
+    if let Some(scaling) = &desired.scaling {
+        let target_changes = diff::diff_scalable_target(live.scalable_target.as_ref(), &scaling.scalable_target);
+        if !target_changes.is_empty() {
+            p.actions.push(Action::RegisterScalableTarget { target: scaling.scalable_target.clone() });
         }
-        None => {}
+        p.drift.extend(target_changes);
+        let live_policy = live.policies.iter().find(|lp| lp.policy.policy_name == scaling.scaling_policy.policy_name);
+        let policy_changes = diff::diff_policy(live_policy, &scaling.scaling_policy);
+        if !policy_changes.is_empty() {
+            p.actions.push(Action::PutScalingPolicy { policy: scaling.scaling_policy.clone() });
+        }
+        p.drift.extend(policy_changes);
     }
     let wanted = desired.scaling.as_ref().map(|s| s.scaling_policy.policy_name.as_str());
     for lp in &live.policies {
