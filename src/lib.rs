@@ -12,4 +12,5 @@ pub mod cli;
 pub mod aws;
 pub mod commands;
 pub mod core;
+pub mod engine;
 pub mod source;
