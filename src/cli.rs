@@ -91,7 +91,8 @@ pub struct RenderArgs {
     #[arg(long)]
     pub service: String,
     /// The service's commit (default: the newest commit that changed its folder, from git).
-    #[arg(long, conflicts_with = "version")]
+    /// With `--version` too, it fills `{{ .Commit }}` and the `berth:commit` tag.
+    #[arg(long)]
     pub commit: Option<String>,
     /// Render as a tag environment release `X.Y.Z`.
     #[arg(long)]

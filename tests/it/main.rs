@@ -1,6 +1,7 @@
 //! berth's integration tests: one binary, shared helpers in `support`.
 
 mod aws_cli;
+mod converge;
 mod parse_props;
 mod render_snapshots;
 mod support;

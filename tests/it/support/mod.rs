@@ -8,6 +8,8 @@
 #![allow(dead_code)]
 
 pub mod moto;
+pub mod proxy;
+pub mod world;
 
 use std::ffi::OsStr;
 use std::path::PathBuf;

@@ -1,0 +1,307 @@
+//! A loopback HTTP proxy in front of moto that does what moto cannot:
+//!
+//! - counts every AWS request by operation, and records how many names each
+//!   DescribeServices carried (AWS allows at most ten; moto accepts any number);
+//! - injects faults per operation: `ThrottlingException` or an HTTP 5xx, for the next N
+//!   requests of that operation;
+//! - rewrites DescribeServices deployments so rollouts can complete or fail (moto keeps one
+//!   PRIMARY deployment forever and never fails it).
+//!
+//! It speaks just enough HTTP/1.1 for the AWS SDK: one request per connection
+//! (`Connection: close`), bodies sized by Content-Length.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How DescribeServices answers are rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rollouts {
+    /// Pass moto's answer through.
+    Moto,
+    /// One PRIMARY deployment of the service's task definition, rollout COMPLETED.
+    Complete,
+    /// The deployment of the service's task definition FAILED (circuit breaker) and a
+    /// rollback deployment is PRIMARY.
+    Fail,
+    /// One PRIMARY deployment of the service's task definition, IN_PROGRESS forever.
+    Stuck,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    Throttle,
+    Status(u16),
+}
+
+#[derive(Default)]
+struct State {
+    counts: BTreeMap<String, u64>,
+    describe_services_sizes: Vec<usize>,
+    faults: BTreeMap<String, (Fault, u32)>,
+    rollouts: Option<Rollouts>,
+    bodies: Vec<(String, String)>,
+}
+
+pub struct Proxy {
+    pub endpoint: String,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+    port: u16,
+}
+
+impl Proxy {
+    /// Starts a proxy on 127.0.0.1 forwarding to `upstream` (`http://127.0.0.1:PORT`).
+    pub fn start(upstream: &str) -> Proxy {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let state = Arc::new(Mutex::new(State { rollouts: Some(Rollouts::Moto), ..State::default() }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp) = (state.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (st, up) = (st.clone(), upstream.clone());
+                thread::spawn(move || {
+                    let _ = handle(conn, &up, &st);
+                });
+            }
+        });
+        Proxy { endpoint: format!("http://127.0.0.1:{port}"), state, stop, port }
+    }
+
+    /// Fails the next `times` requests of `operation` (e.g. "DescribeServices").
+    pub fn inject(&self, operation: &str, fault: Fault, times: u32) {
+        self.state.lock().unwrap().faults.insert(operation.to_string(), (fault, times));
+    }
+
+    pub fn set_rollouts(&self, mode: Rollouts) {
+        self.state.lock().unwrap().rollouts = Some(mode);
+    }
+
+    /// Requests seen per operation (each retry counts).
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.state.lock().unwrap().counts.clone()
+    }
+
+    pub fn count(&self, operation: &str) -> u64 {
+        self.counts().get(operation).copied().unwrap_or(0)
+    }
+
+    /// Requests that change something: everything but Describe*/List*/Get*/BatchGet*.
+    pub fn writes(&self) -> BTreeMap<String, u64> {
+        self.counts()
+            .into_iter()
+            .filter(|(op, _)| !["Describe", "List", "Get", "BatchGet"].iter().any(|p| op.starts_with(p)))
+            .collect()
+    }
+
+    /// How many names each DescribeServices request carried.
+    pub fn describe_services_sizes(&self) -> Vec<usize> {
+        self.state.lock().unwrap().describe_services_sizes.clone()
+    }
+
+    /// The request bodies of `operation`, in order.
+    pub fn bodies(&self, operation: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .bodies
+            .iter()
+            .filter(|(op, _)| op == operation)
+            .filter_map(|(_, b)| serde_json::from_str(b).ok())
+            .collect()
+    }
+
+    pub fn reset_counts(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.counts.clear();
+        s.describe_services_sizes.clear();
+        s.bodies.clear();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+struct Request {
+    head: Vec<(String, String)>,
+    start: String,
+    body: Vec<u8>,
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
+    let mut start = String::new();
+    reader.read_line(&mut start)?;
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            head.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len = header(&head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    Ok(Request { head, start, body })
+}
+
+fn header<'a>(head: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    head.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// `X-Amz-Target: AmazonEC2ContainerServiceV20141113.DescribeServices` (JSON protocols),
+/// or `Action=…` in a query-protocol body (STS).
+fn operation(req: &Request) -> String {
+    if let Some(t) = header(&req.head, "x-amz-target") {
+        return t.rsplit('.').next().unwrap_or(t).to_string();
+    }
+    let body = String::from_utf8_lossy(&req.body);
+    body.split('&')
+        .find_map(|kv| kv.strip_prefix("Action="))
+        .map(str::to_string)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let req = read_request(&mut reader)?;
+    let op = operation(&req);
+    let body_text = String::from_utf8_lossy(&req.body).into_owned();
+    let (fault, rollouts) = {
+        let mut s = state.lock().unwrap();
+        *s.counts.entry(op.clone()).or_default() += 1;
+        s.bodies.push((op.clone(), body_text.clone()));
+        if op == "DescribeServices"
+            && let Ok(v) = serde_json::from_str::<Value>(&body_text)
+        {
+            let n = v.get("services").and_then(Value::as_array).map_or(0, Vec::len);
+            s.describe_services_sizes.push(n);
+        }
+        let fault = match s.faults.get_mut(&op) {
+            Some((f, n)) if *n > 0 => {
+                *n -= 1;
+                Some(*f)
+            }
+            _ => None,
+        };
+        (fault, s.rollouts.unwrap_or(Rollouts::Moto))
+    };
+    let mut out = conn;
+    if let Some(f) = fault {
+        let (status, reason, body) = match f {
+            Fault::Throttle => (400, "Bad Request", r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_string()),
+            Fault::Status(code) => (code, "Error", format!(r#"{{"__type":"ServiceUnavailableException","message":"injected {code}"}}"#)),
+        };
+        return write_response(&mut out, status, reason, "application/x-amz-json-1.1", body.as_bytes());
+    }
+    // Forward, one request per upstream connection.
+    let mut up = TcpStream::connect(upstream)?;
+    let mut head = format!("{}", req.start.trim_end());
+    head.push_str("\r\n");
+    for (k, v) in &req.head {
+        if k.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    up.write_all(head.as_bytes())?;
+    up.write_all(&req.body)?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |p| p + 4);
+    let (resp_head, resp_body) = resp.split_at(split);
+    let resp_head = String::from_utf8_lossy(resp_head).into_owned();
+    let mut lines = resp_head.lines();
+    let status_line = lines.next().unwrap_or("HTTP/1.1 500 Error").to_string();
+    let mut parts = status_line.splitn(3, ' ');
+    let _ = parts.next();
+    let status: u16 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(500);
+    let reason = parts.next().unwrap_or("").to_string();
+    let ctype = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "application/x-amz-json-1.1".into());
+    let chunked = resp_head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let mut body = if chunked { dechunk(resp_body) } else { resp_body.to_vec() };
+    if op == "DescribeServices" && status == 200 && rollouts != Rollouts::Moto {
+        body = rewrite_deployments(&body, rollouts);
+    }
+    write_response(&mut out, status, &reason, &ctype, &body)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
+}
+
+fn rewrite_deployments(body: &[u8], mode: Rollouts) -> Vec<u8> {
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else { return body.to_vec() };
+    if let Some(services) = v.get_mut("services").and_then(Value::as_array_mut) {
+        for s in services {
+            let td = s.get("taskDefinition").cloned().unwrap_or(Value::Null);
+            let desired = s.get("desiredCount").cloned().unwrap_or(Value::from(1));
+            let dep = |id: &str, status: &str, td: Value, state: &str, reason: &str| {
+                serde_json::json!({
+                    "id": id, "status": status, "taskDefinition": td,
+                    "desiredCount": desired, "runningCount": desired, "pendingCount": 0, "failedTasks": 0,
+                    "launchType": "FARGATE", "rolloutState": state, "rolloutStateReason": reason,
+                    "createdAt": 1.0, "updatedAt": 1.0
+                })
+            };
+            let deployments = match mode {
+                Rollouts::Complete => vec![dep("ecs-svc/1", "PRIMARY", td, "COMPLETED", "ECS deployment completed.")],
+                Rollouts::Stuck => vec![dep("ecs-svc/1", "PRIMARY", td, "IN_PROGRESS", "in progress")],
+                Rollouts::Fail => vec![
+                    dep("ecs-svc/2", "PRIMARY", Value::from("arn:aws:ecs:us-east-1:123456789012:task-definition/rollback:1"), "IN_PROGRESS", "rolling back"),
+                    dep("ecs-svc/1", "ACTIVE", td, "FAILED", "ECS deployment circuit breaker: tasks failed to start."),
+                ],
+                Rollouts::Moto => continue,
+            };
+            s["deployments"] = Value::from(deployments);
+        }
+    }
+    serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
+}
+
+fn write_response(out: &mut TcpStream, status: u16, reason: &str, ctype: &str, body: &[u8]) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    out.write_all(head.as_bytes())?;
+    out.write_all(body)?;
+    out.flush()
+}
