@@ -35,6 +35,27 @@ pub enum Command {
     Diff(ConvergeArgs),
     /// Converge an environment once and wait for the rollouts (exit 0 converged, 1 failed).
     Apply(ApplyArgs),
+    /// The long-running agent: runs until SIGTERM/SIGINT, then drains and exits 0.
+    Daemon(DaemonArgs),
+    /// Show the daemon's services as a table.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The agent config; changes to it are picked up without a restart.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The daemon's metrics listener.
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    pub url: String,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,4 +13,5 @@ pub mod aws;
 pub mod commands;
 pub mod core;
 pub mod engine;
+pub mod server;
 pub mod source;

@@ -27,6 +27,8 @@ fn main() -> ExitCode {
         Command::Schema(a) => commands::schema::run(a),
         Command::Diff(a) => commands::converge::run_diff(a),
         Command::Apply(a) => commands::converge::run_apply(a),
+        Command::Daemon(a) => commands::daemon::run(a),
+        Command::Status(a) => commands::status::run(a),
     };
     match result {
         Ok(exit) => ExitCode::from(exit as u8),

@@ -1,8 +1,6 @@
 //! `berth diff` and `berth apply`: one environment, once.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use serde::Serialize;
@@ -10,65 +8,8 @@ use serde::Serialize;
 use crate::aws::{Aws, ClientOptions, RequestStats};
 use crate::cli::{ApplyArgs, ConvergeArgs, OutputFormat};
 use crate::commands::{Exit, load_config};
-use crate::core::config::{Config, EnvConfig, Source};
-use crate::core::spec::{Repo, RepoFiles};
 use crate::engine::reconcile::{self, EnvInput, Mode, Outcome, ServiceReport};
-use crate::source::git;
-
-/// The repository content an environment deploys.
-pub struct Checkout {
-    pub repo: Repo,
-    pub commits: BTreeMap<String, String>,
-    pub version: Option<String>,
-    pub ref_name: String,
-    pub commit: String,
-}
-
-fn commits_for(repo_git: &git2::Repository, head: git2::Oid, prefix: &str, repo: &Repo) -> anyhow::Result<BTreeMap<String, String>> {
-    let join = |d: &str| [prefix, d].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("/");
-    let dirs: Vec<String> = repo.services.iter().map(|s| join(&s.dir)).collect();
-    let found = git::path_commits(repo_git, head, &dirs)?;
-    Ok(repo
-        .services
-        .iter()
-        .map(|s| (s.dir.clone(), found.get(&join(&s.dir)).map_or_else(|| head.to_string(), |c| c.to_string())))
-        .collect())
-}
-
-/// Reads a local checkout (`--repo DIR`, its HEAD).
-pub fn local_checkout(dir: &Path, config: &Config, env: &EnvConfig) -> anyhow::Result<Checkout> {
-    let files = crate::source::dir::read(dir, &config.repo.discovery)?;
-    let repo = Repo::load(&files);
-    let (git_repo, head) = git::open_head(dir)?;
-    let prefix = git::prefix_in_repo(&git_repo, dir)?;
-    let commits = commits_for(&git_repo, head, &prefix, &repo)?;
-    let version = match env.source {
-        Source::Branch(_) => None,
-        Source::SemverTags { .. } => Some(git::head_version(&git_repo, head).with_context(|| {
-            format!("environment `{}` deploys release tags, and HEAD of {} has no vX.Y.Z tag", env.name, dir.display())
-        })?),
-    };
-    let ref_name = git_repo.head().ok().and_then(|h| h.name().ok().map(str::to_string)).unwrap_or_else(|| "HEAD".into());
-    Ok(Checkout { repo, commits, version, ref_name, commit: head.to_string() })
-}
-
-/// Resolves the environment's ref on `repo.url`, fetching into the work directory.
-pub fn remote_checkout(config: &Config, env: &EnvConfig) -> anyhow::Result<Checkout> {
-    let auth = git::Auth {
-        token: config.repo.token_env.as_ref().and_then(|v| std::env::var(v).ok()),
-        ssh_key: config.repo.ssh_key.as_ref().map(Into::into),
-    };
-    let mirror = git::Mirror::open(&config.repo.url, &Path::new(&config.repo.workdir).join("mirror.git"), auth)?;
-    let refs = mirror.list_remote()?;
-    let resolved = git::resolve(&refs, &env.source)?;
-    if !mirror.has_commit(resolved.commit) {
-        mirror.fetch()?;
-    }
-    let files: RepoFiles = git::read_commit(&mirror.repo, resolved.commit, &config.repo.discovery)?;
-    let repo = Repo::load(&files);
-    let commits = commits_for(&mirror.repo, resolved.commit, "", &repo)?;
-    Ok(Checkout { repo, commits, version: resolved.version, ref_name: resolved.ref_name, commit: resolved.commit.to_string() })
-}
+use crate::source::checkout::{local_checkout, remote_checkout};
 
 #[derive(Serialize)]
 struct Report<'a> {
@@ -88,6 +29,7 @@ fn outcome_label(o: &Outcome) -> String {
         Outcome::Unmanaged(_) => "Unmanaged".into(),
         Outcome::Failed(_) => "Failed".into(),
         Outcome::Skipped(_) => "Skipped".into(),
+        Outcome::Held(_) => "Held".into(),
     }
 }
 
@@ -100,7 +42,9 @@ pub fn render_text(env: &str, checkout_ref: &str, commit: &str, reports: &[Servi
         for c in &r.drift {
             let _ = writeln!(out, "    {c}");
         }
-        if let Outcome::Failed(reason) | Outcome::Unmanaged(reason) | Outcome::Skipped(reason) = &r.outcome {
+        if let Outcome::Failed(reason) | Outcome::Unmanaged(reason) | Outcome::Skipped(reason) | Outcome::Held(reason) =
+            &r.outcome
+        {
             for line in reason.lines() {
                 let _ = writeln!(out, "    ! {line}");
             }
@@ -150,6 +94,9 @@ async fn run(args: &ConvergeArgs, mode: Mode) -> anyhow::Result<(Exit, Vec<Servi
         version: checkout.version.as_deref(),
         only: args.service.as_deref(),
         mode,
+        gate: None,
+        semaphore: None,
+        cancel: tokio_util::sync::CancellationToken::new(),
     };
     let reports = reconcile::reconcile_env(&aws, &input).await;
     match args.output {

@@ -1,9 +1,11 @@
 //! One module per subcommand: glue between the CLI, the shell (files, git, AWS) and the core.
 
 pub mod converge;
+pub mod daemon;
 pub mod new;
 pub mod render;
 pub mod schema;
+pub mod status;
 pub mod validate;
 
 use std::path::Path;

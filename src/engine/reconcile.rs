@@ -45,6 +45,13 @@ pub struct EnvInput<'a> {
     /// Limit to one service.
     pub only: Option<&'a str>,
     pub mode: Mode,
+    /// Decides, per service and spec hash, whether an apply may be attempted now (the
+    /// daemon's backoff and failed-rollout hold); `None` always allows.
+    pub gate: Option<&'a (dyn Fn(&str, &str) -> Result<(), String> + Sync)>,
+    /// Bounds concurrent service applies (shared across environments by the daemon).
+    pub semaphore: Option<Arc<Semaphore>>,
+    /// Cancelled on shutdown: rollout waits stop (without marking the rollout failed).
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -64,11 +71,16 @@ pub enum Outcome {
     Failed(String),
     /// Not attempted: a dependency did not converge.
     Skipped(String),
+    /// Live differs, but berth holds off: a failed rollout of this same spec, or backoff.
+    Held(String),
 }
 
 impl Outcome {
     pub fn is_failure(&self) -> bool {
-        matches!(self, Outcome::Failed(_) | Outcome::Unmanaged(_) | Outcome::WaitingForImage(_) | Outcome::Skipped(_))
+        matches!(
+            self,
+            Outcome::Failed(_) | Outcome::Unmanaged(_) | Outcome::WaitingForImage(_) | Outcome::Skipped(_) | Outcome::Held(_)
+        )
     }
 }
 
@@ -306,7 +318,7 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
 
     // 6. Execute, dependencies first, independent services in parallel.
     let layers = dependency_layers(&prepared);
-    let semaphore = Arc::new(Semaphore::new(input.config.concurrency.max(1)));
+    let semaphore = input.semaphore.clone().unwrap_or_else(|| Arc::new(Semaphore::new(input.config.concurrency.max(1))));
     for layer in layers {
         let mut tasks = Vec::new();
         for name in layer {
@@ -326,13 +338,24 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
                 ));
                 continue;
             }
+            if input.cancel.is_cancelled() {
+                reports.get_mut(&name).expect("report").outcome = Outcome::Held("shutting down".into());
+                continue;
+            }
+            if let Some(gate) = input.gate
+                && let Err(reason) = gate(&name, p.desired.spec_hash())
+            {
+                reports.get_mut(&name).expect("report").outcome = Outcome::Held(reason);
+                continue;
+            }
             let sem = semaphore.clone();
+            let cancel = input.cancel.clone();
             let desired = p.desired.clone();
             let plan = plan.clone();
             let image = p.image.clone();
             tasks.push(async move {
                 let _permit = sem.acquire().await.expect("semaphore open");
-                let result = execute(aws, env, &desired, &plan, env.rollout_poll).await;
+                let result = execute(aws, env, &desired, &plan, env.rollout_poll, &cancel).await;
                 (name, image, result)
             });
         }
@@ -344,6 +367,7 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
             }
             r.rollout_failed = result.rollout_failed;
             r.outcome = match result.error {
+                None if result.interrupted => Outcome::OutOfSync,
                 None => Outcome::Applied,
                 Some(e) => Outcome::Failed(e),
             };
@@ -418,6 +442,7 @@ async fn read_live(
 }
 
 struct Execution {
+    interrupted: bool,
     applied: Vec<String>,
     task_definition: Option<String>,
     error: Option<String>,
@@ -426,8 +451,15 @@ struct Execution {
 
 /// One attempt at a plan. Every step is idempotent against a re-plan: a revision
 /// registered before a failed update is found and reused next time.
-async fn execute(aws: &Aws, env: &EnvConfig, desired: &Desired, plan: &Plan, poll: Duration) -> Execution {
-    let mut ex = Execution { applied: Vec::new(), task_definition: None, error: None, rollout_failed: false };
+async fn execute(
+    aws: &Aws,
+    env: &EnvConfig,
+    desired: &Desired,
+    plan: &Plan,
+    poll: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Execution {
+    let mut ex = Execution { interrupted: false, applied: Vec::new(), task_definition: None, error: None, rollout_failed: false };
     let mut registered: Option<String> = None;
     let mut deployed: Option<String> = None;
     for action in &plan.actions {
@@ -478,11 +510,18 @@ async fn execute(aws: &Aws, env: &EnvConfig, desired: &Desired, plan: &Plan, pol
     }
     ex.task_definition = deployed.clone().or(registered);
     if let (Some(arn), true) = (deployed, env.rollout_wait) {
-        match wait_for_rollout(aws, &desired.service.cluster, &desired.service.service_name, &arn, env.rollout_timeout, poll).await {
-            Ok(()) => ex.applied.push("rollout completed".to_string()),
-            Err(reason) => {
-                ex.rollout_failed = true;
-                ex.error = Some(format!("rollout failed: {reason}"));
+        let wait = wait_for_rollout(aws, &desired.service.cluster, &desired.service.service_name, &arn, env.rollout_timeout, poll);
+        tokio::select! {
+            result = wait => match result {
+                Ok(()) => ex.applied.push("rollout completed".to_string()),
+                Err(reason) => {
+                    ex.rollout_failed = true;
+                    ex.error = Some(format!("rollout failed: {reason}"));
+                }
+            },
+            () = cancel.cancelled() => {
+                ex.interrupted = true;
+                ex.applied.push("stopped waiting for the rollout (shutting down)".to_string());
             }
         }
     }

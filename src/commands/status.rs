@@ -1,0 +1,78 @@
+//! `berth status`: the daemon's `/status` as a table.
+
+use std::fmt::Write as _;
+
+use anyhow::Context as _;
+
+use crate::cli::StatusArgs;
+use crate::commands::Exit;
+use crate::engine::status::Status;
+
+pub fn table(status: &Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<8} {:<24} {:<10} {:<12} {:<12} {:<22} DRIFT / ERROR", "ENV", "SERVICE", "SYNC", "HEALTH", "COMMIT", "TASK DEFINITION");
+    for env in &status.environments {
+        if let Some(e) = &env.last_fetch_error {
+            let _ = writeln!(out, "{:<8} {:<24} git: {e}", env.name, "-");
+        }
+        if env.services.is_empty() {
+            let _ = writeln!(out, "{:<8} (no services yet{})", env.name, if env.ready { "" } else { "; first sync in progress" });
+        }
+        for s in &env.services {
+            let commit = s.commit.as_deref().map_or("-".to_string(), |c| c.chars().take(12).collect());
+            let td = s.task_definition.as_deref().and_then(|t| t.rsplit('/').next()).unwrap_or("-");
+            let mut note = s.drift.join(", ");
+            if let Some(err) = &s.last_error {
+                if !note.is_empty() {
+                    note.push_str("; ");
+                }
+                note.push_str(err.lines().next().unwrap_or_default());
+            }
+            let _ = writeln!(
+                out,
+                "{:<8} {:<24} {:<10} {:<12} {:<12} {:<22} {}",
+                env.name,
+                s.name,
+                s.sync.as_str(),
+                s.health.as_str(),
+                commit,
+                td,
+                if note.is_empty() { "-".to_string() } else { note }
+            );
+        }
+    }
+    out
+}
+
+pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
+    let url = format!("{}/status", args.url.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let body = runtime.block_on(fetch(&url)).with_context(|| format!("cannot read {url}"))?;
+    let status: Status = serde_json::from_str(&body).with_context(|| format!("{url} did not answer berth status JSON"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", table(&status));
+    }
+    Ok(Exit::Ok)
+}
+
+/// A plain HTTP/1.1 GET (the status endpoint is local and unencrypted).
+async fn fetch(url: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").context("only http:// URLs are supported")?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect(host)).await??;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP answer")?;
+    let status_line = head.lines().next().unwrap_or_default();
+    if !status_line.contains(" 200 ") {
+        anyhow::bail!("{status_line}");
+    }
+    Ok(body.to_string())
+}

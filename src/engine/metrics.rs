@@ -1,0 +1,116 @@
+//! OpenMetrics for `/metrics` (prometheus-client, which writes OpenMetrics 1.0 text).
+//!
+//! Counters and histograms live for the process; gauges are rebuilt from the status at
+//! each scrape, so a service that disappears from git disappears from the metrics and
+//! label sets stay bounded by (env, service).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use super::status::Status;
+use crate::aws::RequestStats;
+
+type Labels = Vec<(String, String)>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 10 ms to ~5.5 min.
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// The long-lived metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    pub git_fetch_duration: HistogramFamily,
+    pub git_fetch: Family<Labels, Counter>,
+    pub reconcile_duration: HistogramFamily,
+    pub reconcile: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            git_fetch_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            git_fetch: Family::default(),
+            reconcile_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            reconcile: Family::default(),
+        }
+    }
+}
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl Metrics {
+    /// The OpenMetrics text of everything, for one scrape.
+    pub fn encode(&self, status: &Status, stats: &RequestStats) -> String {
+        let mut reg = Registry::with_prefix("berth");
+        let build: Family<Labels, Gauge> = Family::default();
+        build.get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))])).set(1);
+        reg.register("build_info", "berth's version", build);
+
+        let source: Family<Labels, Gauge> = Family::default();
+        let drift: Family<Labels, Gauge> = Family::default();
+        let info: Family<Labels, Gauge> = Family::default();
+        let held: Family<Labels, Gauge> = Family::default();
+        let last_sync: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
+        for env in &status.environments {
+            if let (Some(r), Some(c)) = (&env.ref_name, &env.commit) {
+                source.get_or_create(&labels(&[("env", &env.name), ("ref", r), ("commit", c)])).set(1);
+            }
+            for s in &env.services {
+                let key = labels(&[("env", &env.name), ("service", &s.name)]);
+                drift.get_or_create(&key).set(i64::from(!s.drift.is_empty() || s.sync == super::status::Sync::OutOfSync));
+                held.get_or_create(&key).set(i64::from(s.held));
+                if let Some(t) = s.last_sync {
+                    last_sync.get_or_create(&key).set(t);
+                }
+                info.get_or_create(&labels(&[
+                    ("env", &env.name),
+                    ("service", &s.name),
+                    ("commit", s.commit.as_deref().unwrap_or("")),
+                    ("task_definition", s.task_definition.as_deref().unwrap_or("")),
+                    ("sync", s.sync.as_str()),
+                    ("health", s.health.as_str()),
+                ]))
+                .set(1);
+            }
+        }
+        reg.register("source_info", "The commit each environment deploys", source);
+        reg.register_with_unit("git_fetch_duration", "Time to poll (and fetch) the repository", Unit::Seconds, self.git_fetch_duration.clone());
+        reg.register("git_fetch", "Repository polls by result", self.git_fetch.clone());
+        reg.register_with_unit(
+            "reconcile_duration",
+            "Time of one reconcile cycle over an environment's services",
+            Unit::Seconds,
+            self.reconcile_duration.clone(),
+        );
+        reg.register("reconcile", "Service reconciles by result (synced, applied, failed, skipped)", self.reconcile.clone());
+        reg.register("service_drift", "1 when live state differs from git", drift);
+        reg.register("service_info", "The service's commit, task definition and status", info);
+        reg.register_with_unit(
+            "service_last_sync_timestamp",
+            "When the service was last found or made equal to git",
+            Unit::Seconds,
+            last_sync,
+        );
+        reg.register("service_held", "1 while a failed rollout holds the service's spec", held);
+
+        let aws: Family<Labels, Counter> = Family::default();
+        for (k, n) in stats.snapshot() {
+            aws.get_or_create(&labels(&[("api", &k.api), ("operation", &k.operation), ("result", k.result)])).inc_by(n);
+        }
+        reg.register("aws_requests", "AWS API requests (each attempt) by result", aws);
+
+        let mut out = String::new();
+        encode(&mut out, &reg).expect("writing to a String cannot fail");
+        out
+    }
+}

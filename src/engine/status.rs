@@ -1,0 +1,120 @@
+//! The daemon's shared status: what `/status`, `/metrics` and `berth status` show.
+
+
+use serde::{Deserialize, Serialize};
+
+use super::reconcile::{Outcome, ServiceReport};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sync {
+    Synced,
+    OutOfSync,
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    Healthy,
+    Progressing,
+    Degraded,
+    Missing,
+    Unmanaged,
+    Unknown,
+}
+
+impl Sync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sync::Synced => "Synced",
+            Sync::OutOfSync => "OutOfSync",
+            Sync::Unknown => "Unknown",
+        }
+    }
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "Healthy",
+            Health::Progressing => "Progressing",
+            Health::Degraded => "Degraded",
+            Health::Missing => "Missing",
+            Health::Unmanaged => "Unmanaged",
+            Health::Unknown => "Unknown",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub sync: Sync,
+    pub health: Health,
+    pub commit: Option<String>,
+    pub task_definition: Option<String>,
+    /// The differing field paths.
+    pub drift: Vec<String>,
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub spec_hash: Option<String>,
+    /// Unix seconds of the last cycle that found (or made) this service synced.
+    #[serde(default)]
+    pub last_sync: Option<f64>,
+    /// Whether a failed rollout holds this spec.
+    #[serde(default)]
+    pub held: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnvStatus {
+    pub name: String,
+    #[serde(rename = "ref")]
+    pub ref_name: Option<String>,
+    pub commit: Option<String>,
+    pub services: Vec<ServiceStatus>,
+    #[serde(default)]
+    pub last_fetch_error: Option<String>,
+    /// The first full sync of this environment is done.
+    #[serde(default)]
+    pub ready: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub environments: Vec<EnvStatus>,
+}
+
+/// The status of a service from its latest report. `previous` keeps what a cycle that
+/// did not look at the service (none today) would leave.
+pub fn service_status(report: &ServiceReport, held: bool, now: f64, previous: Option<&ServiceStatus>) -> ServiceStatus {
+    // Drift that an apply healed is gone.
+    let drift: Vec<String> = match report.outcome {
+        Outcome::Applied | Outcome::Synced => Vec::new(),
+        _ => report.drift.iter().map(|c| c.path.clone()).collect(),
+    };
+    let missing = report.ownership == Some(crate::core::plan::Ownership::Missing);
+    let (sync, health, error) = match &report.outcome {
+        Outcome::Synced | Outcome::Applied => (Sync::Synced, Health::Healthy, None),
+        Outcome::OutOfSync => (Sync::OutOfSync, if missing { Health::Missing } else { Health::Healthy }, None),
+        Outcome::WaitingForImage(image) => (Sync::OutOfSync, Health::Progressing, Some(format!("waiting for image {image}"))),
+        Outcome::Skipped(reason) => (Sync::OutOfSync, Health::Progressing, Some(reason.clone())),
+        Outcome::Unmanaged(reason) => (Sync::OutOfSync, Health::Unmanaged, Some(reason.clone())),
+        Outcome::Held(reason) if held => (Sync::OutOfSync, Health::Degraded, Some(reason.clone())),
+        Outcome::Held(reason) => (Sync::OutOfSync, if missing { Health::Missing } else { Health::Progressing }, Some(reason.clone())),
+        Outcome::Failed(reason) if report.rollout_failed => (Sync::OutOfSync, Health::Degraded, Some(reason.clone())),
+        Outcome::Failed(reason) => (Sync::Unknown, if missing { Health::Missing } else { Health::Unknown }, Some(reason.clone())),
+    };
+    let last_sync = if sync == Sync::Synced { Some(now) } else { previous.and_then(|p| p.last_sync) };
+    ServiceStatus {
+        name: report.name.clone(),
+        sync,
+        health,
+        commit: report.commit.clone().or_else(|| previous.and_then(|p| p.commit.clone())),
+        task_definition: report.task_definition.clone().or_else(|| previous.and_then(|p| p.task_definition.clone())),
+        drift,
+        last_error: error,
+        spec_hash: report.spec_hash.clone(),
+        last_sync,
+        held,
+    }
+}
