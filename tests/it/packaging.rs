@@ -1,0 +1,386 @@
+//! Packaging checks: the systemd unit (`systemd-analyze verify` and `security`), berth's
+//! own ECS task definition and IAM policy under `deploy/`.
+//!
+//! Self-contained (std, serde_json, tempfile). `systemd-analyze` comes from Debian's
+//! `systemd` package; `.ci/run` installs it. Without it these tests print a skip notice,
+//! unless the environment variable `CI` is set: then they fail.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const UNIT: &str = "systemd/berth.service";
+const SHIPPED_EXEC_START: &str =
+    "/usr/local/bin/berth daemon --config /etc/berth/berth.yaml --log-format json";
+const MAX_EXPOSURE: f64 = 2.0;
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo_file(path)).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+}
+
+/// `systemd-analyze` on PATH, or None after a skip notice. With `CI` set, a missing tool fails.
+fn systemd_analyze(test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("systemd-analyze"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        let msg =
+            "systemd-analyze is not installed (Debian package `systemd`; `.ci/run` installs it)";
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: {msg}, and CI is set");
+        }
+        eprintln!("SKIPPED {test}: {msg}");
+    }
+    found
+}
+
+/// The `[Service]` settings of a unit file as (key, value) pairs, in order.
+fn unit_settings(text: &str) -> Vec<(String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if line.starts_with('[') {
+            section = line.to_string();
+            continue;
+        }
+        if section == "[Service]"
+            && let Some((k, v)) = line.split_once('=')
+        {
+            out.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+fn setting<'a>(settings: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    settings
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A copy of the shipped unit in a temp dir, its ExecStart pointing at the binary under
+/// test (`systemd-analyze verify` insists that the executable exists).
+fn unit_copy() -> (tempfile::TempDir, PathBuf) {
+    let text = read(UNIT);
+    let bin = env!("CARGO_BIN_EXE_berth");
+    assert!(
+        text.contains(&format!("ExecStart={SHIPPED_EXEC_START}\n")),
+        "{UNIT}: unexpected ExecStart"
+    );
+    let exe = if bin.contains(char::is_whitespace) {
+        format!("\"{bin}\"")
+    } else {
+        bin.to_string()
+    };
+    let rewritten = text.replace(
+        "ExecStart=/usr/local/bin/berth ",
+        &format!("ExecStart={exe} "),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("berth.service");
+    std::fs::write(&path, rewritten).expect("write the unit copy");
+    (dir, path)
+}
+
+fn run(cmd: &mut Command) -> Output {
+    // Diagnostics on stderr, never to a journal that the test cannot see.
+    cmd.env("SYSTEMD_LOG_TARGET", "console")
+        .env("SYSTEMD_LOG_COLOR", "0");
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+#[test]
+fn systemd_unit_declares_the_daemon_contract() {
+    let settings = unit_settings(&read(UNIT));
+    let expect = [
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("WatchdogSec", "60"),
+        ("ExecStart", SHIPPED_EXEC_START),
+        ("Restart", "on-failure"),
+        ("StateDirectory", "berth"),
+        ("EnvironmentFile", "-/etc/berth/berth.env"),
+        ("DynamicUser", "yes"),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+    ];
+    for (key, value) in expect {
+        assert_eq!(setting(&settings, key), Some(value), "{UNIT}: {key}");
+    }
+    // berth's shutdown grace period is 30 s; systemd must not SIGKILL it before that.
+    let stop: u64 = setting(&settings, "TimeoutStopSec")
+        .and_then(|v| v.trim_end_matches('s').parse().ok())
+        .expect("TimeoutStopSec in seconds");
+    assert!(
+        (35..=90).contains(&stop),
+        "TimeoutStopSec={stop}: a bit above the 30 s grace period"
+    );
+}
+
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() {
+    let Some(tool) = systemd_analyze("systemd_unit_passes_systemd_analyze_verify") else {
+        return;
+    };
+    let (_dir, unit) = unit_copy();
+    let out = run(Command::new(&tool).args(["verify", "--man=no"]).arg(&unit));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed ({}):\n{stderr}",
+        out.status
+    );
+    // Unknown keys and bad values are only warnings (exit 0): any line about our unit fails.
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("berth.service"))
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "systemd-analyze verify warns about the unit:\n{}",
+        ours.join("\n")
+    );
+}
+
+#[test]
+fn systemd_unit_exposure_is_at_most_2() {
+    let Some(tool) = systemd_analyze("systemd_unit_exposure_is_at_most_2") else {
+        return;
+    };
+    let (_dir, unit) = unit_copy();
+    let out = run(Command::new(&tool)
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&unit));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd-analyze security --offline=yes failed ({}; needs systemd >= 250):\n{stderr}",
+        out.status
+    );
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("berth.service"))
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "systemd-analyze security warns about the unit:\n{}",
+        ours.join("\n")
+    );
+    // "→ Overall exposure level for berth.service: 1.1 OK 🙂"
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level for berth.service:"))
+        .unwrap_or_else(|| panic!("no overall exposure line in:\n{stdout}"));
+    let exposure: f64 = line
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse the exposure from {line:?}"));
+    eprintln!("systemd-analyze security: exposure {exposure}");
+    assert!(
+        exposure <= MAX_EXPOSURE,
+        "exposure {exposure} > {MAX_EXPOSURE}:\n{stdout}"
+    );
+}
+
+fn json(path: &str) -> Value {
+    serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().expect("a string").to_string())
+            .collect(),
+        other => panic!("expected a string or a list of strings, got {other}"),
+    }
+}
+
+/// Actions that may be granted on `"Resource": "*"`, because the Service Authorization
+/// Reference gives them no resource type that berth could name in advance.
+const STAR_OK: &[&str] = &[
+    // No resource-level permissions at all.
+    "ecs:DescribeTaskDefinition",
+    "ecs:RegisterTaskDefinition",
+    "ecs:ListTaskDefinitions",
+    "ssm:DescribeParameters",
+    "application-autoscaling:DescribeScalableTargets",
+    "application-autoscaling:DescribeScalingPolicies",
+    // Scoped only by the scalable target's own ARN, which carries a random id that
+    // Application Auto Scaling assigns on registration (not the cluster or service name).
+    "application-autoscaling:RegisterScalableTarget",
+    "application-autoscaling:PutScalingPolicy",
+    "application-autoscaling:DeleteScalingPolicy",
+    "application-autoscaling:DeregisterScalableTarget",
+    // No resource types; the policy narrows it with the cloudwatch:namespace condition.
+    "cloudwatch:PutMetricData",
+];
+
+/// Every permission the daemon needs (sts:GetCallerIdentity needs none).
+const REQUIRED: &[&str] = &[
+    "ecs:DescribeServices",
+    "ecs:DescribeTaskDefinition",
+    "ecs:RegisterTaskDefinition",
+    "ecs:CreateService",
+    "ecs:UpdateService",
+    "ecs:TagResource",
+    "application-autoscaling:DescribeScalableTargets",
+    "application-autoscaling:DescribeScalingPolicies",
+    "application-autoscaling:RegisterScalableTarget",
+    "application-autoscaling:PutScalingPolicy",
+    "application-autoscaling:DeleteScalingPolicy",
+    "application-autoscaling:DeregisterScalableTarget",
+    "ssm:DescribeParameters",
+    "ssm:GetParameters",
+    "secretsmanager:DescribeSecret",
+    "ecr:BatchGetImage",
+    "iam:PassRole",
+    "iam:CreateServiceLinkedRole",
+];
+
+/// Never granted: berth does not read secret values.
+const FORBIDDEN: &[&str] = &[
+    "secretsmanager:GetSecretValue",
+    "ssm:GetParameter",
+    "kms:Decrypt",
+];
+
+#[test]
+fn iam_policy_is_least_privilege() {
+    let policy = json("deploy/iam-policy.json");
+    assert_eq!(policy["Version"], "2012-10-17");
+    let statements = policy["Statement"].as_array().expect("Statement is a list");
+    let mut granted = BTreeSet::new();
+    let mut sids = BTreeSet::new();
+    for st in statements {
+        let sid = st["Sid"].as_str().expect("every statement has a Sid");
+        assert!(sids.insert(sid.to_string()), "duplicate Sid {sid}");
+        assert_eq!(st["Effect"], "Allow", "{sid}");
+        for key in ["NotAction", "NotResource", "NotPrincipal"] {
+            assert!(st.get(key).is_none(), "{sid}: {key} is not least privilege");
+        }
+        let actions = strings(&st["Action"]);
+        let resources = strings(&st["Resource"]);
+        for a in &actions {
+            assert!(!a.contains('*'), "{sid}: wildcard action {a}");
+            assert!(
+                !FORBIDDEN.contains(&a.as_str()),
+                "{sid}: {a} must not be granted"
+            );
+            granted.insert(a.clone());
+        }
+        if resources.iter().any(|r| r == "*") {
+            for a in &actions {
+                assert!(
+                    STAR_OK.contains(&a.as_str()),
+                    "{sid}: {a} supports resource-level permissions; scope it instead of \"*\""
+                );
+            }
+        }
+        for r in resources.iter().filter(|r| *r != "*") {
+            assert!(r.starts_with("arn:aws:"), "{sid}: {r} is not an ARN");
+        }
+        let condition = |key: &str| st["Condition"]["StringEquals"].get(key).map(strings);
+        if actions.iter().any(|a| a == "iam:PassRole") {
+            assert_eq!(
+                condition("iam:PassedToService"),
+                Some(vec!["ecs-tasks.amazonaws.com".to_string()]),
+                "{sid}"
+            );
+        }
+        if actions.iter().any(|a| a == "iam:CreateServiceLinkedRole") {
+            assert!(
+                condition("iam:AWSServiceName").is_some(),
+                "{sid}: needs an iam:AWSServiceName condition"
+            );
+        }
+        if actions.iter().any(|a| a == "cloudwatch:PutMetricData") {
+            assert_eq!(
+                condition("cloudwatch:namespace"),
+                Some(vec!["Berth".to_string()]),
+                "{sid}"
+            );
+        }
+    }
+    let missing: Vec<&&str> = REQUIRED.iter().filter(|a| !granted.contains(**a)).collect();
+    assert!(missing.is_empty(), "the policy lacks {missing:?}");
+}
+
+#[test]
+fn task_definition_runs_the_daemon() {
+    let td = json("deploy/task-definition.json");
+    assert_eq!(
+        td["requiresCompatibilities"],
+        serde_json::json!(["FARGATE"])
+    );
+    assert_eq!(td["networkMode"], "awsvpc");
+    let containers = td["containerDefinitions"]
+        .as_array()
+        .expect("containerDefinitions");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert!(
+        c["image"].as_str().unwrap().contains(".dkr.ecr."),
+        "image from ECR"
+    );
+    let ports: BTreeSet<u64> = c["portMappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["containerPort"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, BTreeSet::from([8080, 9090]));
+    let health = strings(&c["healthCheck"]["command"]).join(" ");
+    assert!(
+        health.contains("http://127.0.0.1:9090/healthz"),
+        "health check on /healthz: {health}"
+    );
+    assert_eq!(c["logConfiguration"]["logDriver"], "awslogs");
+    let secrets: BTreeSet<&str> = c["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        secrets,
+        BTreeSet::from(["BERTH_WEBHOOK_SECRET", "GIT_TOKEN"])
+    );
+    for s in c["secrets"].as_array().unwrap() {
+        assert!(
+            s["valueFrom"]
+                .as_str()
+                .unwrap()
+                .starts_with("arn:aws:secretsmanager:"),
+            "{s}"
+        );
+    }
+    let env_names: Vec<&str> = c["environment"].as_array().map_or(vec![], |e| {
+        e.iter().map(|v| v["name"].as_str().unwrap()).collect()
+    });
+    assert!(
+        !env_names.iter().any(|n| secrets.contains(n)),
+        "secrets must not be plain environment"
+    );
+    // ECS sends SIGTERM, then SIGKILL after stopTimeout: leave room for the 30 s drain.
+    assert!(
+        c["stopTimeout"].as_u64().unwrap() > 30,
+        "stopTimeout above the 30 s grace period"
+    );
+}
