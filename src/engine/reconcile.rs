@@ -33,6 +33,9 @@ pub enum Mode {
     Apply,
 }
 
+/// Whether (service, spec hash) may be applied now; `Err` carries the reason not.
+pub type Gate<'a> = &'a (dyn Fn(&str, &str) -> Result<(), String> + Sync);
+
 /// What a reconcile of one environment is given.
 pub struct EnvInput<'a> {
     pub config: &'a Config,
@@ -47,7 +50,7 @@ pub struct EnvInput<'a> {
     pub mode: Mode,
     /// Decides, per service and spec hash, whether an apply may be attempted now (the
     /// daemon's backoff and failed-rollout hold); `None` always allows.
-    pub gate: Option<&'a (dyn Fn(&str, &str) -> Result<(), String> + Sync)>,
+    pub gate: Option<Gate<'a>>,
     /// Bounds concurrent service applies (shared across environments by the daemon).
     pub semaphore: Option<Arc<Semaphore>>,
     /// Cancelled on shutdown: rollout waits stop (without marking the rollout failed).

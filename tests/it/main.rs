@@ -2,6 +2,8 @@
 
 mod aws_cli;
 mod converge;
+mod daemon;
+mod packaging;
 mod parse_props;
 mod render_snapshots;
 mod support;

@@ -243,7 +243,7 @@ fn answers(port: u16) -> bool {
 }
 
 /// A port that was free on 127.0.0.1 a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("cannot bind 127.0.0.1:0");
     listener.local_addr().expect("no local address").port()
 }

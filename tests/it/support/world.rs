@@ -26,10 +26,21 @@ pub const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 pub struct World {
     pub moto: Moto,
     pub proxy: Proxy,
+    /// The working clone tests commit in (CLI tests use it as `--repo`).
     pub repo: PathBuf,
+    /// The bare "remote" the daemon polls (`repo.url`); `push` publishes to it.
+    pub origin: PathBuf,
     pub config: PathBuf,
     pub subnets: Vec<String>,
     pub security_group: String,
+    /// `repo.poll_interval` written by `write_config`.
+    pub poll_interval: std::cell::RefCell<String>,
+    /// Extra top-level YAML written by `write_config` (listeners, …).
+    pub top_level: std::cell::RefCell<String>,
+    /// Extra YAML for every environment, from the last `write_config`.
+    env_extra: std::cell::RefCell<String>,
+    /// Only these environments go into the config (default: pre and prod).
+    pub envs: std::cell::RefCell<Vec<&'static str>>,
     dir: tempfile::TempDir,
 }
 
@@ -97,8 +108,24 @@ impl World {
         git(&repo, &["add", "-A"]);
         git(&repo, &["commit", "-q", "-m", "services"]);
         git(&repo, &["tag", "v1.0.0"]);
+        let origin = dir.path().join("origin.git");
+        git(dir.path(), &["clone", "-q", "--bare", &repo.to_string_lossy(), &origin.to_string_lossy()]);
+        git(&repo, &["remote", "add", "origin", &origin.to_string_lossy()]);
         let config = dir.path().join("berth.yaml");
-        let world = World { moto, proxy, repo, config, subnets, security_group, dir };
+        let world = World {
+            moto,
+            proxy,
+            repo,
+            origin,
+            config,
+            subnets,
+            security_group,
+            poll_interval: std::cell::RefCell::new("60s".into()),
+            top_level: std::cell::RefCell::new(String::new()),
+            env_extra: std::cell::RefCell::new(String::new()),
+            envs: std::cell::RefCell::new(vec!["pre", "prod"]),
+            dir,
+        };
         world.write_config("");
         world.push_images();
         world
@@ -107,19 +134,42 @@ impl World {
     /// Writes the agent config; `extra_env` is YAML added to both environments (indented
     /// four spaces), e.g. `"    rollout: {wait: true, timeout: 5s, poll: 100ms}\n"`.
     pub fn write_config(&self, extra_env: &str) {
+        *self.env_extra.borrow_mut() = extra_env.to_string();
+        self.rewrite_config();
+    }
+
+    /// Writes the config again from the current settings.
+    pub fn rewrite_config(&self) {
+        let extra_env = self.env_extra.borrow().clone();
         let defaults = format!(
             "    defaults:\n      execution_role: arn:aws:iam::123456789012:role/ecs-execution-{{env}}\n      task_role: arn:aws:iam::123456789012:role/{{service}}-{{env}}\n      subnets: [{}]\n      security_groups: [{}]\n",
             self.subnets.join(", "),
             self.security_group
         );
         let rollout = if extra_env.contains("rollout:") { String::new() } else { "    rollout: {wait: false}\n".to_string() };
+        let mut envs = String::new();
+        for env in self.envs.borrow().iter() {
+            let source = if *env == "prod" { "{tags: semver}" } else { "{branch: develop}" };
+            envs.push_str(&format!("  {env}:\n    source: {source}\n    cluster: {env}\n{defaults}{rollout}{extra_env}"));
+        }
         let text = format!(
-            "repo:\n  url: file://{repo}\n  workdir: {work}\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  account_id: \"123456789012\"\n  registry: {REGISTRY}\n  max_attempts: 4\nenvironments:\n  pre:\n    source: {{branch: develop}}\n    cluster: pre\n{defaults}{rollout}{extra_env}  prod:\n    source: {{tags: semver}}\n    cluster: prod\n{defaults}{rollout}{extra_env}",
-            repo = self.repo.display(),
+            "repo:\n  url: file://{repo}\n  workdir: {work}\n  poll_interval: {poll}\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  account_id: \"123456789012\"\n  registry: {REGISTRY}\n  max_attempts: 4\nenvironments:\n{envs}{top}",
+            repo = self.origin.display(),
             work = self.dir.path().join("work").display(),
+            poll = self.poll_interval.borrow(),
             endpoint = self.proxy.endpoint,
+            top = self.top_level.borrow(),
         );
-        std::fs::write(&self.config, text).unwrap();
+        // Write-then-rename, as editors and config management do: a watcher never sees half a file.
+        let tmp = self.config.with_extension("yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// Publishes the working clone's branches and tags to `origin`.
+    pub fn push(&self) {
+        git(&self.repo, &["push", "-q", "--force", "origin", "--all"]);
+        git(&self.repo, &["push", "-q", "--force", "origin", "--tags"]);
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

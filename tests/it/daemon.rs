@@ -1,0 +1,410 @@
+//! `berth daemon` end to end: a real daemon process, a real git remote, moto behind the
+//! test proxy. Pushes deploy, console edits heal, webhooks wake it, failed rollouts hold,
+//! broken services fail alone, metrics parse as OpenMetrics, reloads apply, SIGTERM drains.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::moto::free_port;
+use crate::support::proxy::Rollouts;
+use crate::support::world::{SECRET_VALUES, World, git};
+
+const WEBHOOK_SECRET: &str = "webhook-test-secret";
+
+struct Daemon {
+    child: Option<Child>,
+    metrics: String,
+    webhook: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `berth daemon` for the world (listeners on free loopback ports) and waits
+    /// until `/healthz` answers.
+    fn start(w: &World) -> Daemon {
+        let (m, h) = (free_port(), free_port());
+        *w.top_level.borrow_mut() = format!(
+            "metrics: {{listen: 127.0.0.1:{m}}}\nwebhook: {{listen: 127.0.0.1:{h}, secret_env: BERTH_TEST_WEBHOOK}}\nconcurrency: 4\n"
+        );
+        w.rewrite_config();
+        let log = w.path(&format!("daemon-{m}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = w.moto.command(env!("CARGO_BIN_EXE_berth"));
+        cmd.env_remove("AWS_ENDPOINT_URL")
+            .env("RUST_LOG", "berth=debug,info")
+            .env("BERTH_TEST_WEBHOOK", WEBHOOK_SECRET)
+            .args(["daemon", "--config", &w.config.to_string_lossy()])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        let child = cmd.spawn().expect("cannot start berth daemon");
+        let d = Daemon { child: Some(child), metrics: format!("127.0.0.1:{m}"), webhook: format!("127.0.0.1:{h}"), log };
+        d.wait_for("healthz", Duration::from_secs(20), |d| d.get("/healthz").0 == 200);
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http(&self.metrics, "GET", path, &[], b"")
+    }
+
+    fn status(&self) -> Value {
+        let (code, body) = self.get("/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn service(&self, env: &str, name: &str) -> Option<Value> {
+        let s = self.status();
+        let e = s["environments"].as_array()?.iter().find(|e| e["name"] == env)?.clone();
+        e["services"].as_array()?.iter().find(|x| x["name"] == name).cloned()
+    }
+
+    /// Polls `cond` until it holds or `limit` passes (then fails with the daemon's log).
+    fn wait_for(&self, what: &str, limit: Duration, cond: impl Fn(&Daemon) -> bool) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if cond(self) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out after {limit:?} waiting for {what}\n--- status\n{}\n--- log\n{}", self.get("/status").1, self.log());
+    }
+
+    fn webhook(&self, body: &str, signature: Option<String>) -> (u16, String) {
+        let mut headers = vec![("X-GitHub-Event", "push".to_string()), ("Content-Type", "application/json".to_string())];
+        if let Some(s) = signature {
+            headers.push(("X-Hub-Signature-256", s));
+        }
+        http(&self.webhook, "POST", "/webhook/github", &headers, body.as_bytes())
+    }
+
+    /// SIGTERM, then the exit status and how long it took.
+    fn terminate(&mut self) -> (Option<i32>, Duration) {
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status.code(), start.elapsed());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("the daemon did not stop within 60 s\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let log = self.log();
+        for v in SECRET_VALUES {
+            assert!(!log.contains(v), "secret value {v:?} in the daemon log");
+        }
+    }
+}
+
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else { return (0, String::new()) };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    if s.write_all(req.as_bytes()).is_err() || s.write_all(body).is_err() {
+        return (0, String::new());
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+fn sign(body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn image_of(w: &World, cluster: &str, service: &str) -> String {
+    w.console(&format!(
+        "import boto3; e = boto3.client('ecs'); s = e.describe_services(cluster='{cluster}', services=['{service}'])['services']; print(e.describe_task_definition(taskDefinition=s[0]['taskDefinition'])['taskDefinition']['containerDefinitions'][0]['image'] if s else '-')"
+    ))
+    .trim()
+    .to_string()
+}
+
+fn synced(d: &Daemon, env: &str, names: &[&str]) -> bool {
+    names.iter().all(|n| d.service(env, n).is_some_and(|s| s["sync"] == "Synced"))
+}
+
+#[test]
+fn pushes_deploy_develop_to_pre_and_release_tags_to_prod() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "1s".into();
+    let d = Daemon::start(&w);
+    d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    assert!(synced(&d, "pre", &["bpg", "klausapproves", "ledger", "notifier"]), "{:#}", d.status());
+    assert!(synced(&d, "prod", &["bpg", "klausapproves", "notifier"]), "{:#}", d.status());
+    assert!(d.service("prod", "ledger").is_none(), "ledger is opted out of prod");
+    assert!(image_of(&w, "prod", "bpg").ends_with("bpg:1.0.0"));
+
+    // A commit to develop deploys to pre with the commit's image tag.
+    let commit = w.commit_edit("services/bpg/deploy/pre/config.yaml", |t| t.replace("debug", "warn"), "bpg: warn");
+    w.push_images();
+    w.push();
+    d.wait_for("pre bpg on the new commit", Duration::from_secs(30), |d| {
+        d.service("pre", "bpg").is_some_and(|s| s["commit"] == commit.as_str() && s["sync"] == "Synced")
+    });
+    assert!(image_of(&w, "pre", "bpg").ends_with(&format!("bpg:{}", &commit[..12])));
+    assert!(image_of(&w, "prod", "bpg").ends_with("bpg:1.0.0"), "prod must not move on a develop commit");
+
+    // A release tag deploys to prod; a pre-release is ignored.
+    git(&w.repo, &["tag", "v1.2.0"]);
+    w.push_images();
+    w.push();
+    d.wait_for("prod on 1.2.0", Duration::from_secs(30), |_| image_of(&w, "prod", "bpg").ends_with("bpg:1.2.0"));
+    w.commit_edit("services/notifier/deploy/prod/config.yaml", |t| t.replace("notifier-prod", "notifier-prod-rc"), "rc");
+    git(&w.repo, &["tag", "v1.3.0-rc.1"]);
+    w.push_images();
+    w.push();
+    // A commit on another branch changes nothing.
+    git(&w.repo, &["checkout", "-q", "-b", "feature/x"]);
+    w.commit_edit("services/ledger/deploy/pre/config.yaml", |t| format!("{t}variables: []\n"), "feature work");
+    w.push_images();
+    w.push();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(image_of(&w, "prod", "notifier").ends_with("notifier:1.2.0"), "the pre-release must be ignored");
+    let ledger = d.service("pre", "ledger").unwrap();
+    assert_ne!(ledger["commit"], git(&w.repo, &["rev-parse", "HEAD"]).as_str());
+    let prod = d.status()["environments"].as_array().unwrap().iter().find(|e| e["name"] == "prod").unwrap().clone();
+    assert_eq!(prod["ref"], "refs/tags/v1.2.0");
+}
+
+#[test]
+fn console_edits_heal_within_one_poll_interval() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "2s".into();
+    let d = Daemon::start(&w);
+    d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    w.console(
+        r#"
+import boto3
+ecs = boto3.client("ecs")
+ecs.update_service(cluster="pre", service="ledger", desiredCount=7)
+td = ecs.describe_task_definition(taskDefinition="notifier-pre")["taskDefinition"]
+for e in td["containerDefinitions"][0]["environment"]:
+    if e["name"] == "LOG_LEVEL": e["value"] = "trace"
+keep = {k: td[k] for k in ["family", "containerDefinitions", "networkMode", "requiresCompatibilities", "cpu", "memory", "executionRoleArn", "taskRoleArn"] if k in td}
+ecs.update_service(cluster="pre", service="notifier", taskDefinition=ecs.register_task_definition(**keep)["taskDefinition"]["taskDefinitionArn"])
+"#,
+    );
+    let healed = d.wait_for("heal", Duration::from_secs(10), |_| {
+        w.console(
+            "import boto3; e=boto3.client('ecs'); l=e.describe_services(cluster='pre', services=['ledger'])['services'][0]; n=e.describe_services(cluster='pre', services=['notifier'])['services'][0]; env=e.describe_task_definition(taskDefinition=n['taskDefinition'])['taskDefinition']['containerDefinitions'][0]['environment']; print(l['desiredCount'], [x['value'] for x in env if x['name']=='LOG_LEVEL'][0])",
+        )
+        .trim()
+            == "1 debug"
+    });
+    // One poll interval (2 s) plus the cycle and the time this check itself takes.
+    assert!(healed < Duration::from_secs(8), "healed after {healed:?}");
+}
+
+#[test]
+fn a_signed_webhook_wakes_the_daemon_and_a_bad_one_is_refused() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "10m".into();
+    let d = Daemon::start(&w);
+    d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    let commit = w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
+    w.push_images();
+    w.push();
+    let body = r#"{"ref":"refs/heads/develop","after":"x"}"#;
+    let (code, _) = d.webhook(body, Some("sha256=0000".into()));
+    assert_eq!(code, 401);
+    let (code, _) = d.webhook(body, None);
+    assert_eq!(code, 401);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(d.service("pre", "ledger").unwrap()["commit"], commit.as_str(), "an unsigned webhook must trigger nothing");
+    let (code, answer) = d.webhook(body, Some(sign(body)));
+    assert_eq!(code, 202, "{answer}");
+    assert!(answer.contains("\"pre\""), "{answer}");
+    let took = d.wait_for("webhook deploy", Duration::from_secs(15), |d| {
+        d.service("pre", "ledger").is_some_and(|s| s["commit"] == commit.as_str() && s["sync"] == "Synced")
+    });
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // Oversized bodies are refused before any signature work.
+    let big = "x".repeat(2 * 1024 * 1024);
+    assert_eq!(d.webhook(&big, Some(sign(&big))).0, 413);
+}
+
+#[test]
+fn a_failed_rollout_is_degraded_and_not_retried_until_git_changes() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "1s".into();
+    w.write_config("    rollout: {wait: true, timeout: 10s, poll: 100ms}\n");
+    w.proxy.set_rollouts(Rollouts::Complete);
+    let d = Daemon::start(&w);
+    d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    w.proxy.set_rollouts(Rollouts::Fail);
+    w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
+    w.push_images();
+    w.push();
+    d.wait_for("Degraded", Duration::from_secs(30), |d| d.service("pre", "ledger").is_some_and(|s| s["health"] == "Degraded"));
+    let updates = w.proxy.count("UpdateService");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(w.proxy.count("UpdateService"), updates, "the failed spec was applied again:\n{}", d.log());
+    let s = d.service("pre", "ledger").unwrap();
+    assert_eq!(s["held"], true, "{s:#}");
+    let (_, metrics) = d.get("/metrics");
+    assert!(metrics.contains("berth_service_held{env=\"pre\",service=\"ledger\"} 1"), "{metrics}");
+    // A new commit releases the hold.
+    w.proxy.set_rollouts(Rollouts::Complete);
+    w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 2", "count: 1"), "ledger: revert");
+    w.push_images();
+    w.push();
+    d.wait_for("Healthy again", Duration::from_secs(30), |d| d.service("pre", "ledger").is_some_and(|s| s["health"] == "Healthy" && s["sync"] == "Synced"));
+}
+
+#[test]
+fn a_broken_service_fails_alone_and_is_named_in_status_and_metrics() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "1s".into();
+    let d = Daemon::start(&w);
+    d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    w.commit_edit("services/notifier/deploy/service.yaml", |t| t.replace("count: 1", "count: [1"), "notifier: broken");
+    let bpg = w.commit_edit("services/bpg/deploy/pre/config.yaml", |t| t.replace("debug", "info"), "bpg: info");
+    w.push_images();
+    w.push();
+    d.wait_for("bpg converges", Duration::from_secs(30), |d| d.service("pre", "bpg").is_some_and(|s| s["commit"] == bpg.as_str() && s["sync"] == "Synced"));
+    let notifier = d.service("pre", "notifier").unwrap();
+    assert_eq!(notifier["sync"], "Unknown", "{notifier:#}");
+    assert!(notifier["last_error"].as_str().unwrap().contains("services/notifier/deploy/service.yaml:"), "{notifier:#}");
+    let (_, metrics) = d.get("/metrics");
+    assert!(metrics.contains("berth_reconcile_total{env=\"pre\",service=\"notifier\",result=\"failed\"}"), "{metrics}");
+    assert!(metrics.contains("service=\"notifier\",commit="), "{metrics}");
+}
+
+#[test]
+fn metrics_are_strict_openmetrics_with_the_design_families() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "1s".into();
+    let d = Daemon::start(&w);
+    d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, text) = d.get("/metrics");
+    assert_eq!(code, 200);
+    let file = w.path("metrics.txt");
+    std::fs::write(&file, &text).unwrap();
+    let parsed = w.moto.python(&format!(
+        r#"
+import json
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {{}}
+for fam in text_string_to_metric_families(open({:?}).read()):
+    out[fam.name] = {{"type": fam.type, "samples": [[s.name, s.labels, s.value] for s in fam.samples]}}
+print(json.dumps(out))
+"#,
+        file.to_string_lossy()
+    ));
+    let fams: Value = serde_json::from_str(parsed.trim()).unwrap();
+    for (name, kind) in [
+        ("berth_build_info", "gauge"),
+        ("berth_source_info", "gauge"),
+        ("berth_git_fetch_duration_seconds", "histogram"),
+        ("berth_git_fetch", "counter"),
+        ("berth_reconcile_duration_seconds", "histogram"),
+        ("berth_reconcile", "counter"),
+        ("berth_service_drift", "gauge"),
+        ("berth_service_info", "gauge"),
+        ("berth_service_last_sync_timestamp_seconds", "gauge"),
+        ("berth_aws_requests", "counter"),
+    ] {
+        assert_eq!(fams[name]["type"], kind, "{name} in {fams:#}");
+    }
+    let samples = |f: &str| fams[f]["samples"].as_array().unwrap().clone();
+    let applied = samples("berth_reconcile")
+        .iter()
+        .filter(|s| s[0] == "berth_reconcile_total" && s[1]["result"] == "applied")
+        .count();
+    assert_eq!(applied, 7, "4 pre + 3 prod services applied once: {:#}", fams["berth_reconcile"]);
+    for s in samples("berth_service_drift") {
+        assert_eq!(s[2], 0.0, "{s}");
+    }
+    let info = samples("berth_service_info");
+    assert_eq!(info.len(), 7);
+    assert!(info.iter().all(|s| s[1]["sync"] == "Synced" && s[1]["health"] == "Healthy"), "{info:#?}");
+    let source = samples("berth_source_info");
+    let pre = source.iter().find(|s| s[1]["env"] == "pre").unwrap();
+    assert_eq!(pre[1]["commit"], git(&w.repo, &["rev-parse", "develop"]).as_str());
+    let aws = samples("berth_aws_requests");
+    assert!(aws.iter().any(|s| s[1]["api"] == "ecs" && s[1]["operation"] == "DescribeServices" && s[1]["result"] == "ok"), "{aws:#?}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    for s in samples("berth_service_last_sync_timestamp_seconds") {
+        assert!((now - s[2].as_f64().unwrap()).abs() < 60.0, "{s}");
+    }
+}
+
+#[test]
+fn sigterm_during_a_rollout_wait_exits_zero_within_the_grace_period() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "1s".into();
+    w.write_config("    rollout: {wait: true, timeout: 10m, poll: 200ms}\n");
+    w.proxy.set_rollouts(Rollouts::Stuck);
+    let mut d = Daemon::start(&w);
+    d.wait_for("a rollout in progress", Duration::from_secs(60), |_| w.proxy.count("CreateService") > 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, took) = d.terminate();
+    assert_eq!(code, Some(0), "{}", d.log());
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(d.log().contains("berth daemon stopped"), "{}", d.log());
+}
+
+#[test]
+fn config_changes_apply_without_restart_and_a_broken_config_is_ignored() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "10m".into();
+    // Start with pre only.
+    *w.envs.borrow_mut() = vec!["pre"];
+    let d = Daemon::start(&w);
+    d.wait_for("pre synced", Duration::from_secs(60), |d| synced(d, "pre", &["ledger"]));
+    // A broken config is logged and the running one kept.
+    let good = std::fs::read_to_string(&w.config).unwrap();
+    assert!(!good.contains("prod:"));
+    let tmp = w.config.with_extension("tmp");
+    std::fs::write(&tmp, format!("{good}\nbogus_key: 1\n")).unwrap();
+    std::fs::rename(&tmp, &w.config).unwrap();
+    d.wait_for("the error in the log", Duration::from_secs(10), |d| d.log().contains("the changed config is invalid"));
+    assert!(d.log().contains("unknown field `bogus_key`"), "{}", d.log());
+    assert_eq!(d.get("/healthz").0, 200);
+    // A valid change: shorter poll interval and a new environment.
+    *w.poll_interval.borrow_mut() = "1s".into();
+    *w.envs.borrow_mut() = vec!["pre", "prod"];
+    w.rewrite_config();
+    d.wait_for("prod added", Duration::from_secs(30), |d| synced(d, "prod", &["bpg", "klausapproves", "notifier"]));
+    assert!(d.log().contains("configuration reloaded"), "{}", d.log());
+    // The new interval is in force: a console edit heals without any push or webhook.
+    w.console("import boto3; boto3.client('ecs').update_service(cluster='pre', service='ledger', desiredCount=4)");
+    d.wait_for("heal at the new interval", Duration::from_secs(8), |_| {
+        w.console("import boto3; print(boto3.client('ecs').describe_services(cluster='pre', services=['ledger'])['services'][0]['desiredCount'])").trim() == "1"
+    });
+}
