@@ -4,6 +4,7 @@
 //! Every HTTP request (each retry attempt too) is counted by api, operation and result.
 
 mod autoscaling;
+mod cloudwatch;
 mod convert;
 mod ecs;
 mod lookups;
@@ -19,6 +20,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+pub use cloudwatch::Datum;
 pub use lookups::{EcrImage, Verified, VerifyRequest};
 
 /// The ECR image an image reference names, when it is in this region's ECR.
@@ -97,6 +99,7 @@ pub struct Aws {
     pub(crate) sm: aws_sdk_secretsmanager::Client,
     pub(crate) ecr: aws_sdk_ecr::Client,
     pub(crate) sts: aws_sdk_sts::Client,
+    pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
     pub stats: Arc<RequestStats>,
     /// Task definition revisions are immutable: cached by ARN for the process's life.
     td_cache: Mutex<HashMap<String, LiveTaskDefinition>>,
@@ -131,7 +134,10 @@ impl Aws {
                 aws_sdk_secretsmanager::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
             ),
             ecr: aws_sdk_ecr::Client::from_conf(aws_sdk_ecr::config::Builder::from(&sdk).interceptor(counter.clone()).build()),
-            sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(&sdk).interceptor(counter).build()),
+            sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(&sdk).interceptor(counter.clone()).build()),
+            cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+                aws_sdk_cloudwatch::config::Builder::from(&sdk).interceptor(counter).build(),
+            ),
             stats,
             td_cache: Mutex::new(HashMap::new()),
             account: tokio::sync::OnceCell::new(),

@@ -70,6 +70,7 @@ fn api_label(service: &str) -> String {
         "Secrets Manager" => "secretsmanager".into(),
         "ECR" => "ecr".into(),
         "STS" => "sts".into(),
+        "CloudWatch" => "cloudwatch".into(),
         other => other.to_ascii_lowercase().replace(' ', "-"),
     }
 }

@@ -281,9 +281,17 @@ impl Daemon {
                 (env, checkout, fetch_error, reports, started.elapsed())
             }
         });
+        let mut data = Vec::new();
         for (env, checkout, fetch_error, reports, took) in futures::future::join_all(futures).await {
             self.shared.metrics.reconcile_duration.get_or_create(&labels(&[("env", &env.name)])).observe(took.as_secs_f64());
             self.record(st, &env.name, &checkout, fetch_error, &reports);
+            data.extend(cloudwatch_data(&self.shared, &env.name));
+        }
+        if let Some(namespace) = &config.cloudwatch_namespace
+            && !data.is_empty()
+            && let Err(e) = st.aws.put_metric_data(namespace, &data).await
+        {
+            tracing::warn!(error = %e, "cannot publish to CloudWatch");
         }
     }
 
@@ -366,6 +374,22 @@ impl Daemon {
         status.environments.push(entry);
         status.environments.sort_by(|a, b| a.name.cmp(&b.name));
     }
+}
+
+/// The CloudWatch gauges of one environment, from its status: drift, sync failure and
+/// degraded, per service.
+fn cloudwatch_data(shared: &Shared, env: &str) -> Vec<crate::aws::Datum> {
+    use super::status::{Health, Sync};
+    let status = shared.status.read().expect("status lock");
+    let Some(e) = status.environments.iter().find(|e| e.name == env) else { return Vec::new() };
+    let mut out = Vec::new();
+    for s in &e.services {
+        let datum = |name, on: bool| crate::aws::Datum { name, env: env.to_string(), service: s.name.clone(), value: f64::from(u8::from(on)) };
+        out.push(datum("Drift", s.sync == Sync::OutOfSync));
+        out.push(datum("SyncFailed", s.sync == Sync::Unknown && s.last_error.is_some()));
+        out.push(datum("Degraded", s.health == Health::Degraded));
+    }
+    out
 }
 
 /// Watches the config file and sends each valid new version; an invalid one is logged

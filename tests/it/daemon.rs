@@ -408,3 +408,35 @@ fn config_changes_apply_without_restart_and_a_broken_config_is_ignored() {
         w.console("import boto3; print(boto3.client('ecs').describe_services(cluster='pre', services=['ledger'])['services'][0]['desiredCount'])").trim() == "1"
     });
 }
+
+#[test]
+fn cloudwatch_gets_drift_failure_and_degraded_counts_per_service() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "1s".into();
+    *w.envs.borrow_mut() = vec!["pre"];
+    let d = {
+        let d = Daemon::start(&w);
+        *w.top_level.borrow_mut() = format!("{}cloudwatch: {{namespace: Berth}}\n", w.top_level.borrow());
+        w.rewrite_config();
+        d
+    };
+    d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    d.wait_for("PutMetricData", Duration::from_secs(20), |_| w.proxy.count("PutMetricData") >= 2);
+    let metrics = w.console(
+        r#"
+import boto3, json
+cw = boto3.client("cloudwatch")
+seen = set()
+for m in cw.list_metrics(Namespace="Berth")["Metrics"]:
+    dims = {d["Name"]: d["Value"] for d in m["Dimensions"]}
+    seen.add(f'{m["MetricName"]}/{dims["Environment"]}/{dims["Service"]}')
+print(json.dumps(sorted(seen)))
+"#,
+    );
+    let seen: Vec<String> = serde_json::from_str(metrics.trim()).unwrap();
+    for service in ["bpg", "klausapproves", "ledger", "notifier"] {
+        for name in ["Drift", "SyncFailed", "Degraded"] {
+            assert!(seen.contains(&format!("{name}/pre/{service}")), "{name}/pre/{service} not in {seen:?}");
+        }
+    }
+}

@@ -172,6 +172,9 @@ fn header<'a>(head: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// `X-Amz-Target: AmazonEC2ContainerServiceV20141113.DescribeServices` (JSON protocols),
 /// or `Action=…` in a query-protocol body (STS).
 fn operation(req: &Request) -> String {
+    if let Some((_, op)) = req.start.split_whitespace().nth(1).and_then(|p| p.split_once("/operation/")) {
+        return op.to_string();
+    }
     if let Some(t) = header(&req.head, "x-amz-target") {
         return t.rsplit('.').next().unwrap_or(t).to_string();
     }
@@ -215,6 +218,9 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
         };
         return write_response(&mut out, status, reason, "application/x-amz-json-1.1", body.as_bytes());
     }
+    if req.start.contains("/service/GraniteServiceVersion20100801/operation/") {
+        return cbor_to_json(req, &op, upstream, &mut out);
+    }
     // Forward, one request per upstream connection.
     let mut up = TcpStream::connect(upstream)?;
     let mut head = format!("{}", req.start.trim_end());
@@ -250,6 +256,59 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
         body = rewrite_deployments(&body, rollouts);
     }
     write_response(&mut out, status, &reason, &ctype, &body)
+}
+
+/// The Rust CloudWatch SDK speaks Smithy RPC v2 CBOR, which moto does not serve: decode the
+/// CBOR request, send it to moto as CloudWatch's JSON 1.0 protocol, and encode the answer
+/// back as CBOR.
+fn cbor_to_json(req: Request, op: &str, upstream: &str, out: &mut TcpStream) -> std::io::Result<()> {
+    let value: ciborium::Value = ciborium::from_reader(req.body.as_slice()).unwrap_or(ciborium::Value::Map(vec![]));
+    let json = serde_json::to_vec(&cbor_json(value)).unwrap();
+    let mut head = format!("POST / HTTP/1.1\r\nContent-Type: application/x-amz-json-1.0\r\nX-Amz-Target: GraniteServiceVersion20100801.{op}\r\nContent-Length: {}\r\nConnection: close\r\n", json.len());
+    for (k, v) in &req.head {
+        if ["host", "authorization", "x-amz-date", "x-amz-security-token"].contains(&k.to_ascii_lowercase().as_str()) {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
+    let mut up = TcpStream::connect(upstream)?;
+    up.write_all(head.as_bytes())?;
+    up.write_all(&json)?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |p| p + 4);
+    let (h, b) = resp.split_at(split);
+    let h = String::from_utf8_lossy(h).into_owned();
+    let status: u16 = h.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(500);
+    let body = if h.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(b) } else { b.to_vec() };
+    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Object(Default::default()));
+    let mut cbor = Vec::new();
+    ciborium::into_writer(&answer, &mut cbor).unwrap();
+    let head = format!(
+        "HTTP/1.1 {status} OK\r\nContent-Type: application/cbor\r\nsmithy-protocol: rpc-v2-cbor\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        cbor.len()
+    );
+    out.write_all(head.as_bytes())?;
+    out.write_all(&cbor)?;
+    out.flush()
+}
+
+fn cbor_json(v: ciborium::Value) -> Value {
+    use ciborium::Value as C;
+    match v {
+        C::Integer(i) => Value::from(i128::from(i) as f64),
+        C::Float(f) => Value::from(f),
+        C::Text(t) => Value::from(t),
+        C::Bool(b) => Value::from(b),
+        C::Null => Value::Null,
+        C::Tag(_, inner) => cbor_json(*inner),
+        C::Array(a) => Value::Array(a.into_iter().map(cbor_json).collect()),
+        C::Map(m) => Value::Object(
+            m.into_iter().filter_map(|(k, v)| k.into_text().ok().map(|k| (k, cbor_json(v)))).collect(),
+        ),
+        C::Bytes(b) => Value::from(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        _ => Value::Null,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {

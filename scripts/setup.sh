@@ -1,0 +1,118 @@
+# Set-up shared by the README's two commands and CI (source it: `source scripts/setup.sh`).
+# Installs what berth's demo and tests need, idempotently, outside the clone:
+# - a Python virtualenv with the pinned moto server (the AWS emulator), boto3, awscli and
+#   prometheus_client, at ${BERTH_VENV:-$HOME/.cache/berth/venv};
+# - Debian packages only when missing (pkg-config + OpenSSL headers for git2, systemd's
+#   systemd-analyze for the packaging tests, python3-venv);
+# - CARGO_TARGET_DIR defaults to $HOME/.cache/berth/target, reused across clones.
+# It exports BERTH_MOTO_SERVER and BERTH_AWS_CLI (how tests/it/support/moto.rs finds them).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+t0=$SECONDS
+
+# Pinned test tooling; these resolve together (checked with pip's resolver). boto3 1.44.5
+# needs botocore >=1.44.5,<1.45; awscli 1.46.x vendors its own botocore (awscli/botocore),
+# so it does not constrain the others. moto[server] takes whatever boto3/botocore are here.
+PY_PINS=(
+  "moto[server]==5.2.5"
+  "boto3==1.44.5"
+  "botocore==1.44.5"
+  "awscli==1.46.3"
+  "prometheus_client==0.26.0"
+)
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target}"
+VENV="${BERTH_VENV:-$HOME/.cache/berth/venv}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+APT_UPDATED=0
+apt_install() {
+  if ! command -v apt-get >/dev/null; then
+    echo "need Debian packages $* but apt-get is missing" >&2
+    exit 1
+  fi
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    "${sudo[@]}" apt-get update -q
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "$@"
+}
+
+step "toolchain"
+cargo --version
+rustc --version
+cargo fmt --version
+cargo clippy --version
+python3 --version
+echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
+
+step "system packages"
+# git2 (https) links OpenSSL through pkg-config; the machine image normally has both.
+if command -v pkg-config >/dev/null && pkg-config --exists openssl; then
+  echo "pkg-config and OpenSSL headers present"
+else
+  apt_install pkg-config libssl-dev
+fi
+# tests/it/packaging.rs checks systemd/berth.service with systemd-analyze (verify, security).
+if command -v systemd-analyze >/dev/null; then
+  echo "systemd-analyze present ($(systemd-analyze --version | head -n 1))"
+else
+  apt_install systemd
+fi
+
+step "python virtualenv: $VENV"
+venv_ok() {
+  [ -x "$VENV/bin/python" ] && [ -x "$VENV/bin/moto_server" ] && [ -x "$VENV/bin/aws" ] || return 1
+  "$VENV/bin/python" - "${PY_PINS[@]}" <<'PY'
+import re, sys
+from importlib.metadata import version, PackageNotFoundError
+bad = []
+for pin in sys.argv[1:]:
+    name, want = pin.split("==")
+    name = re.sub(r"\[.*\]", "", name)
+    try:
+        have = version(name)
+    except PackageNotFoundError:
+        have = None
+    if have != want:
+        bad.append(f"{name}: have {have}, want {want}")
+if bad:
+    print("venv is stale: " + "; ".join(bad))
+    sys.exit(1)
+PY
+}
+venv_start=$SECONDS
+if venv_ok; then
+  echo "reusing the virtualenv (pins already installed)"
+else
+  if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+    if [ -d "$VENV" ] && [ ! -f "$VENV/pyvenv.cfg" ] && [ -n "$(ls -A "$VENV")" ]; then
+      echo "$VENV exists and is not a virtualenv: set BERTH_VENV to another path" >&2
+      exit 1
+    fi
+    mkdir -p "$(dirname "$VENV")"
+    if ! python3 -m venv --clear "$VENV"; then
+      # Debian's own python3 needs python3-venv for ensurepip.
+      apt_install python3-venv
+      python3 -m venv --clear "$VENV"
+    fi
+  fi
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "${PY_PINS[@]}"
+  venv_ok
+fi
+echo "virtualenv ready in $((SECONDS - venv_start)) s"
+"$VENV/bin/python" -c 'import moto, boto3, botocore, prometheus_client; print("moto", moto.__version__, "boto3", boto3.__version__, "botocore", botocore.__version__)'
+"$VENV/bin/aws" --version
+
+# How the integration tests find moto and the AWS CLI (tests/it/support/moto.rs).
+export BERTH_MOTO_SERVER="$VENV/bin/moto_server"
+export BERTH_AWS_CLI="$VENV/bin/aws"
+export PATH="$VENV/bin:$PATH"
+# Nothing in the tests may reach real AWS.
+export AWS_EC2_METADATA_DISABLED=true
+

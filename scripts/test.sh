@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# berth's test command (README.md): set-up, then every test. Needs no AWS and no network
+# but the package registries: AWS is a moto server on 127.0.0.1 that the tests start.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/setup.sh
+step "cargo test --all-targets --locked"
+test_start=$SECONDS
+cargo test --all-targets --locked
+echo "tests took $((SECONDS - test_start)) s"
