@@ -15,7 +15,7 @@ pub fn table(status: &Status) -> String {
         if let Some(e) = &env.last_fetch_error {
             let _ = writeln!(out, "{:<8} {:<24} git: {e}", env.name, "-");
         }
-        if env.services.is_empty() {
+        if env.services.is_empty() && env.last_fetch_error.is_none() {
             let _ = writeln!(out, "{:<8} (no services yet{})", env.name, if env.ready { "" } else { "; first sync in progress" });
         }
         for s in &env.services {
