@@ -67,8 +67,64 @@ fn ssm_name(name_or_arn: &str) -> String {
     }
 }
 
+/// What verification found to exist. Positive answers only: a missing secret or image is
+/// asked again each time.
+#[derive(Debug, Default)]
+pub struct VerifyCache {
+    ssm: BTreeSet<String>,
+    secret_arns: BTreeMap<String, String>,
+    images: BTreeSet<EcrImage>,
+}
+
 impl Aws {
-    pub async fn verify(&self, req: &VerifyRequest) -> Result<Verified, AwsError> {
+    /// Verifies references and images. With `fresh`, everything is asked of AWS (before an
+    /// apply); without, what was found before is taken from the cache (a steady-state poll
+    /// then costs no verification requests). `ssm:` variable values are always read: a
+    /// changed parameter is drift.
+    pub async fn verify(&self, req: &VerifyRequest, fresh: bool) -> Result<Verified, AwsError> {
+        let mut ask = req.clone();
+        let mut cached = Verified::default();
+        if !fresh {
+            let cache = self.verify_cache.lock().expect("cache lock");
+            ask.ssm_secrets.retain(|n| !cache.ssm.contains(&ssm_name(n)));
+            ask.secret_ids.retain(|id| !cache.secret_arns.contains_key(id));
+            ask.images.retain(|i| !cache.images.contains(i));
+            cached.existing_ssm = req.ssm_secrets.iter().map(|n| ssm_name(n)).filter(|n| cache.ssm.contains(n)).collect();
+            cached.secret_arns =
+                req.secret_ids.iter().filter_map(|id| cache.secret_arns.get(id).map(|a| (id.clone(), a.clone()))).collect();
+        }
+        let mut out = self.verify_uncached(&ask).await?;
+        let mut cache = self.verify_cache.lock().expect("cache lock");
+        for n in ask.ssm_secrets.iter().map(|n| ssm_name(n)) {
+            if out.existing_ssm.contains(&n) {
+                cache.ssm.insert(n);
+            } else {
+                cache.ssm.remove(&n);
+            }
+        }
+        for id in &ask.secret_ids {
+            match out.secret_arns.get(id) {
+                Some(arn) => {
+                    cache.secret_arns.insert(id.clone(), arn.clone());
+                }
+                None => {
+                    cache.secret_arns.remove(id);
+                }
+            }
+        }
+        for i in &ask.images {
+            if out.missing_images.contains(i) {
+                cache.images.remove(i);
+            } else {
+                cache.images.insert(i.clone());
+            }
+        }
+        out.existing_ssm.extend(cached.existing_ssm);
+        out.secret_arns.extend(cached.secret_arns);
+        Ok(out)
+    }
+
+    async fn verify_uncached(&self, req: &VerifyRequest) -> Result<Verified, AwsError> {
         let mut out = Verified::default();
         let names: Vec<String> = req.ssm_secrets.iter().map(|n| ssm_name(n)).collect::<BTreeSet<_>>().into_iter().collect();
         for chunk in names.chunks(50) {

@@ -103,6 +103,7 @@ pub struct Aws {
     pub stats: Arc<RequestStats>,
     /// Task definition revisions are immutable: cached by ARN for the process's life.
     td_cache: Mutex<HashMap<String, LiveTaskDefinition>>,
+    verify_cache: Mutex<lookups::VerifyCache>,
     account: tokio::sync::OnceCell<String>,
     pub config: AwsConfig,
 }
@@ -140,6 +141,7 @@ impl Aws {
             ),
             stats,
             td_cache: Mutex::new(HashMap::new()),
+            verify_cache: Mutex::new(lookups::VerifyCache::default()),
             account: tokio::sync::OnceCell::new(),
             config: config.clone(),
         }

@@ -102,10 +102,10 @@ async fn run(args: &ConvergeArgs, mode: Mode) -> anyhow::Result<(Exit, Vec<Servi
     match args.output {
         OutputFormat::Json => {
             let report = Report { env: &env.name, ref_name: &checkout.ref_name, commit: &checkout.commit, services: &reports };
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            crate::commands::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?));
         }
         OutputFormat::Text => {
-            print!("{}", render_text(&env.name, &checkout.ref_name, &checkout.commit, &reports, mode != Mode::Diff));
+            crate::commands::emit(&render_text(&env.name, &checkout.ref_name, &checkout.commit, &reports, mode != Mode::Diff));
         }
     }
     for (key, n) in aws.stats.snapshot() {

@@ -23,6 +23,14 @@ pub enum Exit {
     Drift = 2,
 }
 
+/// Writes a command's output to stdout. A closed pipe (`berth schema | head`) is not an
+/// error: the reader has what it wanted.
+pub fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// Loads an agent config, turning its diagnostics into one error.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     Config::load(&path.to_string_lossy()).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))

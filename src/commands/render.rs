@@ -60,7 +60,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Exit> {
     let (_, repo) = load_dir(&args.repo, config.as_ref().map(|c| c.repo.discovery.as_str()))?;
     let Some(def) = repo.service(&args.service) else {
         if let Some(b) = repo.broken.iter().find(|b| b.key == args.service) {
-            print!("{}", diag::render(&b.errors));
+            crate::commands::emit(&diag::render(&b.errors));
             return Ok(Exit::Failed);
         }
         let known: Vec<&str> = repo.services.iter().map(|s| s.name.as_str()).collect();
@@ -69,7 +69,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Exit> {
     let spec = match def.resolve(&args.env) {
         Ok(s) => s,
         Err(diags) => {
-            print!("{}", diag::render(&diags));
+            crate::commands::emit(&diag::render(&diags));
             return Ok(Exit::Failed);
         }
     };
@@ -96,7 +96,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Exit> {
     let desired = match render::render(&spec, &target) {
         Ok(d) => d,
         Err(diags) => {
-            print!("{}", diag::render(&diags));
+            crate::commands::emit(&diag::render(&diags));
             return Ok(Exit::Failed);
         }
     };
@@ -106,6 +106,6 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Exit> {
         Some(RenderPart::Service) => serde_json::to_value(&desired.service)?,
         Some(RenderPart::Scaling) => serde_json::to_value(&desired.scaling)?,
     };
-    println!("{}", serde_json::to_string_pretty(&json)?);
+    crate::commands::emit(&format!("{}\n", serde_json::to_string_pretty(&json)?));
     Ok(Exit::Ok)
 }

@@ -17,6 +17,6 @@ pub fn schema_json(which: Option<SchemaWhich>) -> serde_json::Value {
 }
 
 pub fn run(args: &SchemaArgs) -> anyhow::Result<Exit> {
-    println!("{}", serde_json::to_string_pretty(&schema_json(args.which))?);
+    crate::commands::emit(&format!("{}\n", serde_json::to_string_pretty(&schema_json(args.which))?));
     Ok(Exit::Ok)
 }

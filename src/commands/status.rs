@@ -50,9 +50,9 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
     let body = runtime.block_on(fetch(&url)).with_context(|| format!("cannot read {url}"))?;
     let status: Status = serde_json::from_str(&body).with_context(|| format!("{url} did not answer berth status JSON"))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        crate::commands::emit(&format!("{}\n", serde_json::to_string_pretty(&status)?));
     } else {
-        print!("{}", table(&status));
+        crate::commands::emit(&table(&status));
     }
     Ok(Exit::Ok)
 }

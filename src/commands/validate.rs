@@ -25,7 +25,7 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
         eprintln!("ok: {} services, {envs} service environments", repo.services.len());
         Ok(Exit::Ok)
     } else {
-        print!("{}", diag::render(&problems));
+        crate::commands::emit(&diag::render(&problems));
         let files: std::collections::BTreeSet<_> = problems.iter().map(|d| d.pos.file.clone()).collect();
         eprintln!("error: {} problem(s) in {} file(s)", problems.len(), files.len());
         Ok(Exit::Failed)

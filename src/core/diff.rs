@@ -63,26 +63,13 @@ fn memory_mib(v: &str) -> String {
     normalize_units(v, 1024.0, &["gb"])
 }
 
-/// Secrets Manager ARNs end in `-XXXXXX` (six random characters) that a partial ARN
-/// leaves out; SSM parameters may be named or ARN'd.
+/// SSM parameters may be named or ARN'd: both become the ARN when the account is known.
 fn canonical_value_from(v: &str, ctx: &NormContext) -> String {
     if !v.starts_with("arn:") {
         return match &ctx.account_id {
             Some(account) => super::spec::reference::ssm_arn(&ctx.partition, &ctx.region, account, v),
             None => v.to_string(),
         };
-    }
-    if let Some(idx) = v.find(":secret:") {
-        let (head, rest) = v.split_at(idx + ":secret:".len());
-        let (name, tail) = match rest.find(':') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        let name = match name.rsplit_once('-') {
-            Some((base, suffix)) if suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric()) => base,
-            _ => name,
-        };
-        return format!("{head}{name}{tail}");
     }
     v.to_string()
 }
@@ -157,10 +144,36 @@ pub fn task_definition_view(td: &TaskDefinition, extras: &[String], ctx: &NormCo
     Value::Object(m)
 }
 
+/// Whether `live` is the full ARN of the secret `desired` names by partial ARN: the same
+/// but for the `-XXXXXX` (six random characters) AWS appends to the name.
+fn same_secret(live: &str, desired: &str) -> bool {
+    let (Some((lp, lr)), Some((dp, dr))) = (live.split_once(":secret:"), desired.split_once(":secret:")) else {
+        return false;
+    };
+    let (ln, lt) = lr.split_once(':').unwrap_or((lr, ""));
+    let (dn, dt) = dr.split_once(':').unwrap_or((dr, ""));
+    lp == dp
+        && lt == dt
+        && ln.strip_prefix(dn).and_then(|rest| rest.strip_prefix('-')).is_some_and(|suffix| {
+            suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+}
+
 /// Differences between a live task definition and the desired one. Container paths are
 /// written `container.<field>` (berth's task definitions hold one container).
 pub fn diff_task_definition(live: &LiveTaskDefinition, desired: &TaskDefinition, ctx: &NormContext) -> Vec<Change> {
-    let l = task_definition_view(&live.definition, &live.extras, ctx);
+    let mut live_def = live.definition.clone();
+    for c in &mut live_def.container_definitions {
+        let Some(d) = desired.container_definitions.iter().find(|d| d.name == c.name) else { continue };
+        for s in &mut c.secrets {
+            if let Some(ds) = d.secrets.iter().find(|x| x.name == s.name)
+                && same_secret(&s.value_from, &ds.value_from)
+            {
+                s.value_from = ds.value_from.clone();
+            }
+        }
+    }
+    let l = task_definition_view(&live_def, &live.extras, ctx);
     let d = task_definition_view(desired, &[], ctx);
     let mut out = Vec::new();
     diff_values("taskDefinition", &l, &d, &mut out);
@@ -218,7 +231,9 @@ pub fn service_view(s: &ServiceSettings, reference: &ServiceSettings) -> Value {
             "assignPublicIp": n.awsvpc_configuration.assign_public_ip.clone().unwrap_or_else(|| "DISABLED".into()),
         })
     });
-    if reference.network_configuration.is_some() || net.is_some() {
+    // Without network settings in the environment defaults berth sends none, so the live
+    // ones are not berth's to compare.
+    if reference.network_configuration.is_some() {
         m.insert("networkConfiguration".into(), net.unwrap_or(Value::Null));
     }
     m.insert(
@@ -405,6 +420,21 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_whose_name_ends_like_a_suffix_is_not_confused() {
+        let arn = |n: &str| format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{n}:key::");
+        assert!(same_secret(&arn("app-secret-AbC123"), &arn("app-secret")));
+        assert!(!same_secret(&arn("app-secret-AbC123"), &arn("app")));
+        let mut desired = td();
+        desired.container_definitions[0].secrets[1].value_from = arn("app-secret");
+        let mut l = td();
+        l.container_definitions[0].secrets[1].value_from = arn("app-secret-AbC123");
+        assert_eq!(diff_task_definition(&live(l), &desired, &ctx()), vec![]);
+        let mut other = td();
+        other.container_definitions[0].secrets[1].value_from = arn("app-secrez-AbC123");
+        assert_eq!(diff_task_definition(&live(other), &desired, &ctx()).len(), 1);
+    }
+
+    #[test]
     fn real_changes_are_named() {
         let desired = td();
         let mut l = td();
@@ -469,6 +499,10 @@ mod tests {
         l.tags.push(Tag { key: "team".into(), value: "x".into() }); // other tags are not ours
         let live = LiveService { settings: l, ..Default::default() };
         assert_eq!(diff_service(&live, &desired), vec![]);
+        // No network settings in git: the live ones are not compared (nothing to send).
+        let mut bare = settings();
+        bare.network_configuration = None;
+        assert_eq!(diff_service(&live, &bare), vec![]);
     }
 
     #[test]

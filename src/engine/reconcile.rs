@@ -183,28 +183,12 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     let mut req = VerifyRequest::default();
     let mut images = BTreeMap::new();
     for spec in &specs {
-        for r in spec.secret_references() {
-            match r {
-                Reference::Ssm(s) => {
-                    req.ssm_secrets.insert(s.arn.clone().unwrap_or_else(|| s.name.clone()));
-                }
-                Reference::SecretsManager(s) => {
-                    req.secret_ids.insert(s.id.clone());
-                }
-            }
-        }
-        for (name, _) in spec.ssm_variables() {
-            req.ssm_variables.insert(name.to_string());
-        }
         let commit = commit_of(spec);
-        let probe = Target { env, aws: &aws_config, commit: &commit, version: input.version, lookups: &Lookups::default() };
-        let image = image_reference(&spec.image, aws_config.registry.as_deref(), &probe.image_tag());
-        if let Some(i) = lookups_image(&image, &aws_config.region) {
-            req.images.insert(i.clone());
+        if let Some(i) = verify_request(spec, env, &aws_config, &commit, input.version, &mut req) {
             images.insert(spec.name.clone(), i);
         }
     }
-    let verified = match aws.verify(&req).await {
+    let verified = match aws.verify(&req, false).await {
         Ok(v) => v,
         Err(e) => {
             for s in &specs {
@@ -218,25 +202,7 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     let lookups = Lookups { ssm_values: verified.ssm_values.clone(), secret_arns: verified.secret_arns.clone() };
     let mut prepared: BTreeMap<String, Prepared> = BTreeMap::new();
     for spec in specs {
-        let mut problems = Vec::new();
-        for r in spec.secret_references() {
-            let exists = match r {
-                Reference::Ssm(s) => verified.ssm_exists(s.arn.as_deref().unwrap_or(&s.name)),
-                Reference::SecretsManager(s) => verified.secret_arns.contains_key(&s.id),
-            };
-            if !exists {
-                let at = spec.environment.iter().find(|e| matches!(&e.value, crate::core::spec::EnvValue::Secret(x) if x == r));
-                let pos = at.map(|e| e.pos.to_string()).unwrap_or_default();
-                problems.push(format!("{pos}: secret {} does not exist", reference_label(r)));
-            }
-        }
-        for (name, pos) in spec.ssm_variables() {
-            if verified.secure_variables.contains(name) {
-                problems.push(format!("{pos}: SSM parameter {name} is a SecureString: declare it under `secrets`, not `variables`"));
-            } else if !verified.ssm_values.contains_key(name) {
-                problems.push(format!("{pos}: SSM parameter {name} does not exist"));
-            }
-        }
+        let problems = reference_problems(&spec, &verified);
         if !problems.is_empty() {
             reports.insert(spec.name.clone(), ServiceReport::failed(&spec.name, problems.join("\n")));
             continue;
@@ -283,7 +249,7 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     for (name, p) in &prepared {
         let mut state = live.get(name).cloned().unwrap_or_default();
         let mut first = plan::plan(&p.desired, &state, p.spec.adopt, &ctx);
-        if first.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. })) && state.service.is_some() {
+        if first.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. })) {
             // Before registering, look for a revision with this content already (one
             // registered by an attempt whose service update then failed).
             match aws.describe_task_definition(&p.desired.task_definition.family).await {
@@ -317,6 +283,39 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     }
     if input.mode != Mode::Apply || env.sync == SyncMode::Manual {
         return reports.into_values().collect();
+    }
+
+    // Before applying, ask AWS afresh about the references and images of the services that
+    // will change (the poll above may have answered from the cache).
+    let changing: Vec<String> =
+        plans.iter().filter(|(_, p)| !p.actions.is_empty() && p.blockers.is_empty()).map(|(n, _)| n.clone()).collect();
+    if !changing.is_empty() {
+        let mut req = VerifyRequest::default();
+        for name in &changing {
+            let spec = &prepared[name.as_str()].spec;
+            verify_request(spec, env, &aws_config, &commit_of(spec), input.version, &mut req);
+        }
+        match aws.verify(&req, true).await {
+            Ok(fresh) => {
+                for name in &changing {
+                    let spec = &prepared[name].spec;
+                    let mut problems = reference_problems(spec, &fresh);
+                    if images.get(name).is_some_and(|i| fresh.missing_images.contains(i)) {
+                        problems.push(format!("image {} is no longer in the registry", prepared[name].image));
+                    }
+                    if !problems.is_empty() {
+                        plans.remove(name);
+                        reports.get_mut(name).expect("report").outcome = Outcome::Failed(problems.join("\n"));
+                    }
+                }
+            }
+            Err(e) => {
+                for name in &changing {
+                    plans.remove(name);
+                    reports.get_mut(name).expect("report").outcome = Outcome::Failed(format!("verify: {e}"));
+                }
+            }
+        }
     }
 
     // 6. Execute, dependencies first, independent services in parallel.
@@ -377,6 +376,59 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
         }
     }
     reports.into_values().collect()
+}
+
+/// Adds what `spec` references to a verification request; returns its ECR image, if any.
+fn verify_request(
+    spec: &ServiceSpec,
+    env: &EnvConfig,
+    aws_config: &crate::core::config::AwsConfig,
+    commit: &str,
+    version: Option<&str>,
+    req: &mut VerifyRequest,
+) -> Option<crate::aws::EcrImage> {
+    for r in spec.secret_references() {
+        match r {
+            Reference::Ssm(s) => {
+                req.ssm_secrets.insert(s.arn.clone().unwrap_or_else(|| s.name.clone()));
+            }
+            Reference::SecretsManager(s) => {
+                req.secret_ids.insert(s.id.clone());
+            }
+        }
+    }
+    for (name, _) in spec.ssm_variables() {
+        req.ssm_variables.insert(name.to_string());
+    }
+    let probe = Target { env, aws: aws_config, commit, version, lookups: &Lookups::default() };
+    let image = image_reference(&spec.image, aws_config.registry.as_deref(), &probe.image_tag());
+    let i = lookups_image(&image, &aws_config.region)?;
+    req.images.insert(i.clone());
+    Some(i)
+}
+
+/// Missing secrets and parameters of a service, each with where it is referenced.
+fn reference_problems(spec: &ServiceSpec, verified: &crate::aws::Verified) -> Vec<String> {
+    let mut problems = Vec::new();
+    for r in spec.secret_references() {
+        let exists = match r {
+            Reference::Ssm(s) => verified.ssm_exists(s.arn.as_deref().unwrap_or(&s.name)),
+            Reference::SecretsManager(s) => verified.secret_arns.contains_key(&s.id),
+        };
+        if !exists {
+            let at = spec.environment.iter().find(|e| matches!(&e.value, crate::core::spec::EnvValue::Secret(x) if x == r));
+            let pos = at.map(|e| e.pos.to_string()).unwrap_or_default();
+            problems.push(format!("{pos}: secret {} does not exist", reference_label(r)));
+        }
+    }
+    for (name, pos) in spec.ssm_variables() {
+        if verified.secure_variables.contains(name) {
+            problems.push(format!("{pos}: SSM parameter {name} is a SecureString: declare it under `secrets`, not `variables`"));
+        } else if !verified.ssm_values.contains_key(name) {
+            problems.push(format!("{pos}: SSM parameter {name} does not exist"));
+        }
+    }
+    problems
 }
 
 /// Services grouped so that each group's dependencies are in earlier groups.

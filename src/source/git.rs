@@ -208,6 +208,10 @@ pub fn read_commit(repo: &Repository, commit: Oid, glob: &str) -> anyhow::Result
     let mut out = crate::core::spec::RepoFiles::default();
     let mut found = Vec::new();
     tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+        // Hidden folders are skipped, as when reading a directory (source::dir).
+        if entry.name().is_ok_and(|n| n.starts_with('.')) {
+            return git2::TreeWalkResult::Skip;
+        }
         if entry.kind() == Some(git2::ObjectType::Blob) {
             let path = format!("{root}{}", entry.name().unwrap_or_default());
             if matcher.is_match(&path) {
