@@ -440,3 +440,59 @@ print(json.dumps(sorted(seen)))
         }
     }
 }
+
+/// The steady-state cost of a poll, in requests (issue: "prove berth's speed"). With N
+/// services converged and nothing changed, a poll must cost the minimum: ⌈N/10⌉
+/// DescribeServices, ⌈N/50⌉ DescribeScalableTargets, ⌈P/50⌉ DescribeScalingPolicies, and
+/// nothing else: task definitions come from the cache, references and images were verified
+/// before, and there are no writes. Git: one ref negotiation and no fetch.
+#[test]
+fn a_poll_of_a_converged_repository_costs_the_minimum_requests() {
+    let n: usize = 57;
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..n {
+        let d = dir.path().join(format!("services/svc{i:02}/deploy/pre"));
+        std::fs::create_dir_all(&d).unwrap();
+        let scaling = if i % 4 == 0 { "  autoscaling: {resource: cpu, min: 1, max: 3}\n" } else { "  count: 0\n" };
+        std::fs::write(
+            d.parent().unwrap().join("service.yaml"),
+            format!(
+                "type: service\nname: svc{i:02}\nspec:\n  image: svc{i:02}\n  resources: {{cpu: 256, memory: 512}}\n{scaling}  environment:\n    - key: DB_PASSWORD\n      value: '{{{{ .Variables[\"db\"] }}}}'\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(d.join("config.yaml"), "secrets:\n  - key: db\n    value: ssm:/pre/klausapproves/db-password\n").unwrap();
+    }
+    let w = World::with_repo(dir.path());
+    *w.envs.borrow_mut() = vec!["pre"];
+    *w.poll_interval.borrow_mut() = "10m".into();
+    let d = Daemon::start(&w);
+    d.wait_for("first sync", Duration::from_secs(120), |d| d.get("/readyz").0 == 200);
+    let fetch_head = w.path("work/mirror.git/FETCH_HEAD");
+    let fetched_at = std::fs::metadata(&fetch_head).and_then(|m| m.modified()).ok();
+    let polls = |d: &Daemon| {
+        let (_, m) = d.get("/metrics");
+        m.lines()
+            .find(|l| l.starts_with("berth_reconcile_duration_seconds_count{env=\"pre\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let body = r#"{"ref":"refs/heads/develop"}"#;
+    for round in 0..3 {
+        let before = polls(&d);
+        w.proxy.reset_counts();
+        assert_eq!(d.webhook(body, Some(sign(body))).0, 202);
+        d.wait_for("one more cycle", Duration::from_secs(30), |d| polls(d) > before);
+        let counts = w.proxy.counts();
+        let policies = n.div_ceil(4); // every fourth service scales
+        let expected: std::collections::BTreeMap<String, u64> = [
+            ("DescribeServices".to_string(), n.div_ceil(10) as u64),
+            ("DescribeScalableTargets".to_string(), n.div_ceil(50) as u64),
+            ("DescribeScalingPolicies".to_string(), policies.div_ceil(50) as u64),
+        ]
+        .into();
+        assert_eq!(counts, expected, "round {round}: a steady-state poll made other requests\n{}", d.log());
+        assert_eq!(w.proxy.describe_services_sizes(), vec![10, 10, 10, 10, 10, 7]);
+    }
+    assert_eq!(std::fs::metadata(&fetch_head).and_then(|m| m.modified()).ok(), fetched_at, "an unchanged poll fetched");
+}
