@@ -361,3 +361,25 @@ fn a_missing_image_waits_instead_of_failing_hard() {
     let out = w.apply("pre", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+#[test]
+fn diff_without_repo_resolves_the_environment_ref_from_the_remote() {
+    let w = World::new();
+    w.push();
+    assert_eq!(w.apply("pre", &[]).status.code(), Some(0));
+    let config = w.config.to_string_lossy().into_owned();
+    // The remote (origin) has what the working clone has: in sync.
+    let out = w.berth(&["diff", "--config", &config, "--env", "pre"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A pushed commit shows as drift without any local checkout.
+    w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
+    w.push_images();
+    w.push();
+    let out = w.berth(&["diff", "--config", &config, "--env", "pre"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("~ service.desiredCount: 1 → 2"), "{}", text(&out));
+    // A tag environment deploys the highest release tag.
+    let out = w.berth(&["diff", "--config", &config, "--env", "prod", "--output", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ref"], "refs/tags/v1.0.0", "{}", text(&out));
+}

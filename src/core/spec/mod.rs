@@ -264,7 +264,6 @@ fn required<'a, T>(
 /// Checks a (merged) spec for one environment. `values` is `None` for a service with no
 /// environment folder, where templates are checked for syntax only.
 #[allow(clippy::too_many_arguments)] // one (service, env) pair and where it came from
-#[allow(clippy::too_many_arguments)] // one call site per caller; a struct would only rename them
 pub(crate) fn check_spec(
     name: &str,
     env: &str,

@@ -223,7 +223,7 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
     }
     // Forward, one request per upstream connection.
     let mut up = TcpStream::connect(upstream)?;
-    let mut head = format!("{}", req.start.trim_end());
+    let mut head = req.start.trim_end().to_string();
     head.push_str("\r\n");
     for (k, v) in &req.head {
         if k.eq_ignore_ascii_case("connection") {
@@ -313,8 +313,7 @@ fn cbor_json(v: ciborium::Value) -> Value {
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
