@@ -459,6 +459,16 @@ environments:
 "#;
 
     #[test]
+    fn the_example_config_is_valid() {
+        let c = Config::parse("config/berth.example.yaml", include_str!("../../config/berth.example.yaml")).unwrap();
+        assert_eq!(c.environments.len(), 2);
+        assert_eq!(c.environments["prod"].source, Source::SemverTags { prereleases: false });
+        assert_eq!(c.environments["pre"].rollout_poll, Duration::from_secs(5));
+        assert_eq!(c.webhook.as_ref().unwrap().secret_env, "BERTH_WEBHOOK_SECRET");
+        assert_eq!(c.aws.endpoint_url, None);
+    }
+
+    #[test]
     fn parses_a_good_config() {
         let c = Config::parse("berth.yaml", GOOD).unwrap();
         assert_eq!(c.repo.poll_interval, Duration::from_secs(30));
