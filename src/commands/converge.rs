@@ -86,18 +86,7 @@ async fn run(args: &ConvergeArgs, mode: Mode) -> anyhow::Result<(Exit, Vec<Servi
     }
     let options = ClientOptions { max_attempts: config.aws.max_attempts, ..ClientOptions::default() };
     let aws = Aws::connect(&config.aws, &options, RequestStats::new()).await;
-    let input = EnvInput {
-        config: &config,
-        env: &env,
-        repo: &checkout.repo,
-        commits: &checkout.commits,
-        version: checkout.version.as_deref(),
-        only: args.service.as_deref(),
-        mode,
-        gate: None,
-        semaphore: None,
-        cancel: tokio_util::sync::CancellationToken::new(),
-    };
+    let input = EnvInput { only: args.service.as_deref(), ..EnvInput::new(&config, &env, &checkout, mode) };
     let reports = reconcile::reconcile_env(&aws, &input).await;
     match args.output {
         OutputFormat::Json => {

@@ -265,17 +265,12 @@ impl Daemon {
                 let gate = move |service: &str, hash: &str| {
                     gate_sched.lock().expect("scheduler lock").may_apply(&env_name, service, hash, Instant::now())
                 };
+                let mode = if env.sync == SyncMode::Auto { Mode::Apply } else { Mode::Diff };
                 let input = EnvInput {
-                    config: &config,
-                    env: &env,
-                    repo: &checkout.repo,
-                    commits: &checkout.commits,
-                    version: checkout.version.as_deref(),
-                    only: None,
-                    mode: if env.sync == SyncMode::Auto { Mode::Apply } else { Mode::Diff },
                     gate: Some(&gate),
                     semaphore: Some(semaphore),
                     cancel,
+                    ..EnvInput::new(&config, &env, &checkout, mode)
                 };
                 let reports = reconcile::reconcile_env(&aws, &input).await;
                 (env, checkout, fetch_error, reports, started.elapsed())

@@ -57,6 +57,24 @@ pub struct EnvInput<'a> {
     pub cancel: tokio_util::sync::CancellationToken,
 }
 
+impl<'a> EnvInput<'a> {
+    /// Every service of `checkout` in `env`, ungated, with its own concurrency bound.
+    pub fn new(config: &'a Config, env: &'a EnvConfig, checkout: &'a crate::source::checkout::Checkout, mode: Mode) -> Self {
+        EnvInput {
+            config,
+            env,
+            repo: &checkout.repo,
+            commits: &checkout.commits,
+            version: checkout.version.as_deref(),
+            only: None,
+            mode,
+            gate: None,
+            semaphore: None,
+            cancel: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", content = "reason")]
 pub enum Outcome {
