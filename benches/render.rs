@@ -110,9 +110,7 @@ fn repo_files() -> RepoFiles {
         let service = format!("{dir}/service.yaml");
         files.files.insert(service.clone(), service_yaml(i));
         for env in ENVS {
-            files
-                .files
-                .insert(format!("{dir}/{env}/config.yaml"), env_yaml(i, env));
+            files.files.insert(format!("{dir}/{env}/config.yaml"), env_yaml(i, env));
         }
         files.service_files.push(service);
     }
@@ -123,16 +121,10 @@ fn lookups() -> Lookups {
     let mut ssm_values = BTreeMap::new();
     for i in 0..SERVICES {
         for env in ENVS {
-            ssm_values.insert(
-                format!("/{env}/{}/db-host", name(i)),
-                format!("db.{env}.internal"),
-            );
+            ssm_values.insert(format!("/{env}/{}/db-host", name(i)), format!("db.{env}.internal"));
         }
     }
-    Lookups {
-        ssm_values,
-        secret_arns: BTreeMap::new(),
-    }
+    Lookups { ssm_values, secret_arns: BTreeMap::new() }
 }
 
 /// Load, resolve and render everything; returns how many renders succeeded.
@@ -142,9 +134,7 @@ fn render_all(files: &RepoFiles, config: &Config, lookups: &Lookups) -> usize {
     for service in &repo.services {
         for env in ENVS {
             let spec = service.resolve(env).expect("generated services are valid");
-            let env_config = config
-                .env(env)
-                .expect("the fixture config has pre and prod");
+            let env_config = config.env(env).expect("the fixture config has pre and prod");
             let target = Target {
                 env: env_config,
                 aws: &config.aws,
@@ -162,27 +152,20 @@ fn render_all(files: &RepoFiles, config: &Config, lookups: &Lookups) -> usize {
 
 fn bench(c: &mut Criterion) {
     let files = repo_files();
-    let config =
-        Config::parse("tests/fixtures/berth.yaml", CONFIG).expect("the fixture config is valid");
+    let config = Config::parse("tests/fixtures/berth.yaml", CONFIG).expect("the fixture config is valid");
     let lookups = lookups();
 
     // The generated repository must be clean, or the benchmark measures error paths.
     let repo = Repo::load(&files);
     assert_eq!(repo.services.len(), SERVICES);
     let diags = repo.diagnostics();
-    assert!(
-        diags.is_empty(),
-        "generated repository has problems: {:?}",
-        &diags[..diags.len().min(5)]
-    );
+    assert!(diags.is_empty(), "generated repository has problems: {:?}", &diags[..diags.len().min(5)]);
     assert_eq!(render_all(&files, &config, &lookups), SERVICES * ENVS.len());
     let bytes: usize = files.files.values().map(String::len).sum();
     eprintln!("{} files, {} KiB of YAML", files.files.len(), bytes / 1024);
 
     let mut group = c.benchmark_group("1000 services");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(15));
+    group.sample_size(20).measurement_time(Duration::from_secs(15));
     group.bench_function("load + diagnostics", |b| {
         b.iter(|| {
             let repo = Repo::load(black_box(&files));
@@ -193,14 +176,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(render_all(black_box(&files), &config, &lookups)))
     });
     // The parts, to see where the time goes.
-    group.bench_function("load only", |b| {
-        b.iter(|| black_box(Repo::load(black_box(&files))))
-    });
-    let specs: Vec<_> = repo
-        .services
-        .iter()
-        .flat_map(|s| ENVS.map(|e| s.resolve(e).expect("valid")))
-        .collect();
+    group.bench_function("load only", |b| b.iter(|| black_box(Repo::load(black_box(&files)))));
+    let specs: Vec<_> = repo.services.iter().flat_map(|s| ENVS.map(|e| s.resolve(e).expect("valid"))).collect();
     group.bench_function("render only (2,000 resolved specs)", |b| {
         b.iter(|| {
             for spec in &specs {

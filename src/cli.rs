@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about = "A GitOps agent for Amazon ECS: keeps every service of a monorepo equal to git")]
+#[command(
+    name = "berth",
+    version,
+    about = "A GitOps agent for Amazon ECS: keeps every service of a monorepo equal to git"
+)]
 pub struct Cli {
     /// Log format on stderr. RUST_LOG sets the level (default: info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

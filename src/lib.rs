@@ -8,8 +8,8 @@
 //! - [`commands`]: one module per subcommand; glue only.
 //! - [`cli`]: the clap definitions.
 
-pub mod cli;
 pub mod aws;
+pub mod cli;
 pub mod commands;
 pub mod core;
 pub mod engine;

@@ -52,7 +52,8 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the first sync of every environment is not done\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the first sync of every environment is not done\n")
+            .into_response()
     }
 }
 
@@ -107,10 +108,13 @@ async fn github(State(state): State<WebhookState>, headers: HeaderMap, body: Byt
 }
 
 /// Serves `router` on `addr` until `cancel`.
-pub async fn serve(addr: SocketAddr, router: Router, cancel: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    cancel: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, "listening");
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, router).with_graceful_shutdown(async move { cancel.cancelled().await }).await;

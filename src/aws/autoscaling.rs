@@ -17,7 +17,10 @@ fn dimension() -> aas::ScalableDimension {
 
 impl Aws {
     /// The scalable targets of these resource ids (`service/<cluster>/<name>`).
-    pub async fn describe_scalable_targets(&self, resource_ids: &[String]) -> Result<BTreeMap<String, LiveScalableTarget>, AwsError> {
+    pub async fn describe_scalable_targets(
+        &self,
+        resource_ids: &[String],
+    ) -> Result<BTreeMap<String, LiveScalableTarget>, AwsError> {
         let mut out = BTreeMap::new();
         for chunk in resource_ids.chunks(PAGE as usize) {
             let mut token = None;
@@ -59,7 +62,10 @@ impl Aws {
 
     /// Every ECS scaling policy of the account and region, in pages of 50, grouped by
     /// resource id and kept for `resource_ids` only.
-    pub async fn describe_scaling_policies(&self, resource_ids: &BTreeSet<String>) -> Result<BTreeMap<String, Vec<LivePolicy>>, AwsError> {
+    pub async fn describe_scaling_policies(
+        &self,
+        resource_ids: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Vec<LivePolicy>>, AwsError> {
         let mut out: BTreeMap<String, Vec<LivePolicy>> = BTreeMap::new();
         let mut token = None;
         loop {
@@ -124,7 +130,9 @@ impl Aws {
     pub async fn put_scaling_policy(&self, p: &ScalingPolicy) -> Result<(), AwsError> {
         let t = &p.target_tracking_scaling_policy_configuration;
         let metric = aas::PredefinedMetricSpecification::builder()
-            .predefined_metric_type(aas::MetricType::from(t.predefined_metric_specification.predefined_metric_type.as_str()))
+            .predefined_metric_type(aas::MetricType::from(
+                t.predefined_metric_specification.predefined_metric_type.as_str(),
+            ))
             .build()
             .map_err(|e| AwsError::other("PutScalingPolicy", e.to_string()))?;
         let config = aas::TargetTrackingScalingPolicyConfiguration::builder()

@@ -124,9 +124,16 @@ fn container_from_sdk(c: &ecs::ContainerDefinition, extras: &mut Vec<String>) ->
         environment: c
             .environment()
             .iter()
-            .map(|kv| KeyValuePair { name: kv.name().unwrap_or_default().into(), value: kv.value().unwrap_or_default().into() })
+            .map(|kv| KeyValuePair {
+                name: kv.name().unwrap_or_default().into(),
+                value: kv.value().unwrap_or_default().into(),
+            })
             .collect(),
-        secrets: c.secrets().iter().map(|s| Secret { name: s.name().into(), value_from: s.value_from().into() }).collect(),
+        secrets: c
+            .secrets()
+            .iter()
+            .map(|s| Secret { name: s.name().into(), value_from: s.value_from().into() })
+            .collect(),
         health_check: c.health_check().map(|h| HealthCheck {
             command: h.command().to_vec(),
             interval: h.interval(),
@@ -138,7 +145,10 @@ fn container_from_sdk(c: &ecs::ContainerDefinition, extras: &mut Vec<String>) ->
             log_driver: l.log_driver().as_str().to_string(),
             options: l.options().map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default(),
         }),
-        docker_labels: c.docker_labels().map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default(),
+        docker_labels: c
+            .docker_labels()
+            .map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -170,7 +180,10 @@ pub fn task_definition_from_sdk(td: &ecs::TaskDefinition, tags: &[ecs::Tag]) -> 
         cpu: td.cpu().map(str::to_string),
         memory: td.memory().map(str::to_string),
         container_definitions: containers,
-        tags: tags.iter().map(|t| Tag { key: t.key().unwrap_or_default().into(), value: t.value().unwrap_or_default().into() }).collect(),
+        tags: tags
+            .iter()
+            .map(|t| Tag { key: t.key().unwrap_or_default().into(), value: t.value().unwrap_or_default().into() })
+            .collect(),
     };
     LiveTaskDefinition { arn: td.task_definition_arn().unwrap_or_default().to_string(), definition, extras }
 }
@@ -191,7 +204,9 @@ pub fn deployment_to_sdk(d: &DeploymentConfiguration) -> ecs::DeploymentConfigur
         .set_maximum_percent(d.maximum_percent)
         .set_minimum_healthy_percent(d.minimum_healthy_percent);
     if let Some(cb) = &d.deployment_circuit_breaker {
-        b = b.deployment_circuit_breaker(ecs::DeploymentCircuitBreaker::builder().enable(cb.enable).rollback(cb.rollback).build());
+        b = b.deployment_circuit_breaker(
+            ecs::DeploymentCircuitBreaker::builder().enable(cb.enable).rollback(cb.rollback).build(),
+        );
     }
     b.build()
 }
@@ -211,16 +226,23 @@ pub fn service_from_sdk(s: &ecs::Service) -> LiveService {
             maximum_percent: d.maximum_percent(),
             minimum_healthy_percent: d.minimum_healthy_percent(),
         }),
-        network_configuration: s.network_configuration().and_then(|n| n.awsvpc_configuration()).map(|a| NetworkConfiguration {
-            awsvpc_configuration: AwsVpcConfiguration {
-                subnets: a.subnets().to_vec(),
-                security_groups: a.security_groups().to_vec(),
-                assign_public_ip: a.assign_public_ip().map(|p| p.as_str().to_string()),
-            },
+        network_configuration: s.network_configuration().and_then(|n| n.awsvpc_configuration()).map(|a| {
+            NetworkConfiguration {
+                awsvpc_configuration: AwsVpcConfiguration {
+                    subnets: a.subnets().to_vec(),
+                    security_groups: a.security_groups().to_vec(),
+                    assign_public_ip: a.assign_public_ip().map(|p| p.as_str().to_string()),
+                },
+            }
         }),
         propagate_tags: s.propagate_tags().map(|p| p.as_str().to_string()),
-        enable_ecs_managed_tags: Some(s.enable_ecs_managed_tags()).filter(|_| s.created_by().is_some() || s.enable_ecs_managed_tags()),
-        tags: s.tags().iter().map(|t| Tag { key: t.key().unwrap_or_default().into(), value: t.value().unwrap_or_default().into() }).collect(),
+        enable_ecs_managed_tags: Some(s.enable_ecs_managed_tags())
+            .filter(|_| s.created_by().is_some() || s.enable_ecs_managed_tags()),
+        tags: s
+            .tags()
+            .iter()
+            .map(|t| Tag { key: t.key().unwrap_or_default().into(), value: t.value().unwrap_or_default().into() })
+            .collect(),
     };
     LiveService {
         arn: s.service_arn().unwrap_or_default().to_string(),

@@ -70,10 +70,8 @@ impl Aws {
 
     /// Registers a revision; returns its ARN.
     pub async fn register_task_definition(&self, td: &TaskDefinition) -> Result<String, AwsError> {
-        let resp = convert::register_input(&self.ecs, td)?
-            .send()
-            .await
-            .map_err(|e| classify("RegisterTaskDefinition", e))?;
+        let resp =
+            convert::register_input(&self.ecs, td)?.send().await.map_err(|e| classify("RegisterTaskDefinition", e))?;
         let td = resp
             .task_definition()
             .ok_or_else(|| AwsError::other("RegisterTaskDefinition", "no task definition in the answer"))?;
@@ -82,7 +80,12 @@ impl Aws {
         Ok(live.arn)
     }
 
-    pub async fn create_service(&self, s: &ServiceSettings, revision: &str, desired_count: i32) -> Result<LiveService, AwsError> {
+    pub async fn create_service(
+        &self,
+        s: &ServiceSettings,
+        revision: &str,
+        desired_count: i32,
+    ) -> Result<LiveService, AwsError> {
         let mut req = self
             .ecs
             .create_service()
@@ -108,7 +111,12 @@ impl Aws {
 
     /// Points the service at `revision` and applies its settings. The desired count is
     /// sent only when berth owns it (no autoscaling).
-    pub async fn update_service(&self, s: &ServiceSettings, revision: &str, set_count: bool) -> Result<LiveService, AwsError> {
+    pub async fn update_service(
+        &self,
+        s: &ServiceSettings,
+        revision: &str,
+        set_count: bool,
+    ) -> Result<LiveService, AwsError> {
         let mut req = self
             .ecs
             .update_service()

@@ -32,7 +32,11 @@ impl EcrImage {
             Some((repo, digest)) => (repo, digest),
             None => rest.rsplit_once(':')?,
         };
-        Some(EcrImage { registry_id: account.to_string(), repository: repository.to_string(), reference: reference.to_string() })
+        Some(EcrImage {
+            registry_id: account.to_string(),
+            repository: repository.to_string(),
+            reference: reference.to_string(),
+        })
     }
 }
 
@@ -89,9 +93,13 @@ impl Aws {
             ask.ssm_secrets.retain(|n| !cache.ssm.contains(&ssm_name(n)));
             ask.secret_ids.retain(|id| !cache.secret_arns.contains_key(id));
             ask.images.retain(|i| !cache.images.contains(i));
-            cached.existing_ssm = req.ssm_secrets.iter().map(|n| ssm_name(n)).filter(|n| cache.ssm.contains(n)).collect();
-            cached.secret_arns =
-                req.secret_ids.iter().filter_map(|id| cache.secret_arns.get(id).map(|a| (id.clone(), a.clone()))).collect();
+            cached.existing_ssm =
+                req.ssm_secrets.iter().map(|n| ssm_name(n)).filter(|n| cache.ssm.contains(n)).collect();
+            cached.secret_arns = req
+                .secret_ids
+                .iter()
+                .filter_map(|id| cache.secret_arns.get(id).map(|a| (id.clone(), a.clone())))
+                .collect();
         }
         let mut out = self.verify_uncached(&ask).await?;
         let mut cache = self.verify_cache.lock().expect("cache lock");
@@ -126,7 +134,8 @@ impl Aws {
 
     async fn verify_uncached(&self, req: &VerifyRequest) -> Result<Verified, AwsError> {
         let mut out = Verified::default();
-        let names: Vec<String> = req.ssm_secrets.iter().map(|n| ssm_name(n)).collect::<BTreeSet<_>>().into_iter().collect();
+        let names: Vec<String> =
+            req.ssm_secrets.iter().map(|n| ssm_name(n)).collect::<BTreeSet<_>>().into_iter().collect();
         for chunk in names.chunks(50) {
             let filter = ssm::ParameterStringFilter::builder()
                 .key("Name")
@@ -200,7 +209,12 @@ impl Aws {
                     .iter()
                     .map(|i| {
                         let b = ecr::ImageIdentifier::builder();
-                        if i.reference.starts_with("sha256:") { b.image_digest(&i.reference) } else { b.image_tag(&i.reference) }.build()
+                        if i.reference.starts_with("sha256:") {
+                            b.image_digest(&i.reference)
+                        } else {
+                            b.image_tag(&i.reference)
+                        }
+                        .build()
                     })
                     .collect();
                 let resp = self
@@ -250,7 +264,10 @@ mod tests {
     #[test]
     fn parses_ecr_images() {
         let i = EcrImage::parse("123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web:abc", "us-east-1").unwrap();
-        assert_eq!((i.registry_id.as_str(), i.repository.as_str(), i.reference.as_str()), ("123456789012", "team/web", "abc"));
+        assert_eq!(
+            (i.registry_id.as_str(), i.repository.as_str(), i.reference.as_str()),
+            ("123456789012", "team/web", "abc")
+        );
         assert!(EcrImage::parse("123456789012.dkr.ecr.eu-west-1.amazonaws.com/web:abc", "us-east-1").is_none());
         assert!(EcrImage::parse("ghcr.io/acme/web:1", "us-east-1").is_none());
         let d = EcrImage::parse("1.dkr.ecr.us-east-1.amazonaws.com/web@sha256:00", "us-east-1").unwrap();

@@ -71,7 +71,8 @@ where
         AwsError::Throttled { operation, message }
     } else if code.contains("NotFound") || code == "ResourceNotFoundException" || code == "ParameterNotFound" {
         AwsError::NotFound { operation, message }
-    } else if code.contains("AccessDenied") || code == "UnauthorizedOperation" || code == "UnrecognizedClientException" {
+    } else if code.contains("AccessDenied") || code == "UnauthorizedOperation" || code == "UnrecognizedClientException"
+    {
         AwsError::AccessDenied { operation, message }
     } else {
         AwsError::Other { operation, message }
@@ -126,16 +127,24 @@ impl Aws {
         let sdk = loader.load().await;
         let counter = stats::Counter(stats.clone());
         Aws {
-            ecs: aws_sdk_ecs::Client::from_conf(aws_sdk_ecs::config::Builder::from(&sdk).interceptor(counter.clone()).build()),
+            ecs: aws_sdk_ecs::Client::from_conf(
+                aws_sdk_ecs::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
+            ),
             aas: aws_sdk_applicationautoscaling::Client::from_conf(
                 aws_sdk_applicationautoscaling::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
             ),
-            ssm: aws_sdk_ssm::Client::from_conf(aws_sdk_ssm::config::Builder::from(&sdk).interceptor(counter.clone()).build()),
+            ssm: aws_sdk_ssm::Client::from_conf(
+                aws_sdk_ssm::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
+            ),
             sm: aws_sdk_secretsmanager::Client::from_conf(
                 aws_sdk_secretsmanager::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
             ),
-            ecr: aws_sdk_ecr::Client::from_conf(aws_sdk_ecr::config::Builder::from(&sdk).interceptor(counter.clone()).build()),
-            sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(&sdk).interceptor(counter.clone()).build()),
+            ecr: aws_sdk_ecr::Client::from_conf(
+                aws_sdk_ecr::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
+            ),
+            sts: aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
+            ),
             cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
                 aws_sdk_cloudwatch::config::Builder::from(&sdk).interceptor(counter).build(),
             ),
@@ -155,7 +164,9 @@ impl Aws {
         self.account
             .get_or_try_init(|| async {
                 let out = self.sts.get_caller_identity().send().await.map_err(|e| classify("GetCallerIdentity", e))?;
-                out.account().map(str::to_string).ok_or_else(|| AwsError::other("GetCallerIdentity", "no account in the answer"))
+                out.account()
+                    .map(str::to_string)
+                    .ok_or_else(|| AwsError::other("GetCallerIdentity", "no account in the answer"))
             })
             .await
             .cloned()

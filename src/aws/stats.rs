@@ -41,11 +41,7 @@ impl RequestStats {
 
     /// Requests that change something (every operation but Describe*/List*/Get*).
     pub fn writes(&self) -> u64 {
-        self.snapshot()
-            .iter()
-            .filter(|(k, _)| !is_read(&k.operation))
-            .map(|(_, n)| n)
-            .sum()
+        self.snapshot().iter().filter(|(k, _)| !is_read(&k.operation)).map(|(_, n)| n).sum()
     }
 }
 
@@ -56,9 +52,16 @@ pub fn is_read(operation: &str) -> bool {
 pub fn is_throttling_code(code: &str) -> bool {
     matches!(
         code,
-        "Throttling" | "ThrottlingException" | "ThrottledException" | "TooManyRequestsException"
-            | "RequestLimitExceeded" | "RequestThrottled" | "RequestThrottledException"
-            | "ProvisionedThroughputExceededException" | "SlowDown" | "PriorRequestNotComplete"
+        "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "TooManyRequestsException"
+            | "RequestLimitExceeded"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "ProvisionedThroughputExceededException"
+            | "SlowDown"
+            | "PriorRequestNotComplete"
     )
 }
 
@@ -96,7 +99,12 @@ impl Intercept for Counter {
                 let body = resp.body().bytes().unwrap_or_default();
                 let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
                 let header = resp.headers().get("x-amzn-errortype").unwrap_or_default();
-                if resp.status().as_u16() == 429 || text.contains("Throttl") || header.contains("Throttl") || text.contains("TooManyRequests") || text.contains("RequestLimitExceeded") {
+                if resp.status().as_u16() == 429
+                    || text.contains("Throttl")
+                    || header.contains("Throttl")
+                    || text.contains("TooManyRequests")
+                    || text.contains("RequestLimitExceeded")
+                {
                     "throttled"
                 } else {
                     "error"

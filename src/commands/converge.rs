@@ -90,11 +90,18 @@ async fn run(args: &ConvergeArgs, mode: Mode) -> anyhow::Result<(Exit, Vec<Servi
     let reports = reconcile::reconcile_env(&aws, &input).await;
     match args.output {
         OutputFormat::Json => {
-            let report = Report { env: &env.name, ref_name: &checkout.ref_name, commit: &checkout.commit, services: &reports };
+            let report =
+                Report { env: &env.name, ref_name: &checkout.ref_name, commit: &checkout.commit, services: &reports };
             crate::commands::emit(&format!("{}\n", serde_json::to_string_pretty(&report)?));
         }
         OutputFormat::Text => {
-            crate::commands::emit(&render_text(&env.name, &checkout.ref_name, &checkout.commit, &reports, mode != Mode::Diff));
+            crate::commands::emit(&render_text(
+                &env.name,
+                &checkout.ref_name,
+                &checkout.commit,
+                &reports,
+                mode != Mode::Diff,
+            ));
         }
     }
     for (key, n) in aws.stats.snapshot() {
@@ -111,10 +118,18 @@ async fn run(args: &ConvergeArgs, mode: Mode) -> anyhow::Result<(Exit, Vec<Servi
             }
         }
         Mode::DryRun => {
-            if reports.iter().any(|r| matches!(r.outcome, Outcome::Failed(_))) { Exit::Failed } else { Exit::Ok }
+            if reports.iter().any(|r| matches!(r.outcome, Outcome::Failed(_))) {
+                Exit::Failed
+            } else {
+                Exit::Ok
+            }
         }
         Mode::Apply => {
-            if reports.iter().all(|r| matches!(r.outcome, Outcome::Synced | Outcome::Applied)) { Exit::Ok } else { Exit::Failed }
+            if reports.iter().all(|r| matches!(r.outcome, Outcome::Synced | Outcome::Applied)) {
+                Exit::Ok
+            } else {
+                Exit::Failed
+            }
         }
     };
     Ok((exit, reports))

@@ -8,11 +8,12 @@ use anyhow::{Context as _, bail};
 
 use crate::cli::NewServiceArgs;
 use crate::commands::Exit;
-use crate::core::spec::{fargate, valid_env_name, valid_service_name, NAME_RULE};
+use crate::core::spec::{NAME_RULE, fargate, valid_env_name, valid_service_name};
 
 pub fn service_yaml(args: &NewServiceArgs, image: &str) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "# berth service spec. Reference: README.md \"Spec reference\"; schema: `berth schema service`.");
+    let _ =
+        writeln!(s, "# berth service spec. Reference: README.md \"Spec reference\"; schema: `berth schema service`.");
     let _ = writeln!(s, "type: service");
     let _ = writeln!(s, "name: {}", args.name);
     let _ = writeln!(s, "spec:");
@@ -139,10 +140,8 @@ pub fn run(args: &NewServiceArgs) -> anyhow::Result<Exit> {
     let dir = args.dir.clone().unwrap_or_else(|| format!("services/{}", args.name));
     let dir = dir.trim_matches('/').to_string();
     let image = args.image.clone().unwrap_or_else(|| args.name.clone());
-    let mut files: Vec<(PathBuf, String)> = vec![(
-        args.repo.join(&dir).join("deploy/service.yaml"),
-        service_yaml(args, &image),
-    )];
+    let mut files: Vec<(PathBuf, String)> =
+        vec![(args.repo.join(&dir).join("deploy/service.yaml"), service_yaml(args, &image))];
     for env in &args.envs {
         files.push((args.repo.join(&dir).join("deploy").join(env).join("config.yaml"), config_yaml(env)));
     }

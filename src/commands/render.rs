@@ -74,14 +74,19 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Exit> {
         }
     };
     let env = match &config {
-        Some(c) => c
-            .env(&args.env)
-            .cloned()
-            .with_context(|| format!("environment `{}` is not in the config", args.env))?,
+        Some(c) => {
+            c.env(&args.env).cloned().with_context(|| format!("environment `{}` is not in the config", args.env))?
+        }
         None => bare_env(&args.env, args.version.is_some()),
     };
     let aws = config.as_ref().map_or_else(
-        || AwsConfig { region: "us-east-1".into(), endpoint_url: None, account_id: None, registry: None, max_attempts: 5 },
+        || AwsConfig {
+            region: "us-east-1".into(),
+            endpoint_url: None,
+            account_id: None,
+            registry: None,
+            max_attempts: 5,
+        },
         |c| c.aws.clone(),
     );
     if let Some(v) = &args.version {

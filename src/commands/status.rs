@@ -10,13 +10,22 @@ use crate::engine::status::Status;
 
 pub fn table(status: &Status) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<8} {:<24} {:<10} {:<12} {:<12} {:<22} DRIFT / ERROR", "ENV", "SERVICE", "SYNC", "HEALTH", "COMMIT", "TASK DEFINITION");
+    let _ = writeln!(
+        out,
+        "{:<8} {:<24} {:<10} {:<12} {:<12} {:<22} DRIFT / ERROR",
+        "ENV", "SERVICE", "SYNC", "HEALTH", "COMMIT", "TASK DEFINITION"
+    );
     for env in &status.environments {
         if let Some(e) = &env.last_fetch_error {
             let _ = writeln!(out, "{:<8} {:<24} git: {e}", env.name, "-");
         }
         if env.services.is_empty() && env.last_fetch_error.is_none() {
-            let _ = writeln!(out, "{:<8} (no services yet{})", env.name, if env.ready { "" } else { "; first sync in progress" });
+            let _ = writeln!(
+                out,
+                "{:<8} (no services yet{})",
+                env.name,
+                if env.ready { "" } else { "; first sync in progress" }
+            );
         }
         for s in &env.services {
             let commit = s.commit.as_deref().map_or("-".to_string(), |c| c.chars().take(12).collect());
@@ -48,7 +57,8 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
     let url = format!("{}/status", args.url.trim_end_matches('/'));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let body = runtime.block_on(fetch(&url)).with_context(|| format!("cannot read {url}"))?;
-    let status: Status = serde_json::from_str(&body).with_context(|| format!("{url} did not answer berth status JSON"))?;
+    let status: Status =
+        serde_json::from_str(&body).with_context(|| format!("{url} did not answer berth status JSON"))?;
     if args.json {
         crate::commands::emit(&format!("{}\n", serde_json::to_string_pretty(&status)?));
     } else {
@@ -62,9 +72,13 @@ async fn fetch(url: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").context("only http:// URLs are supported")?;
     let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect(host)).await??;
+    let mut stream =
+        tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect(host)).await??;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n\r\n")
+                .as_bytes(),
+        )
         .await?;
     let mut buf = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut buf)).await??;

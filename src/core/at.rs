@@ -48,10 +48,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
         let spanned = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
         let file = CURRENT_FILE.with(|c| c.borrow().clone());
         let loc = spanned.referenced;
-        Ok(At {
-            value: spanned.value,
-            pos: Pos::new(file, loc.line() as u32, loc.column() as u32),
-        })
+        Ok(At { value: spanned.value, pos: Pos::new(file, loc.line() as u32, loc.column() as u32) })
     }
 }
 

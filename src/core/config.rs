@@ -162,7 +162,9 @@ impl AwsConfig {
 pub enum Source {
     Branch(String),
     /// The highest `vX.Y.Z` tag.
-    SemverTags { prereleases: bool },
+    SemverTags {
+        prereleases: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -240,7 +242,10 @@ fn duration(field: &Option<At<String>>, default: Duration, diags: &mut Vec<Diagn
                 default
             }
             Err(e) => {
-                diags.push(Diagnostic::new(s.pos.clone(), format!("invalid duration `{}`: {e} (write e.g. 60s, 5m)", s.value)));
+                diags.push(Diagnostic::new(
+                    s.pos.clone(),
+                    format!("invalid duration `{}`: {e} (write e.g. 60s, 5m)", s.value),
+                ));
                 default
             }
         },
@@ -252,7 +257,10 @@ fn listen(field: &Option<At<String>>, default: &str, diags: &mut Vec<Diagnostic>
     match field {
         None => fallback,
         Some(s) => s.parse().unwrap_or_else(|_| {
-            diags.push(Diagnostic::new(s.pos.clone(), format!("invalid listen address `{}`: write HOST:PORT, e.g. 0.0.0.0:9090", s.value)));
+            diags.push(Diagnostic::new(
+                s.pos.clone(),
+                format!("invalid listen address `{}`: write HOST:PORT, e.g. 0.0.0.0:9090", s.value),
+            ));
             fallback
         }),
     }
@@ -302,7 +310,10 @@ fn check(file: &Arc<str>, raw: &RawConfig, diags: &mut Vec<Diagnostic>) -> Optio
             if let Some(e) = &a.endpoint_url
                 && !(e.starts_with("http://") || e.starts_with("https://"))
             {
-                diags.push(Diagnostic::new(e.pos.clone(), format!("invalid endpoint_url `{}`: an http:// or https:// URL", e.value)));
+                diags.push(Diagnostic::new(
+                    e.pos.clone(),
+                    format!("invalid endpoint_url `{}`: an http:// or https:// URL", e.value),
+                ));
             }
             let account_id = a.account_id.as_ref().map(|t| t.value.0.clone());
             if let (Some(id), Some(at)) = (&account_id, &a.account_id)
@@ -325,7 +336,10 @@ fn check(file: &Arc<str>, raw: &RawConfig, diags: &mut Vec<Diagnostic>) -> Optio
         Some(envs) => {
             for (name, env) in envs.value.iter() {
                 if !valid_env_name(name) {
-                    diags.push(Diagnostic::new(env.pos.clone(), format!("invalid environment name `{name}`: names are [a-z0-9-]{{1,32}}")));
+                    diags.push(Diagnostic::new(
+                        env.pos.clone(),
+                        format!("invalid environment name `{name}`: names are [a-z0-9-]{{1,32}}"),
+                    ));
                     continue;
                 }
                 if let Some(e) = check_env(name, env, diags) {
@@ -352,15 +366,7 @@ fn check(file: &Arc<str>, raw: &RawConfig, diags: &mut Vec<Diagnostic>) -> Optio
         }
         ns
     });
-    Some(Config {
-        repo: repo?,
-        aws: aws?,
-        environments,
-        metrics_listen,
-        webhook,
-        concurrency,
-        cloudwatch_namespace,
-    })
+    Some(Config { repo: repo?, aws: aws?, environments, metrics_listen, webhook, concurrency, cloudwatch_namespace })
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -372,7 +378,10 @@ pub struct WebhookConfig {
 fn check_env(name: &str, env: &At<RawEnv>, diags: &mut Vec<Diagnostic>) -> Option<EnvConfig> {
     let source = match &env.source {
         None => {
-            diags.push(Diagnostic::new(env.pos.clone(), "missing required field `source` ({branch: NAME} or {tags: semver})"));
+            diags.push(Diagnostic::new(
+                env.pos.clone(),
+                "missing required field `source` ({branch: NAME} or {tags: semver})",
+            ));
             None
         }
         Some(s) => match (&s.branch, &s.tags) {
@@ -385,11 +394,14 @@ fn check_env(name: &str, env: &At<RawEnv>, diags: &mut Vec<Diagnostic>) -> Optio
                 }
                 Some(Source::Branch(b.value.clone()))
             }
-            (None, Some(t)) if t.value == "semver" => Some(Source::SemverTags {
-                prereleases: s.prereleases.as_ref().is_some_and(|p| p.value),
-            }),
+            (None, Some(t)) if t.value == "semver" => {
+                Some(Source::SemverTags { prereleases: s.prereleases.as_ref().is_some_and(|p| p.value) })
+            }
             (None, Some(t)) => {
-                diags.push(Diagnostic::new(t.pos.clone(), format!("unknown tag scheme `{}`: the only one is `semver`", t.value)));
+                diags.push(Diagnostic::new(
+                    t.pos.clone(),
+                    format!("unknown tag scheme `{}`: the only one is `semver`", t.value),
+                ));
                 None
             }
             _ => {
@@ -431,9 +443,7 @@ fn check_env(name: &str, env: &At<RawEnv>, diags: &mut Vec<Diagnostic>) -> Optio
 }
 
 fn git_ref_unsafe(name: &str) -> bool {
-    name.starts_with('-')
-        || name.contains("..")
-        || name.chars().any(|c| c.is_whitespace() || "~^:?*[\\".contains(c))
+    name.starts_with('-') || name.contains("..") || name.chars().any(|c| c.is_whitespace() || "~^:?*[\\".contains(c))
 }
 
 #[cfg(test)]

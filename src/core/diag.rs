@@ -13,11 +13,7 @@ pub struct Pos {
 
 impl Pos {
     pub fn new(file: impl Into<Arc<str>>, line: u32, column: u32) -> Self {
-        Pos {
-            file: file.into(),
-            line: line.max(1),
-            column: column.max(1),
-        }
+        Pos { file: file.into(), line: line.max(1), column: column.max(1) }
     }
 
     /// The start of a file, for problems that belong to the file as a whole.
@@ -26,10 +22,7 @@ impl Pos {
     }
 
     pub fn shifted(&self, columns: u32) -> Self {
-        Pos {
-            column: self.column + columns,
-            ..self.clone()
-        }
+        Pos { column: self.column + columns, ..self.clone() }
     }
 }
 
@@ -48,10 +41,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(pos: Pos, message: impl Into<String>) -> Self {
-        Diagnostic {
-            pos,
-            message: message.into(),
-        }
+        Diagnostic { pos, message: message.into() }
     }
 }
 

@@ -154,9 +154,10 @@ fn same_secret(live: &str, desired: &str) -> bool {
     let (dn, dt) = dr.split_once(':').unwrap_or((dr, ""));
     lp == dp
         && lt == dt
-        && ln.strip_prefix(dn).and_then(|rest| rest.strip_prefix('-')).is_some_and(|suffix| {
-            suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric())
-        })
+        && ln
+            .strip_prefix(dn)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|suffix| suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// Differences between a live task definition and the desired one. Container paths are
@@ -284,9 +285,13 @@ pub fn scalable_target_view(t: &ScalableTarget) -> Value {
 pub fn diff_scalable_target(live: Option<&LiveScalableTarget>, desired: &ScalableTarget) -> Vec<Change> {
     let mut out = Vec::new();
     match live {
-        None => out.push(Change { path: "scaling.target".into(), live: None, desired: Some(scalable_target_view(desired)) }),
+        None => {
+            out.push(Change { path: "scaling.target".into(), live: None, desired: Some(scalable_target_view(desired)) })
+        }
         // RoleARN is never compared: AWS swaps in its service-linked role.
-        Some(l) => diff_values("scaling.target", &scalable_target_view(&l.target), &scalable_target_view(desired), &mut out),
+        Some(l) => {
+            diff_values("scaling.target", &scalable_target_view(&l.target), &scalable_target_view(desired), &mut out)
+        }
     }
     out
 }
@@ -327,14 +332,22 @@ pub fn diff_values(path: &str, live: &Value, desired: &Value, out: &mut Vec<Chan
                 let sub = format!("{path}.{key}");
                 match (l.get(*key), d.get(*key)) {
                     (Some(a), Some(b)) => diff_values(&sub, a, b, out),
-                    (Some(a), None) if !a.is_null() => out.push(Change { path: sub, live: Some(a.clone()), desired: None }),
-                    (None, Some(b)) if !b.is_null() => out.push(Change { path: sub, live: None, desired: Some(b.clone()) }),
+                    (Some(a), None) if !a.is_null() => {
+                        out.push(Change { path: sub, live: Some(a.clone()), desired: None })
+                    }
+                    (None, Some(b)) if !b.is_null() => {
+                        out.push(Change { path: sub, live: None, desired: Some(b.clone()) })
+                    }
                     _ => {}
                 }
             }
         }
-        (Value::Null, b) if !b.is_null() => out.push(Change { path: path.to_string(), live: None, desired: Some(b.clone()) }),
-        (a, Value::Null) if !a.is_null() => out.push(Change { path: path.to_string(), live: Some(a.clone()), desired: None }),
+        (Value::Null, b) if !b.is_null() => {
+            out.push(Change { path: path.to_string(), live: None, desired: Some(b.clone()) })
+        }
+        (a, Value::Null) if !a.is_null() => {
+            out.push(Change { path: path.to_string(), live: Some(a.clone()), desired: None })
+        }
         (a, b) if !numbers_equal(a, b) && a != b => {
             out.push(Change { path: path.to_string(), live: Some(a.clone()), desired: Some(b.clone()) })
         }
@@ -366,20 +379,39 @@ mod tests {
                 image: "r/web:abc".into(),
                 essential: Some(true),
                 port_mappings: vec![
-                    PortMapping { name: Some("http".into()), container_port: 8080, host_port: None, protocol: Some("tcp".into()) },
-                    PortMapping { name: Some("metrics".into()), container_port: 9090, host_port: None, protocol: Some("tcp".into()) },
+                    PortMapping {
+                        name: Some("http".into()),
+                        container_port: 8080,
+                        host_port: None,
+                        protocol: Some("tcp".into()),
+                    },
+                    PortMapping {
+                        name: Some("metrics".into()),
+                        container_port: 9090,
+                        host_port: None,
+                        protocol: Some("tcp".into()),
+                    },
                 ],
                 environment: vec![
                     KeyValuePair { name: "A".into(), value: "1".into() },
                     KeyValuePair { name: "B".into(), value: "2".into() },
                 ],
                 secrets: vec![
-                    Secret { name: "P".into(), value_from: "arn:aws:ssm:us-east-1:123456789012:parameter/pre/p".into() },
-                    Secret { name: "S".into(), value_from: "arn:aws:secretsmanager:us-east-1:123456789012:secret:pre/s:key::".into() },
+                    Secret {
+                        name: "P".into(),
+                        value_from: "arn:aws:ssm:us-east-1:123456789012:parameter/pre/p".into(),
+                    },
+                    Secret {
+                        name: "S".into(),
+                        value_from: "arn:aws:secretsmanager:us-east-1:123456789012:secret:pre/s:key::".into(),
+                    },
                 ],
                 health_check: Some(HealthCheck {
                     command: vec!["CMD-SHELL".into(), "curl".into()],
-                    interval: Some(30), timeout: Some(5), retries: Some(3), start_period: None,
+                    interval: Some(30),
+                    timeout: Some(5),
+                    retries: Some(3),
+                    start_period: None,
                 }),
                 ..Default::default()
             }],
@@ -527,15 +559,24 @@ mod tests {
 
     #[test]
     fn scaling_role_and_default_cooldowns_are_not_drift() {
-        let t = ScalableTarget { service_namespace: "ecs".into(), resource_id: "service/pre/web".into(), scalable_dimension: "d".into(), min_capacity: 1, max_capacity: 4 };
-        let live = LiveScalableTarget { target: t.clone(), role_arn: Some("arn:aws:iam::1:role/aws-service-role/x".into()) };
+        let t = ScalableTarget {
+            service_namespace: "ecs".into(),
+            resource_id: "service/pre/web".into(),
+            scalable_dimension: "d".into(),
+            min_capacity: 1,
+            max_capacity: 4,
+        };
+        let live =
+            LiveScalableTarget { target: t.clone(), role_arn: Some("arn:aws:iam::1:role/aws-service-role/x".into()) };
         assert!(diff_scalable_target(Some(&live), &t).is_empty());
         let p = ScalingPolicy {
             policy_name: "berth-cpu-target".into(),
             policy_type: "TargetTrackingScaling".into(),
             target_tracking_scaling_policy_configuration: TargetTracking {
                 target_value: 70.0,
-                predefined_metric_specification: PredefinedMetric { predefined_metric_type: "ECSServiceAverageCPUUtilization".into() },
+                predefined_metric_specification: PredefinedMetric {
+                    predefined_metric_type: "ECSServiceAverageCPUUtilization".into(),
+                },
                 scale_in_cooldown: None,
                 scale_out_cooldown: None,
             },

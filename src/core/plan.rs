@@ -51,24 +51,32 @@ impl Action {
                 format!("register task definition {} (new revision)", task_definition.family)
             }
             Action::CreateService { settings, desired_count, .. } => {
-                format!("create service {} in cluster {} ({} tasks)", settings.service_name, settings.cluster, desired_count)
+                format!(
+                    "create service {} in cluster {} ({} tasks)",
+                    settings.service_name, settings.cluster, desired_count
+                )
             }
             Action::UpdateService { settings, revision, .. } => match revision {
                 Revision::Registered => format!("update service {} to the new revision", settings.service_name),
                 Revision::Existing(arn) => format!("update service {} ({arn})", settings.service_name),
             },
             Action::TagService { tags, .. } => {
-                format!("tag service ({})", tags.iter().map(|t| format!("{}={}", t.key, t.value)).collect::<Vec<_>>().join(", "))
+                format!(
+                    "tag service ({})",
+                    tags.iter().map(|t| format!("{}={}", t.key, t.value)).collect::<Vec<_>>().join(", ")
+                )
             }
             Action::RegisterScalableTarget { target } => {
-                format!("register scalable target {} (min {}, max {})", target.resource_id, target.min_capacity, target.max_capacity)
+                format!(
+                    "register scalable target {} (min {}, max {})",
+                    target.resource_id, target.min_capacity, target.max_capacity
+                )
             }
             Action::PutScalingPolicy { policy } => format!("put scaling policy {}", policy.policy_name),
             Action::DeleteScalingPolicy { policy_name, .. } => format!("delete scaling policy {policy_name}"),
             Action::DeregisterScalableTarget { resource_id } => format!("deregister scalable target {resource_id}"),
         }
     }
-
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -101,6 +109,15 @@ pub fn plan(desired: &Desired, live: &LiveState, adopt: bool, ctx: &NormContext)
             "a service named `{}` exists in cluster `{}` without the tag berth:managed=true; berth leaves it alone (set `adopt: true` in the env config to take it over)",
             desired.service.service_name, desired.service.cluster
         ));
+        return p;
+    }
+
+    // Fargate pulls from ECR, writes awslogs and injects secrets with the execution role:
+    // without one, AWS rejects the revision.
+    if desired.task_definition.execution_role_arn.is_none() {
+        p.blockers.push(
+            "no execution role: set `execution_role` under environments.<env>.defaults in the agent config (Fargate needs it for awslogs, ECR and secrets)".to_string(),
+        );
         return p;
     }
 
@@ -140,13 +157,19 @@ pub fn plan(desired: &Desired, live: &LiveState, adopt: bool, ctx: &NormContext)
                 .desired_count
                 .or_else(|| desired.scaling.as_ref().map(|s| s.scalable_target.min_capacity))
                 .unwrap_or(1);
-            p.actions.push(Action::CreateService { settings: desired.service.clone(), revision: rev, desired_count: count });
+            p.actions.push(Action::CreateService {
+                settings: desired.service.clone(),
+                revision: rev,
+                desired_count: count,
+            });
         }
         Some(s) => {
             let replace = diff::needs_replacement(s, &desired.service);
             if !replace.is_empty() {
                 for r in replace {
-                    p.blockers.push(format!("needs replacement: {r}; berth does not replace services (delete it, or rename the service)"));
+                    p.blockers.push(format!(
+                        "needs replacement: {r}; berth does not replace services (delete it, or rename the service)"
+                    ));
                 }
                 p.actions.clear();
                 return p;
@@ -209,7 +232,10 @@ pub fn plan(desired: &Desired, live: &LiveState, adopt: bool, ctx: &NormContext)
                 live: Some(serde_json::json!("present")),
                 desired: None,
             });
-            p.actions.push(Action::DeleteScalingPolicy { policy_name: lp.policy.policy_name.clone(), resource_id: resource_id.clone() });
+            p.actions.push(Action::DeleteScalingPolicy {
+                policy_name: lp.policy.policy_name.clone(),
+                resource_id: resource_id.clone(),
+            });
         }
     }
     if desired.scaling.is_none()
@@ -218,7 +244,11 @@ pub fn plan(desired: &Desired, live: &LiveState, adopt: bool, ctx: &NormContext)
         && !live.policies.is_empty()
     {
         // Autoscaling was removed from git: the target would keep clamping desiredCount.
-        p.drift.push(Change { path: "scaling.target".into(), live: Some(diff::scalable_target_view(&t.target)), desired: None });
+        p.drift.push(Change {
+            path: "scaling.target".into(),
+            live: Some(diff::scalable_target_view(&t.target)),
+            desired: None,
+        });
         p.actions.push(Action::DeregisterScalableTarget { resource_id });
     }
     p

@@ -60,12 +60,8 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
     let aws = target.aws;
     let defaults = env.defaults.for_service(&spec.name, &env.name);
     let mut errors = Vec::new();
-    let ctx = Context {
-        service: &spec.name,
-        env: &env.name,
-        commit: target.commit,
-        version: target.version.unwrap_or(""),
-    };
+    let ctx =
+        Context { service: &spec.name, env: &env.name, commit: target.commit, version: target.version.unwrap_or("") };
     let mut environment = Vec::new();
     let mut secrets = Vec::new();
     for var in &spec.environment {
@@ -125,8 +121,18 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
         essential: Some(true),
         cpu: None,
         port_mappings: vec![
-            PortMapping { name: Some("http".into()), container_port: spec.port.into(), host_port: None, protocol: Some("tcp".into()) },
-            PortMapping { name: Some("metrics".into()), container_port: spec.metrics_port.into(), host_port: None, protocol: Some("tcp".into()) },
+            PortMapping {
+                name: Some("http".into()),
+                container_port: spec.port.into(),
+                host_port: None,
+                protocol: Some("tcp".into()),
+            },
+            PortMapping {
+                name: Some("metrics".into()),
+                container_port: spec.metrics_port.into(),
+                host_port: None,
+                protocol: Some("tcp".into()),
+            },
         ],
         environment,
         secrets,
@@ -250,7 +256,10 @@ mod tests {
     fn image_references() {
         let reg = Some("123456789012.dkr.ecr.us-east-1.amazonaws.com");
         assert_eq!(image_reference("web", reg, "abc"), "123456789012.dkr.ecr.us-east-1.amazonaws.com/web:abc");
-        assert_eq!(image_reference("team/web", reg, "abc"), "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web:abc");
+        assert_eq!(
+            image_reference("team/web", reg, "abc"),
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/web:abc"
+        );
         assert_eq!(image_reference("web:1.0", reg, "abc"), "123456789012.dkr.ecr.us-east-1.amazonaws.com/web:1.0");
         assert_eq!(image_reference("ghcr.io/acme/web", reg, "abc"), "ghcr.io/acme/web:abc");
         assert_eq!(image_reference("localhost:5000/web", reg, "abc"), "localhost:5000/web:abc");

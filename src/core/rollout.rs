@@ -51,17 +51,34 @@ mod tests {
     }
 
     fn dep(status: &str, td: &str, state: Option<&str>) -> Deployment {
-        Deployment { id: format!("ecs-svc/{td}"), status: status.into(), task_definition: td.into(), rollout_state: state.map(Into::into), ..Default::default() }
+        Deployment {
+            id: format!("ecs-svc/{td}"),
+            status: status.into(),
+            task_definition: td.into(),
+            rollout_state: state.map(Into::into),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn states() {
         assert_eq!(rollout_state(&svc(vec![dep("PRIMARY", "td:2", Some("COMPLETED"))]), "td:2"), Rollout::Done);
         assert_eq!(
-            rollout_state(&svc(vec![dep("PRIMARY", "td:2", Some("IN_PROGRESS")), dep("ACTIVE", "td:1", Some("COMPLETED"))]), "td:2"),
+            rollout_state(
+                &svc(vec![dep("PRIMARY", "td:2", Some("IN_PROGRESS")), dep("ACTIVE", "td:1", Some("COMPLETED"))]),
+                "td:2"
+            ),
             Rollout::InProgress
         );
-        assert!(matches!(rollout_state(&svc(vec![dep("ACTIVE", "td:2", Some("FAILED")), dep("PRIMARY", "td:1", Some("IN_PROGRESS"))]), "td:2"), Rollout::Failed(_)));
-        assert!(matches!(rollout_state(&svc(vec![dep("PRIMARY", "td:1", Some("COMPLETED"))]), "td:2"), Rollout::Failed(m) if m.contains("rolled back")));
+        assert!(matches!(
+            rollout_state(
+                &svc(vec![dep("ACTIVE", "td:2", Some("FAILED")), dep("PRIMARY", "td:1", Some("IN_PROGRESS"))]),
+                "td:2"
+            ),
+            Rollout::Failed(_)
+        ));
+        assert!(
+            matches!(rollout_state(&svc(vec![dep("PRIMARY", "td:1", Some("COMPLETED"))]), "td:2"), Rollout::Failed(m) if m.contains("rolled back"))
+        );
     }
 }

@@ -13,16 +13,12 @@ use super::diag::{Diagnostic, Pos};
 pub fn parse<T: DeserializeOwned + Default>(file: &Arc<str>, text: &str) -> Result<T, Diagnostic> {
     // Files are read lossily: an invalid UTF-8 sequence arrives here as U+FFFD.
     if let Some(pos) = replacement_char(file, text) {
-        return Err(Diagnostic::new(
-            pos,
-            "the file is not valid UTF-8 here: save it as UTF-8",
-        ));
+        return Err(Diagnostic::new(pos, "the file is not valid UTF-8 here: save it as UTF-8"));
     }
     let options = serde_saphyr::options! {
         with_snippet: false,
     };
-    let parsed: Result<Option<T>, _> =
-        with_file(file, || serde_saphyr::from_str_with_options(text, options));
+    let parsed: Result<Option<T>, _> = with_file(file, || serde_saphyr::from_str_with_options(text, options));
     match parsed {
         Ok(value) => Ok(value.unwrap_or_default()),
         Err(err) => Err(to_diagnostic(file, text, &err)),
@@ -38,32 +34,17 @@ fn replacement_char(file: &Arc<str>, text: &str) -> Option<Pos> {
 
 fn to_diagnostic(file: &Arc<str>, text: &str, err: &serde_saphyr::Error) -> Diagnostic {
     let err = err.without_snippet();
-    let (line, mut column) = err
-        .location()
-        .map(|l| (l.line() as u32, l.column() as u32))
-        .unwrap_or((1, 1));
-    let source_line = text
-        .lines()
-        .nth(line.saturating_sub(1) as usize)
-        .unwrap_or("");
+    let (line, mut column) = err.location().map(|l| (l.line() as u32, l.column() as u32)).unwrap_or((1, 1));
+    let source_line = text.lines().nth(line.saturating_sub(1) as usize).unwrap_or("");
     let message = match err {
         serde_saphyr::Error::InvalidScalar { ty, .. } => {
-            format!(
-                "expected {}, found `{}`",
-                describe_type(ty),
-                token_at(source_line, column)
-            )
+            format!("expected {}, found `{}`", describe_type(ty), token_at(source_line, column))
         }
         serde_saphyr::Error::Unexpected { expected, .. } => {
             format!("expected {}", describe_expected(expected))
         }
-        serde_saphyr::Error::SerdeUnknownVariant {
-            variant, expected, ..
-        } => {
-            format!(
-                "unknown value `{variant}`, expected one of {}",
-                expected.join(", ")
-            )
+        serde_saphyr::Error::SerdeUnknownVariant { variant, expected, .. } => {
+            format!("unknown value `{variant}`, expected one of {}", expected.join(", "))
         }
         serde_saphyr::Error::SerdeMissingField { field, .. } => {
             format!("missing required field `{field}`")
@@ -74,10 +55,7 @@ fn to_diagnostic(file: &Arc<str>, text: &str, err: &serde_saphyr::Error) -> Diag
         _ => {
             let msg = clean_message(&UserMessageFormatter.format_message(err));
             if msg.contains("tab") && source_line.contains('\t') {
-                column = source_line
-                    .chars()
-                    .position(|c| c == '\t')
-                    .map_or(column, |c| c as u32 + 1);
+                column = source_line.chars().position(|c| c == '\t').map_or(column, |c| c as u32 + 1);
                 "tab character in indentation: YAML indents with spaces only".to_string()
             } else if msg.contains("quoted scalar") {
                 format!("{msg}: is a closing quote missing?")
@@ -121,10 +99,7 @@ fn describe_expected(expected: &str) -> &str {
 
 /// The scalar written at 1-based `column` of `line`, up to the end of a flow or block value.
 fn token_at(line: &str, column: u32) -> String {
-    let rest: String = line
-        .chars()
-        .skip(column.saturating_sub(1) as usize)
-        .collect();
+    let rest: String = line.chars().skip(column.saturating_sub(1) as usize).collect();
     let end = rest.find([',', ']', '}', '#']).unwrap_or(rest.len());
     rest[..end].trim().to_string()
 }
@@ -134,10 +109,7 @@ fn clean_message(message: &str) -> String {
     let mut msg = message.trim().to_string();
     if let Some(idx) = msg.rfind(" at line ") {
         let tail = &msg[idx + " at line ".len()..];
-        if tail
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == ',' || c == ' ' || "column".contains(c))
-        {
+        if tail.chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ' || "column".contains(c)) {
             msg.truncate(idx);
         }
     }
@@ -150,10 +122,7 @@ mod tests {
 
     #[test]
     fn strips_the_position_suffix() {
-        assert_eq!(
-            clean_message("unknown field `x` at line 3, column 5"),
-            "unknown field `x`"
-        );
+        assert_eq!(clean_message("unknown field `x` at line 3, column 5"), "unknown field `x`");
         assert_eq!(clean_message("plain"), "plain");
     }
 

@@ -183,13 +183,16 @@ impl Daemon {
         if new.repo != old.repo {
             match Poller::open(&new, git_auth(&new)) {
                 Ok(p) => st.poller = Arc::new(Mutex::new(p)),
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot open the repository of the new config; keeping the old one"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot open the repository of the new config; keeping the old one")
+                }
             }
         }
         if new.concurrency != old.concurrency {
             st.semaphore = Arc::new(Semaphore::new(new.concurrency));
         }
-        let added: Vec<String> = new.environments.keys().filter(|e| !old.environments.contains_key(*e)).cloned().collect();
+        let added: Vec<String> =
+            new.environments.keys().filter(|e| !old.environments.contains_key(*e)).cloned().collect();
         {
             let mut status = self.shared.status.write().expect("status lock");
             status.environments.retain(|e| new.environments.contains_key(&e.name));
@@ -206,7 +209,9 @@ impl Daemon {
         );
         // Changed or new environments reconcile at once under the new config.
         let mut now_due: Vec<String> = added;
-        now_due.extend(new.environments.iter().filter(|(k, v)| old.environments.get(*k) != Some(*v)).map(|(k, _)| k.clone()));
+        now_due.extend(
+            new.environments.iter().filter(|(k, v)| old.environments.get(*k) != Some(*v)).map(|(k, _)| k.clone()),
+        );
         if !now_due.is_empty() {
             self.shared.trigger(now_due);
         }
@@ -240,7 +245,11 @@ impl Daemon {
                     (Some(p.checkout.clone()), None)
                 }
                 Some(Err(e)) => {
-                    self.shared.metrics.git_fetch.get_or_create(&labels(&[("env", &env.name), ("result", "error")])).inc();
+                    self.shared
+                        .metrics
+                        .git_fetch
+                        .get_or_create(&labels(&[("env", &env.name), ("result", "error")]))
+                        .inc();
                     tracing::warn!(env = %env.name, error = %e, "git poll failed; keeping the last good commit");
                     (st.poller.lock().expect("poller lock").last(&env.name), Some(e.clone()))
                 }
@@ -278,7 +287,11 @@ impl Daemon {
         });
         let mut data = Vec::new();
         for (env, checkout, fetch_error, reports, took) in futures::future::join_all(futures).await {
-            self.shared.metrics.reconcile_duration.get_or_create(&labels(&[("env", &env.name)])).observe(took.as_secs_f64());
+            self.shared
+                .metrics
+                .reconcile_duration
+                .get_or_create(&labels(&[("env", &env.name)]))
+                .observe(took.as_secs_f64());
             self.record(st, &env.name, &checkout, fetch_error, &reports);
             data.extend(cloudwatch_data(&self.shared, &env.name));
         }
@@ -307,7 +320,14 @@ impl Daemon {
     }
 
     /// Folds an environment's reports into the scheduler, the status and the counters.
-    fn record(&self, st: &mut LoopState, env: &str, checkout: &Checkout, fetch_error: Option<String>, reports: &[ServiceReport]) {
+    fn record(
+        &self,
+        st: &mut LoopState,
+        env: &str,
+        checkout: &Checkout,
+        fetch_error: Option<String>,
+        reports: &[ServiceReport],
+    ) {
         let now = Instant::now();
         let mut sched = st.scheduler.lock().expect("scheduler lock");
         for r in reports {
@@ -379,7 +399,12 @@ fn cloudwatch_data(shared: &Shared, env: &str) -> Vec<crate::aws::Datum> {
     let Some(e) = status.environments.iter().find(|e| e.name == env) else { return Vec::new() };
     let mut out = Vec::new();
     for s in &e.services {
-        let datum = |name, on: bool| crate::aws::Datum { name, env: env.to_string(), service: s.name.clone(), value: f64::from(u8::from(on)) };
+        let datum = |name, on: bool| crate::aws::Datum {
+            name,
+            env: env.to_string(),
+            service: s.name.clone(),
+            value: f64::from(u8::from(on)),
+        };
         out.push(datum("Drift", s.sync == Sync::OutOfSync));
         out.push(datum("SyncFailed", s.sync == Sync::Unknown && s.last_error.is_some()));
         out.push(datum("Degraded", s.health == Health::Degraded));
@@ -391,7 +416,11 @@ fn cloudwatch_data(shared: &Shared, env: &str) -> Vec<crate::aws::Datum> {
 /// and the running config kept.
 pub fn watch_config(path: PathBuf, tx: mpsc::Sender<Arc<Config>>) -> anyhow::Result<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
-    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p }).unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let dir = path
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p })
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
     let file_name = path.file_name().map(|f| f.to_os_string());
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {

@@ -67,7 +67,9 @@ impl Metrics {
             }
             for s in &env.services {
                 let key = labels(&[("env", &env.name), ("service", &s.name)]);
-                drift.get_or_create(&key).set(i64::from(!s.drift.is_empty() || s.sync == super::status::Sync::OutOfSync));
+                drift
+                    .get_or_create(&key)
+                    .set(i64::from(!s.drift.is_empty() || s.sync == super::status::Sync::OutOfSync));
                 held.get_or_create(&key).set(i64::from(s.held));
                 if let Some(t) = s.last_sync {
                     last_sync.get_or_create(&key).set(t);
@@ -84,7 +86,12 @@ impl Metrics {
             }
         }
         reg.register("source_info", "The commit each environment deploys", source);
-        reg.register_with_unit("git_fetch_duration", "Time to poll (and fetch) the repository", Unit::Seconds, self.git_fetch_duration.clone());
+        reg.register_with_unit(
+            "git_fetch_duration",
+            "Time to poll (and fetch) the repository",
+            Unit::Seconds,
+            self.git_fetch_duration.clone(),
+        );
         reg.register("git_fetch", "Repository polls by result", self.git_fetch.clone());
         reg.register_with_unit(
             "reconcile_duration",
@@ -92,7 +99,11 @@ impl Metrics {
             Unit::Seconds,
             self.reconcile_duration.clone(),
         );
-        reg.register("reconcile", "Service reconciles by result (synced, applied, failed, skipped)", self.reconcile.clone());
+        reg.register(
+            "reconcile",
+            "Service reconciles by result (synced, applied, failed, skipped)",
+            self.reconcile.clone(),
+        );
         reg.register("service_drift", "1 when live state differs from git", drift);
         reg.register("service_info", "The service's commit, task definition and status", info);
         reg.register_with_unit(

@@ -59,7 +59,12 @@ pub struct EnvInput<'a> {
 
 impl<'a> EnvInput<'a> {
     /// Every service of `checkout` in `env`, ungated, with its own concurrency bound.
-    pub fn new(config: &'a Config, env: &'a EnvConfig, checkout: &'a crate::source::checkout::Checkout, mode: Mode) -> Self {
+    pub fn new(
+        config: &'a Config,
+        env: &'a EnvConfig,
+        checkout: &'a crate::source::checkout::Checkout,
+        mode: Mode,
+    ) -> Self {
         EnvInput {
             config,
             env,
@@ -100,7 +105,11 @@ impl Outcome {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            Outcome::Failed(_) | Outcome::Unmanaged(_) | Outcome::WaitingForImage(_) | Outcome::Skipped(_) | Outcome::Held(_)
+            Outcome::Failed(_)
+                | Outcome::Unmanaged(_)
+                | Outcome::WaitingForImage(_)
+                | Outcome::Skipped(_)
+                | Outcome::Held(_)
         )
     }
 }
@@ -165,7 +174,10 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     // 1. Resolve every spec; broken ones fail alone.
     for broken in &input.repo.broken {
         if broken.envs.iter().any(|e| e == &env.name) && input.only.is_none_or(|o| o == broken.key) {
-            let mut r = ServiceReport::failed(&broken.key, format!("invalid spec:\n{}", diag::render(&broken.errors).trim_end()));
+            let mut r = ServiceReport::failed(
+                &broken.key,
+                format!("invalid spec:\n{}", diag::render(&broken.errors).trim_end()),
+            );
             r.diagnostics = broken.errors.clone();
             reports.insert(broken.key.clone(), r);
         }
@@ -178,7 +190,8 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
         match def.resolve(&env.name) {
             Ok(spec) => specs.push(spec),
             Err(diags) => {
-                let mut r = ServiceReport::failed(&def.name, format!("invalid spec:\n{}", diag::render(&diags).trim_end()));
+                let mut r =
+                    ServiceReport::failed(&def.name, format!("invalid spec:\n{}", diag::render(&diags).trim_end()));
                 r.diagnostics = diags;
                 reports.insert(def.name.clone(), r);
             }
@@ -190,7 +203,10 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
         Ok(a) => Some(a),
         Err(e) => {
             for s in &specs {
-                reports.insert(s.name.clone(), ServiceReport::failed(&s.name, format!("cannot tell the AWS account: {e}")));
+                reports.insert(
+                    s.name.clone(),
+                    ServiceReport::failed(&s.name, format!("cannot tell the AWS account: {e}")),
+                );
             }
             return reports.into_values().collect();
         }
@@ -244,7 +260,10 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
                 prepared.insert(spec.name.clone(), Prepared { spec, desired, image });
             }
             Err(diags) => {
-                reports.insert(spec.name.clone(), ServiceReport::failed(&spec.name, diag::render(&diags).trim_end().to_string()));
+                reports.insert(
+                    spec.name.clone(),
+                    ServiceReport::failed(&spec.name, diag::render(&diags).trim_end().to_string()),
+                );
             }
         }
     }
@@ -262,7 +281,11 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     };
 
     // 5. Plan each service.
-    let ctx = NormContext { partition: aws_config.partition().to_string(), region: aws_config.region.clone(), account_id: account };
+    let ctx = NormContext {
+        partition: aws_config.partition().to_string(),
+        region: aws_config.region.clone(),
+        account_id: account,
+    };
     let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
     for (name, p) in &prepared {
         let mut state = live.get(name).cloned().unwrap_or_default();
@@ -338,18 +361,17 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
 
     // 6. Execute, dependencies first, independent services in parallel.
     let layers = dependency_layers(&prepared);
-    let semaphore = input.semaphore.clone().unwrap_or_else(|| Arc::new(Semaphore::new(input.config.concurrency.max(1))));
+    let semaphore =
+        input.semaphore.clone().unwrap_or_else(|| Arc::new(Semaphore::new(input.config.concurrency.max(1))));
     for layer in layers {
         let mut tasks = Vec::new();
         for name in layer {
-            let Some(plan) = plans.get(&name).filter(|p| !p.actions.is_empty() && p.blockers.is_empty()) else { continue };
+            let Some(plan) = plans.get(&name).filter(|p| !p.actions.is_empty() && p.blockers.is_empty()) else {
+                continue;
+            };
             let p = &prepared[&name];
-            let blocked: Vec<&String> = p
-                .spec
-                .depends_on
-                .iter()
-                .filter(|d| reports.get(*d).is_some_and(|r| r.outcome.is_failure()))
-                .collect();
+            let blocked: Vec<&String> =
+                p.spec.depends_on.iter().filter(|d| reports.get(*d).is_some_and(|r| r.outcome.is_failure())).collect();
             if !blocked.is_empty() {
                 let r = reports.get_mut(&name).expect("report");
                 r.outcome = Outcome::Skipped(format!(
@@ -434,14 +456,17 @@ fn reference_problems(spec: &ServiceSpec, verified: &crate::aws::Verified) -> Ve
             Reference::SecretsManager(s) => verified.secret_arns.contains_key(&s.id),
         };
         if !exists {
-            let at = spec.environment.iter().find(|e| matches!(&e.value, crate::core::spec::EnvValue::Secret(x) if x == r));
+            let at =
+                spec.environment.iter().find(|e| matches!(&e.value, crate::core::spec::EnvValue::Secret(x) if x == r));
             let pos = at.map(|e| e.pos.to_string()).unwrap_or_default();
             problems.push(format!("{pos}: secret {} does not exist", reference_label(r)));
         }
     }
     for (name, pos) in spec.ssm_variables() {
         if verified.secure_variables.contains(name) {
-            problems.push(format!("{pos}: SSM parameter {name} is a SecureString: declare it under `secrets`, not `variables`"));
+            problems.push(format!(
+                "{pos}: SSM parameter {name} is a SecureString: declare it under `secrets`, not `variables`"
+            ));
         } else if !verified.ssm_values.contains_key(name) {
             problems.push(format!("{pos}: SSM parameter {name} does not exist"));
         }
@@ -497,7 +522,9 @@ async fn read_live(
         let rid = format!("service/{cluster}/{name}");
         let service = services.get(name).cloned().filter(|s| s.status != "INACTIVE");
         let task_definition = match &service {
-            Some(s) if !s.settings.task_definition.is_empty() => aws.describe_task_definition(&s.settings.task_definition).await?,
+            Some(s) if !s.settings.task_definition.is_empty() => {
+                aws.describe_task_definition(&s.settings.task_definition).await?
+            }
             _ => None,
         };
         out.insert(
@@ -532,15 +559,23 @@ async fn execute(
     poll: Duration,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Execution {
-    let mut ex = Execution { interrupted: false, applied: Vec::new(), task_definition: None, error: None, rollout_failed: false };
+    let mut ex = Execution {
+        interrupted: false,
+        applied: Vec::new(),
+        task_definition: None,
+        error: None,
+        rollout_failed: false,
+    };
     let mut registered: Option<String> = None;
     let mut deployed: Option<String> = None;
     for action in &plan.actions {
         let result = match action {
-            Action::RegisterTaskDefinition { task_definition } => aws.register_task_definition(task_definition).await.map(|arn| {
-                registered = Some(arn.clone());
-                format!("registered {arn}")
-            }),
+            Action::RegisterTaskDefinition { task_definition } => {
+                aws.register_task_definition(task_definition).await.map(|arn| {
+                    registered = Some(arn.clone());
+                    format!("registered {arn}")
+                })
+            }
             Action::CreateService { settings, revision, desired_count } => {
                 let arn = revision_arn(revision, &registered);
                 aws.create_service(settings, &arn, *desired_count).await.map(|_| {
@@ -558,10 +593,9 @@ async fn execute(
                 })
             }
             Action::TagService { arn, tags } => aws.tag_resource(arn, tags).await.map(|_| "tagged service".to_string()),
-            Action::RegisterScalableTarget { target } => aws
-                .register_scalable_target(target)
-                .await
-                .map(|_| format!("registered scalable target (min {}, max {})", target.min_capacity, target.max_capacity)),
+            Action::RegisterScalableTarget { target } => aws.register_scalable_target(target).await.map(|_| {
+                format!("registered scalable target (min {}, max {})", target.min_capacity, target.max_capacity)
+            }),
             Action::PutScalingPolicy { policy } => {
                 aws.put_scaling_policy(policy).await.map(|_| format!("put scaling policy {}", policy.policy_name))
             }
@@ -583,7 +617,14 @@ async fn execute(
     }
     ex.task_definition = deployed.clone().or(registered);
     if let (Some(arn), true) = (deployed, env.rollout_wait) {
-        let wait = wait_for_rollout(aws, &desired.service.cluster, &desired.service.service_name, &arn, env.rollout_timeout, poll);
+        let wait = wait_for_rollout(
+            aws,
+            &desired.service.cluster,
+            &desired.service.service_name,
+            &arn,
+            env.rollout_timeout,
+            poll,
+        );
         tokio::select! {
             result = wait => match result {
                 Ok(()) => ex.applied.push("rollout completed".to_string()),

@@ -1,6 +1,5 @@
 //! The daemon's shared status: what `/status`, `/metrics` and `berth status` show.
 
-
 use serde::{Deserialize, Serialize};
 
 use super::reconcile::{Outcome, ServiceReport};
@@ -96,13 +95,19 @@ pub fn service_status(report: &ServiceReport, held: bool, now: f64, previous: Op
     let (sync, health, error) = match &report.outcome {
         Outcome::Synced | Outcome::Applied => (Sync::Synced, Health::Healthy, None),
         Outcome::OutOfSync => (Sync::OutOfSync, if missing { Health::Missing } else { Health::Healthy }, None),
-        Outcome::WaitingForImage(image) => (Sync::OutOfSync, Health::Progressing, Some(format!("waiting for image {image}"))),
+        Outcome::WaitingForImage(image) => {
+            (Sync::OutOfSync, Health::Progressing, Some(format!("waiting for image {image}")))
+        }
         Outcome::Skipped(reason) => (Sync::OutOfSync, Health::Progressing, Some(reason.clone())),
         Outcome::Unmanaged(reason) => (Sync::OutOfSync, Health::Unmanaged, Some(reason.clone())),
         Outcome::Held(reason) if held => (Sync::OutOfSync, Health::Degraded, Some(reason.clone())),
-        Outcome::Held(reason) => (Sync::OutOfSync, if missing { Health::Missing } else { Health::Progressing }, Some(reason.clone())),
+        Outcome::Held(reason) => {
+            (Sync::OutOfSync, if missing { Health::Missing } else { Health::Progressing }, Some(reason.clone()))
+        }
         Outcome::Failed(reason) if report.rollout_failed => (Sync::OutOfSync, Health::Degraded, Some(reason.clone())),
-        Outcome::Failed(reason) => (Sync::Unknown, if missing { Health::Missing } else { Health::Unknown }, Some(reason.clone())),
+        Outcome::Failed(reason) => {
+            (Sync::Unknown, if missing { Health::Missing } else { Health::Unknown }, Some(reason.clone()))
+        }
     };
     let last_sync = if sync == Sync::Synced { Some(now) } else { previous.and_then(|p| p.last_sync) };
     ServiceStatus {

@@ -20,7 +20,12 @@ pub struct Checkout {
     pub commit: String,
 }
 
-pub fn commits_for(repo_git: &git2::Repository, head: git2::Oid, prefix: &str, repo: &Repo) -> anyhow::Result<BTreeMap<String, String>> {
+pub fn commits_for(
+    repo_git: &git2::Repository,
+    head: git2::Oid,
+    prefix: &str,
+    repo: &Repo,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let join = |d: &str| [prefix, d].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("/");
     let dirs: Vec<String> = repo.services.iter().map(|s| join(&s.dir)).collect();
     let found = git::path_commits(repo_git, head, &dirs)?;
@@ -44,7 +49,8 @@ pub fn local_checkout(dir: &Path, config: &Config, env: &EnvConfig) -> anyhow::R
             format!("environment `{}` deploys release tags, and HEAD of {} has no vX.Y.Z tag", env.name, dir.display())
         })?),
     };
-    let ref_name = git_repo.head().ok().and_then(|h| h.name().ok().map(str::to_string)).unwrap_or_else(|| "HEAD".into());
+    let ref_name =
+        git_repo.head().ok().and_then(|h| h.name().ok().map(str::to_string)).unwrap_or_else(|| "HEAD".into());
     Ok(Checkout { repo, commits, version, ref_name, commit: head.to_string() })
 }
 
@@ -63,9 +69,14 @@ pub fn remote_checkout(config: &Config, env: &EnvConfig) -> anyhow::Result<Check
     let files: RepoFiles = git::read_commit(&mirror.repo, resolved.commit, &config.repo.discovery)?;
     let repo = Repo::load(&files);
     let commits = commits_for(&mirror.repo, resolved.commit, "", &repo)?;
-    Ok(Checkout { repo, commits, version: resolved.version, ref_name: resolved.ref_name, commit: resolved.commit.to_string() })
+    Ok(Checkout {
+        repo,
+        commits,
+        version: resolved.version,
+        ref_name: resolved.ref_name,
+        commit: resolved.commit.to_string(),
+    })
 }
-
 
 /// The daemon's view of the remote: one mirror, and the checkout each environment had at
 /// its last poll.

@@ -20,9 +20,10 @@ pub fn matcher(glob: &str) -> anyhow::Result<GlobMatcher> {
 pub fn read(root: &Path, glob: &str) -> anyhow::Result<RepoFiles> {
     let matcher = matcher(glob)?;
     let mut out = RepoFiles::default();
-    let walk = walkdir::WalkDir::new(root).sort_by_file_name().into_iter().filter_entry(|e| {
-        e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
-    });
+    let walk = walkdir::WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
     for entry in walk {
         let entry = entry.with_context(|| format!("cannot read {}", root.display()))?;
         if !entry.file_type().is_file() {
@@ -48,10 +49,7 @@ pub fn read(root: &Path, glob: &str) -> anyhow::Result<RepoFiles> {
 
 fn relative(root: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(root).unwrap_or(path);
-    rel.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 fn read_text(path: &Path) -> anyhow::Result<String> {

@@ -55,7 +55,8 @@ pub fn path_commits(repo: &Repository, head: Oid, dirs: &[String]) -> anyhow::Re
 
 /// The commit checked out in the repository that contains `dir` (its HEAD), and the repo.
 pub fn open_head(dir: &Path) -> anyhow::Result<(Repository, Oid)> {
-    let repo = Repository::discover(dir).with_context(|| format!("{} is not inside a git repository", dir.display()))?;
+    let repo =
+        Repository::discover(dir).with_context(|| format!("{} is not inside a git repository", dir.display()))?;
     let head = repo
         .head()
         .context("the repository has no HEAD commit")?
@@ -126,7 +127,8 @@ impl Mirror {
             Ok(r) => r,
             Err(_) => {
                 std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-                let r = Repository::init_bare(dir).with_context(|| format!("cannot create a git mirror in {}", dir.display()))?;
+                let r = Repository::init_bare(dir)
+                    .with_context(|| format!("cannot create a git mirror in {}", dir.display()))?;
                 r.remote("origin", url)?;
                 r
             }

@@ -42,18 +42,9 @@ fn cases() -> Vec<Case> {
             let env = env_dir.file_name().unwrap().to_string_lossy().into_owned();
             let params = ssm_variables(&config)
                 .into_iter()
-                .map(|name| {
-                    format!(
-                        "{name}=from-ssm.{}",
-                        name.trim_start_matches('/').replace('/', ".")
-                    )
-                })
+                .map(|name| format!("{name}=from-ssm.{}", name.trim_start_matches('/').replace('/', ".")))
                 .collect();
-            cases.push(Case {
-                service: service.clone(),
-                env,
-                params,
-            });
+            cases.push(Case { service: service.clone(), env, params });
         }
     }
     cases
@@ -109,9 +100,7 @@ fn port_mappings(v: &Value) -> Vec<Value> {
         .into_iter()
         .map(|mut m| {
             if let Some(obj) = m.as_object_mut()
-                && obj
-                    .get("hostPort")
-                    .is_some_and(|h| Some(h) == obj.get("containerPort"))
+                && obj.get("hostPort").is_some_and(|h| Some(h) == obj.get("containerPort"))
             {
                 obj.remove("hostPort");
             }
@@ -122,10 +111,7 @@ fn port_mappings(v: &Value) -> Vec<Value> {
 
 /// `name` and `valueFrom` of each secret.
 fn secrets(v: &Value) -> Vec<Value> {
-    list(v)
-        .iter()
-        .map(|s| json!({"name": s["name"], "valueFrom": s["valueFrom"]}))
-        .collect()
+    list(v).iter().map(|s| json!({"name": s["name"], "valueFrom": s["valueFrom"]})).collect()
 }
 
 /// Tags sorted by key.
@@ -157,24 +143,18 @@ fn render(case: &Case) -> String {
         args.push("--param".as_ref());
         args.push(p.as_ref());
     }
-    stdout_ok(
-        &format!("berth render {}/{}", case.service, case.env),
-        &berth(&args),
-    )
+    stdout_ok(&format!("berth render {}/{}", case.service, case.env), &berth(&args))
 }
 
 /// Render, register through the CLI, describe through the CLI, compare.
 fn round_trip(moto: &Moto, dir: &Path, case: &Case) {
     let ctx = format!("{}/{}", case.service, case.env);
     let text = render(case);
-    let want: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{ctx}: render printed bad JSON: {e}"));
+    let want: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{ctx}: render printed bad JSON: {e}"));
     let input = dir.join(format!("{}-{}.json", case.service, case.env));
     std::fs::write(&input, &text).expect("cannot write the CLI input");
 
-    let family = want["family"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{ctx}: no family in the render"));
+    let family = want["family"].as_str().unwrap_or_else(|| panic!("{ctx}: no family in the render"));
     let out = moto.aws(&[
         "ecs",
         "register-task-definition",
@@ -194,46 +174,22 @@ fn round_trip(moto: &Moto, dir: &Path, case: &Case) {
         "--output",
         "json",
     ]);
-    let got: Value = serde_json::from_str(&stdout_ok(
-        &format!("{ctx}: aws ecs describe-task-definition"),
-        &out,
-    ))
-    .unwrap_or_else(|e| panic!("{ctx}: describe printed bad JSON: {e}"));
+    let got: Value = serde_json::from_str(&stdout_ok(&format!("{ctx}: aws ecs describe-task-definition"), &out))
+        .unwrap_or_else(|e| panic!("{ctx}: describe printed bad JSON: {e}"));
     let td = &got["taskDefinition"];
 
     assert_eq!(td["family"], want["family"], "{ctx}: family");
-    assert_eq!(
-        td["revision"],
-        json!(1),
-        "{ctx}: a fresh server gives revision 1"
-    );
+    assert_eq!(td["revision"], json!(1), "{ctx}: a fresh server gives revision 1");
     assert_eq!(td["status"], json!("ACTIVE"), "{ctx}: status");
-    for field in [
-        "cpu",
-        "memory",
-        "networkMode",
-        "requiresCompatibilities",
-        "taskRoleArn",
-        "executionRoleArn",
-    ] {
+    for field in ["cpu", "memory", "networkMode", "requiresCompatibilities", "taskRoleArn", "executionRoleArn"] {
         assert_eq!(td[field], want[field], "{ctx}: {field}");
     }
-    assert!(
-        want["cpu"].is_string() && want["memory"].is_string(),
-        "{ctx}: task cpu/memory are strings in the API"
-    );
+    assert!(want["cpu"].is_string() && want["memory"].is_string(), "{ctx}: task cpu/memory are strings in the API");
 
     let want_containers = list(&want["containerDefinitions"]);
     let got_containers = list(&td["containerDefinitions"]);
-    assert!(
-        !want_containers.is_empty(),
-        "{ctx}: the render has no container"
-    );
-    assert_eq!(
-        got_containers.len(),
-        want_containers.len(),
-        "{ctx}: container count"
-    );
+    assert!(!want_containers.is_empty(), "{ctx}: the render has no container");
+    assert_eq!(got_containers.len(), want_containers.len(), "{ctx}: container count");
     for w in &want_containers {
         let name = w["name"].as_str().expect("a container without a name");
         let g = got_containers
@@ -243,71 +199,27 @@ fn round_trip(moto: &Moto, dir: &Path, case: &Case) {
         let ctx = format!("{ctx} container {name}");
         assert_eq!(g["image"], w["image"], "{ctx}: image");
         assert_eq!(g["essential"], w["essential"], "{ctx}: essential");
-        assert_eq!(
-            list(&g["environment"]),
-            list(&w["environment"]),
-            "{ctx}: environment"
-        );
-        assert_eq!(
-            secrets(&g["secrets"]),
-            secrets(&w["secrets"]),
-            "{ctx}: secrets (valueFrom)"
-        );
-        assert_eq!(
-            port_mappings(&g["portMappings"]),
-            port_mappings(&w["portMappings"]),
-            "{ctx}: portMappings"
-        );
+        assert_eq!(list(&g["environment"]), list(&w["environment"]), "{ctx}: environment");
+        assert_eq!(secrets(&g["secrets"]), secrets(&w["secrets"]), "{ctx}: secrets (valueFrom)");
+        assert_eq!(port_mappings(&g["portMappings"]), port_mappings(&w["portMappings"]), "{ctx}: portMappings");
         assert_eq!(g["healthCheck"], w["healthCheck"], "{ctx}: healthCheck");
-        assert_eq!(
-            g["logConfiguration"], w["logConfiguration"],
-            "{ctx}: logConfiguration"
-        );
+        assert_eq!(g["logConfiguration"], w["logConfiguration"], "{ctx}: logConfiguration");
         assert_eq!(g["dockerLabels"], w["dockerLabels"], "{ctx}: dockerLabels");
     }
-    assert!(
-        !list(&want["tags"]).is_empty(),
-        "{ctx}: the render has no tags"
-    );
-    assert_eq!(
-        tags(&got["tags"]),
-        tags(&want["tags"]),
-        "{ctx}: tags (describe --include TAGS)"
-    );
+    assert!(!list(&want["tags"]).is_empty(), "{ctx}: the render has no tags");
+    assert_eq!(tags(&got["tags"]), tags(&want["tags"]), "{ctx}: tags (describe --include TAGS)");
 }
 
 #[test]
 fn fixture_parsing_finds_every_service_env_and_ssm_variable() {
     let cases = cases();
-    let found: Vec<String> = cases
-        .iter()
-        .map(|c| format!("{}/{}", c.service, c.env))
-        .collect();
-    for expected in [
-        "bpg/pre",
-        "bpg/prod",
-        "klausapproves/pre",
-        "klausapproves/prod",
-        "ledger/pre",
-        "notifier/prod",
-    ] {
-        assert!(
-            found.iter().any(|f| f == expected),
-            "{expected} missing from {found:?}"
-        );
+    let found: Vec<String> = cases.iter().map(|c| format!("{}/{}", c.service, c.env)).collect();
+    for expected in ["bpg/pre", "bpg/prod", "klausapproves/pre", "klausapproves/prod", "ledger/pre", "notifier/prod"] {
+        assert!(found.iter().any(|f| f == expected), "{expected} missing from {found:?}");
     }
-    assert!(
-        !found.iter().any(|f| f == "ledger/prod"),
-        "ledger has no prod folder: {found:?}"
-    );
-    let klaus_pre = cases
-        .iter()
-        .find(|c| c.service == "klausapproves" && c.env == "pre")
-        .unwrap();
-    assert_eq!(
-        klaus_pre.params,
-        ["/pre/klausapproves/db-host=from-ssm.pre.klausapproves.db-host"]
-    );
+    assert!(!found.iter().any(|f| f == "ledger/prod"), "ledger has no prod folder: {found:?}");
+    let klaus_pre = cases.iter().find(|c| c.service == "klausapproves" && c.env == "pre").unwrap();
+    assert_eq!(klaus_pre.params, ["/pre/klausapproves/db-host=from-ssm.pre.klausapproves.db-host"]);
 }
 
 #[test]
@@ -319,10 +231,8 @@ fn rendered_task_definitions_register_and_read_back_through_the_aws_cli() {
     // The CLI takes ~0.5 s to start, so run the cases side by side on the one server
     // (every case has its own family).
     let failures: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = cases
-            .iter()
-            .map(|case| (case, scope.spawn(|| round_trip(&moto, dir.path(), case))))
-            .collect();
+        let handles: Vec<_> =
+            cases.iter().map(|case| (case, scope.spawn(|| round_trip(&moto, dir.path(), case)))).collect();
         handles
             .into_iter()
             .filter_map(|(case, h)| {
@@ -337,11 +247,5 @@ fn rendered_task_definitions_register_and_read_back_through_the_aws_cli() {
             })
             .collect()
     });
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
 }

@@ -7,7 +7,17 @@ fn new_service_scaffolds_files_that_validate_and_a_ci_workflow() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().to_string_lossy().into_owned();
     let out = berth([
-        "new", "service", "payments", "--envs", "pre,prod,qa", "--repo", &repo, "--autoscaling", "memory", "--depends-on", "",
+        "new",
+        "service",
+        "payments",
+        "--envs",
+        "pre,prod,qa",
+        "--repo",
+        &repo,
+        "--autoscaling",
+        "memory",
+        "--depends-on",
+        "",
     ]);
     stdout_ok("berth new service", &out);
     for f in [
@@ -57,7 +67,8 @@ fn schema_describes_both_files_for_editors() {
         assert!(config["properties"].get(key).is_some(), "config.yaml schema lacks {key}");
     }
     assert_eq!(service["additionalProperties"], false, "unknown keys are errors in berth, so in the schema too");
-    let one: serde_json::Value = serde_json::from_str(&stdout_ok("berth schema service", &berth(["schema", "service"]))).unwrap();
+    let one: serde_json::Value =
+        serde_json::from_str(&stdout_ok("berth schema service", &berth(["schema", "service"]))).unwrap();
     assert_eq!(&one, service);
 }
 

@@ -20,8 +20,19 @@ fn render_td(w: &World, env: &str, service: &str) -> Value {
     let repo = w.repo.to_string_lossy().into_owned();
     let commit = git(&w.repo, &["log", "-1", "--first-parent", "--format=%H", "--", &format!("services/{service}")]);
     let mut args = vec![
-        "render", "--config", &config, "--repo", &repo, "--env", env, "--service", service, "--only", "task-definition",
-        "--commit", &commit,
+        "render",
+        "--config",
+        &config,
+        "--repo",
+        &repo,
+        "--env",
+        env,
+        "--service",
+        service,
+        "--only",
+        "task-definition",
+        "--commit",
+        &commit,
     ];
     let ssm = format!("/{env}/klausapproves/db-host=db.{env}.internal");
     args.extend(["--param", &ssm]);
@@ -89,7 +100,12 @@ print(json.dumps(out, default=str))
                 assert_eq!(gc[field], wc[field], "{key}: {field}");
             }
             // Secrets: same names; valueFrom is the full ARN berth looked up.
-            let names = |c: &Value| c["secrets"].as_array().map(|a| a.iter().map(|s| s["name"].clone()).collect::<Vec<_>>()).unwrap_or_default();
+            let names = |c: &Value| {
+                c["secrets"]
+                    .as_array()
+                    .map(|a| a.iter().map(|s| s["name"].clone()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            };
             assert_eq!(names(gc), names(wc), "{key}: secrets");
         }
     }
@@ -104,7 +120,10 @@ print(json.dumps(out, default=str))
         let t = targets.iter().find(|t| t["ResourceId"] == rid).unwrap_or_else(|| panic!("no target {rid}"));
         assert_eq!((t["MinCapacity"].as_i64(), t["MaxCapacity"].as_i64()), (Some(min), Some(max)), "{rid}");
         let p = policies.iter().find(|p| p["ResourceId"] == rid).unwrap_or_else(|| panic!("no policy {rid}"));
-        assert_eq!(p["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"]["PredefinedMetricType"], metric);
+        assert_eq!(
+            p["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"]["PredefinedMetricType"],
+            metric
+        );
     }
 
     // The no-false-drift proof: apply again writes nothing, and diff finds nothing.
@@ -162,18 +181,22 @@ aas.register_scalable_target(ServiceNamespace="ecs", ResourceId="service/pre/bpg
 fn a_git_change_registers_one_revision_per_changed_service_only() {
     let w = World::new();
     assert_eq!(w.apply("pre", &[]).status.code(), Some(0));
-    w.commit_edit("services/notifier/deploy/service.yaml", |t| t.replace("cpu: 256, memory: 512", "cpu: 512, memory: 1024"), "notifier: more cpu");
-    w.commit_edit("services/bpg/deploy/pre/config.yaml", |t| t.replace("value: debug", "value: trace"), "bpg: trace logs");
+    w.commit_edit(
+        "services/notifier/deploy/service.yaml",
+        |t| t.replace("cpu: 256, memory: 512", "cpu: 512, memory: 1024"),
+        "notifier: more cpu",
+    );
+    w.commit_edit(
+        "services/bpg/deploy/pre/config.yaml",
+        |t| t.replace("value: debug", "value: trace"),
+        "bpg: trace logs",
+    );
     w.push_images();
     w.proxy.reset_counts();
     let out = w.apply("pre", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let families: Vec<String> = w
-        .proxy
-        .bodies("RegisterTaskDefinition")
-        .iter()
-        .map(|b| b["family"].as_str().unwrap().to_string())
-        .collect();
+    let families: Vec<String> =
+        w.proxy.bodies("RegisterTaskDefinition").iter().map(|b| b["family"].as_str().unwrap().to_string()).collect();
     assert_eq!(families, vec!["bpg-pre", "notifier-pre"], "{}", text(&out));
     let (code, report) = w.diff_json("pre");
     assert_eq!(code, 0, "{report:#}");
@@ -237,7 +260,9 @@ fn a_missing_secret_fails_its_service_alone_and_no_secret_value_is_printed() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("klausapproves            Failed"), "{stdout}");
     assert!(
-        stdout.contains("services/klausapproves/deploy/service.yaml:24:15: secret secretsmanager:pre/klaus#api_key does not exist"),
+        stdout.contains(
+            "services/klausapproves/deploy/service.yaml:24:15: secret secretsmanager:pre/klaus#api_key does not exist"
+        ),
         "{stdout}"
     );
     let (_, report) = w.diff_json("pre");
@@ -256,7 +281,11 @@ fn a_missing_secret_fails_its_service_alone_and_no_secret_value_is_printed() {
 fn throttling_is_retried_and_makes_no_duplicate_revisions() {
     let w = World::new();
     assert_eq!(w.apply("pre", &[]).status.code(), Some(0));
-    w.commit_edit("services/notifier/deploy/pre/config.yaml", |t| t.replace("notifier-pre", "notifier-pre-2"), "notifier: queue");
+    w.commit_edit(
+        "services/notifier/deploy/pre/config.yaml",
+        |t| t.replace("notifier-pre", "notifier-pre-2"),
+        "notifier: queue",
+    );
     w.push_images();
     w.proxy.reset_counts();
     w.proxy.inject("DescribeServices", Fault::Throttle, 2);
@@ -278,7 +307,11 @@ fn throttling_is_retried_and_makes_no_duplicate_revisions() {
 fn an_update_that_fails_after_registering_reuses_the_revision_next_time() {
     let w = World::new();
     assert_eq!(w.apply("pre", &[]).status.code(), Some(0));
-    w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2\n  health: /ready"), "ledger: ready path");
+    w.commit_edit(
+        "services/ledger/deploy/service.yaml",
+        |t| t.replace("count: 1", "count: 2\n  health: /ready"),
+        "ledger: ready path",
+    );
     w.push_images();
     w.proxy.inject("UpdateService", Fault::Status(400), 1);
     let out = w.apply("pre", &["--service", "ledger"]);

@@ -42,7 +42,8 @@ impl Daemon {
             .stdout(file.try_clone().unwrap())
             .stderr(file);
         let child = cmd.spawn().expect("cannot start berth daemon");
-        let d = Daemon { child: Some(child), metrics: format!("127.0.0.1:{m}"), webhook: format!("127.0.0.1:{h}"), log };
+        let d =
+            Daemon { child: Some(child), metrics: format!("127.0.0.1:{m}"), webhook: format!("127.0.0.1:{h}"), log };
         d.wait_for("healthz", Duration::from_secs(20), |d| d.get("/healthz").0 == 200);
         d
     }
@@ -76,11 +77,16 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("timed out after {limit:?} waiting for {what}\n--- status\n{}\n--- log\n{}", self.get("/status").1, self.log());
+        panic!(
+            "timed out after {limit:?} waiting for {what}\n--- status\n{}\n--- log\n{}",
+            self.get("/status").1,
+            self.log()
+        );
     }
 
     fn webhook(&self, body: &str, signature: Option<String>) -> (u16, String) {
-        let mut headers = vec![("X-GitHub-Event", "push".to_string()), ("Content-Type", "application/json".to_string())];
+        let mut headers =
+            vec![("X-GitHub-Event", "push".to_string()), ("Content-Type", "application/json".to_string())];
         if let Some(s) = signature {
             headers.push(("X-Hub-Signature-256", s));
         }
@@ -122,7 +128,8 @@ impl Drop for Daemon {
 fn http(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(addr) else { return (0, String::new()) };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -183,7 +190,11 @@ fn pushes_deploy_develop_to_pre_and_release_tags_to_prod() {
     w.push_images();
     w.push();
     d.wait_for("prod on 1.2.0", Duration::from_secs(30), |_| image_of(&w, "prod", "bpg").ends_with("bpg:1.2.0"));
-    w.commit_edit("services/notifier/deploy/prod/config.yaml", |t| t.replace("notifier-prod", "notifier-prod-rc"), "rc");
+    w.commit_edit(
+        "services/notifier/deploy/prod/config.yaml",
+        |t| t.replace("notifier-prod", "notifier-prod-rc"),
+        "rc",
+    );
     git(&w.repo, &["tag", "v1.3.0-rc.1"]);
     w.push_images();
     w.push();
@@ -235,7 +246,8 @@ fn a_signed_webhook_wakes_the_daemon_and_a_bad_one_is_refused() {
     *w.poll_interval.borrow_mut() = "10m".into();
     let d = Daemon::start(&w);
     d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
-    let commit = w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
+    let commit =
+        w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
     w.push_images();
     w.push();
     let body = r#"{"ref":"refs/heads/develop","after":"x"}"#;
@@ -244,7 +256,11 @@ fn a_signed_webhook_wakes_the_daemon_and_a_bad_one_is_refused() {
     let (code, _) = d.webhook(body, None);
     assert_eq!(code, 401);
     std::thread::sleep(Duration::from_secs(2));
-    assert_ne!(d.service("pre", "ledger").unwrap()["commit"], commit.as_str(), "an unsigned webhook must trigger nothing");
+    assert_ne!(
+        d.service("pre", "ledger").unwrap()["commit"],
+        commit.as_str(),
+        "an unsigned webhook must trigger nothing"
+    );
     let (code, answer) = d.webhook(body, Some(sign(body)));
     assert_eq!(code, 202, "{answer}");
     assert!(answer.contains("\"pre\""), "{answer}");
@@ -269,7 +285,9 @@ fn a_failed_rollout_is_degraded_and_not_retried_until_git_changes() {
     w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
     w.push_images();
     w.push();
-    d.wait_for("Degraded", Duration::from_secs(30), |d| d.service("pre", "ledger").is_some_and(|s| s["health"] == "Degraded"));
+    d.wait_for("Degraded", Duration::from_secs(30), |d| {
+        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Degraded")
+    });
     let updates = w.proxy.count("UpdateService");
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(w.proxy.count("UpdateService"), updates, "the failed spec was applied again:\n{}", d.log());
@@ -282,7 +300,9 @@ fn a_failed_rollout_is_degraded_and_not_retried_until_git_changes() {
     w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 2", "count: 1"), "ledger: revert");
     w.push_images();
     w.push();
-    d.wait_for("Healthy again", Duration::from_secs(30), |d| d.service("pre", "ledger").is_some_and(|s| s["health"] == "Healthy" && s["sync"] == "Synced"));
+    d.wait_for("Healthy again", Duration::from_secs(30), |d| {
+        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Healthy" && s["sync"] == "Synced")
+    });
 }
 
 #[test]
@@ -295,10 +315,15 @@ fn a_broken_service_fails_alone_and_is_named_in_status_and_metrics() {
     let bpg = w.commit_edit("services/bpg/deploy/pre/config.yaml", |t| t.replace("debug", "info"), "bpg: info");
     w.push_images();
     w.push();
-    d.wait_for("bpg converges", Duration::from_secs(30), |d| d.service("pre", "bpg").is_some_and(|s| s["commit"] == bpg.as_str() && s["sync"] == "Synced"));
+    d.wait_for("bpg converges", Duration::from_secs(30), |d| {
+        d.service("pre", "bpg").is_some_and(|s| s["commit"] == bpg.as_str() && s["sync"] == "Synced")
+    });
     let notifier = d.service("pre", "notifier").unwrap();
     assert_eq!(notifier["sync"], "Unknown", "{notifier:#}");
-    assert!(notifier["last_error"].as_str().unwrap().contains("services/notifier/deploy/service.yaml:"), "{notifier:#}");
+    assert!(
+        notifier["last_error"].as_str().unwrap().contains("services/notifier/deploy/service.yaml:"),
+        "{notifier:#}"
+    );
     let (_, metrics) = d.get("/metrics");
     assert!(metrics.contains("berth_reconcile_total{env=\"pre\",service=\"notifier\",result=\"failed\"}"), "{metrics}");
     assert!(metrics.contains("service=\"notifier\",commit="), "{metrics}");
@@ -357,7 +382,10 @@ print(json.dumps(out))
     let pre = source.iter().find(|s| s[1]["env"] == "pre").unwrap();
     assert_eq!(pre[1]["commit"], git(&w.repo, &["rev-parse", "develop"]).as_str());
     let aws = samples("berth_aws_requests");
-    assert!(aws.iter().any(|s| s[1]["api"] == "ecs" && s[1]["operation"] == "DescribeServices" && s[1]["result"] == "ok"), "{aws:#?}");
+    assert!(
+        aws.iter().any(|s| s[1]["api"] == "ecs" && s[1]["operation"] == "DescribeServices" && s[1]["result"] == "ok"),
+        "{aws:#?}"
+    );
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     for s in samples("berth_service_last_sync_timestamp_seconds") {
         assert!((now - s[2].as_f64().unwrap()).abs() < 60.0, "{s}");
@@ -461,7 +489,8 @@ fn a_poll_of_a_converged_repository_costs_the_minimum_requests() {
             ),
         )
         .unwrap();
-        std::fs::write(d.join("config.yaml"), "secrets:\n  - key: db\n    value: ssm:/pre/klausapproves/db-password\n").unwrap();
+        std::fs::write(d.join("config.yaml"), "secrets:\n  - key: db\n    value: ssm:/pre/klausapproves/db-password\n")
+            .unwrap();
     }
     let w = World::with_repo(dir.path());
     *w.envs.borrow_mut() = vec!["pre"];

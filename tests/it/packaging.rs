@@ -12,8 +12,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 const UNIT: &str = "systemd/berth.service";
-const SHIPPED_EXEC_START: &str =
-    "/usr/local/bin/berth daemon --config /etc/berth/berth.yaml --log-format json";
+const SHIPPED_EXEC_START: &str = "/usr/local/bin/berth daemon --config /etc/berth/berth.yaml --log-format json";
 const MAX_EXPOSURE: f64 = 2.0;
 
 fn repo_file(path: &str) -> PathBuf {
@@ -32,8 +31,7 @@ fn systemd_analyze(test: &str) -> Option<PathBuf> {
         .map(|dir| dir.join("systemd-analyze"))
         .find(|p| p.is_file());
     if found.is_none() {
-        let msg =
-            "systemd-analyze is not installed (Debian package `systemd`; `.ci/run` installs it)";
+        let msg = "systemd-analyze is not installed (Debian package `systemd`; `.ci/run` installs it)";
         if std::env::var_os("CI").is_some() {
             panic!("{test}: {msg}, and CI is set");
         }
@@ -64,11 +62,7 @@ fn unit_settings(text: &str) -> Vec<(String, String)> {
 }
 
 fn setting<'a>(settings: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    settings
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    settings.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// A copy of the shipped unit in a temp dir, its ExecStart pointing at the binary under
@@ -76,19 +70,9 @@ fn setting<'a>(settings: &'a [(String, String)], key: &str) -> Option<&'a str> {
 fn unit_copy() -> (tempfile::TempDir, PathBuf) {
     let text = read(UNIT);
     let bin = env!("CARGO_BIN_EXE_berth");
-    assert!(
-        text.contains(&format!("ExecStart={SHIPPED_EXEC_START}\n")),
-        "{UNIT}: unexpected ExecStart"
-    );
-    let exe = if bin.contains(char::is_whitespace) {
-        format!("\"{bin}\"")
-    } else {
-        bin.to_string()
-    };
-    let rewritten = text.replace(
-        "ExecStart=/usr/local/bin/berth ",
-        &format!("ExecStart={exe} "),
-    );
+    assert!(text.contains(&format!("ExecStart={SHIPPED_EXEC_START}\n")), "{UNIT}: unexpected ExecStart");
+    let exe = if bin.contains(char::is_whitespace) { format!("\"{bin}\"") } else { bin.to_string() };
+    let rewritten = text.replace("ExecStart=/usr/local/bin/berth ", &format!("ExecStart={exe} "));
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("berth.service");
     std::fs::write(&path, rewritten).expect("write the unit copy");
@@ -97,10 +81,8 @@ fn unit_copy() -> (tempfile::TempDir, PathBuf) {
 
 fn run(cmd: &mut Command) -> Output {
     // Diagnostics on stderr, never to a journal that the test cannot see.
-    cmd.env("SYSTEMD_LOG_TARGET", "console")
-        .env("SYSTEMD_LOG_COLOR", "0");
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.env("SYSTEMD_LOG_TARGET", "console").env("SYSTEMD_LOG_COLOR", "0");
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 #[test]
@@ -124,10 +106,7 @@ fn systemd_unit_declares_the_daemon_contract() {
     let stop: u64 = setting(&settings, "TimeoutStopSec")
         .and_then(|v| v.trim_end_matches('s').parse().ok())
         .expect("TimeoutStopSec in seconds");
-    assert!(
-        (35..=90).contains(&stop),
-        "TimeoutStopSec={stop}: a bit above the 30 s grace period"
-    );
+    assert!((35..=90).contains(&stop), "TimeoutStopSec={stop}: a bit above the 30 s grace period");
 }
 
 #[test]
@@ -138,21 +117,10 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     let (_dir, unit) = unit_copy();
     let out = run(Command::new(&tool).args(["verify", "--man=no"]).arg(&unit));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "systemd-analyze verify failed ({}):\n{stderr}",
-        out.status
-    );
+    assert!(out.status.success(), "systemd-analyze verify failed ({}):\n{stderr}", out.status);
     // Unknown keys and bad values are only warnings (exit 0): any line about our unit fails.
-    let ours: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("berth.service"))
-        .collect();
-    assert!(
-        ours.is_empty(),
-        "systemd-analyze verify warns about the unit:\n{}",
-        ours.join("\n")
-    );
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("berth.service")).collect();
+    assert!(ours.is_empty(), "systemd-analyze verify warns about the unit:\n{}", ours.join("\n"));
 }
 
 #[test]
@@ -161,9 +129,7 @@ fn systemd_unit_exposure_is_at_most_2() {
         return;
     };
     let (_dir, unit) = unit_copy();
-    let out = run(Command::new(&tool)
-        .args(["security", "--offline=yes", "--no-pager"])
-        .arg(&unit));
+    let out = run(Command::new(&tool).args(["security", "--offline=yes", "--no-pager"]).arg(&unit));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -171,15 +137,8 @@ fn systemd_unit_exposure_is_at_most_2() {
         "systemd-analyze security --offline=yes failed ({}; needs systemd >= 250):\n{stderr}",
         out.status
     );
-    let ours: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("berth.service"))
-        .collect();
-    assert!(
-        ours.is_empty(),
-        "systemd-analyze security warns about the unit:\n{}",
-        ours.join("\n")
-    );
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("berth.service")).collect();
+    assert!(ours.is_empty(), "systemd-analyze security warns about the unit:\n{}", ours.join("\n"));
     // "→ Overall exposure level for berth.service: 1.1 OK 🙂"
     let line = stdout
         .lines()
@@ -191,10 +150,7 @@ fn systemd_unit_exposure_is_at_most_2() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("cannot parse the exposure from {line:?}"));
     eprintln!("systemd-analyze security: exposure {exposure}");
-    assert!(
-        exposure <= MAX_EXPOSURE,
-        "exposure {exposure} > {MAX_EXPOSURE}:\n{stdout}"
-    );
+    assert!(exposure <= MAX_EXPOSURE, "exposure {exposure} > {MAX_EXPOSURE}:\n{stdout}");
 }
 
 fn json(path: &str) -> Value {
@@ -204,10 +160,7 @@ fn json(path: &str) -> Value {
 fn strings(v: &Value) -> Vec<String> {
     match v {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a
-            .iter()
-            .map(|x| x.as_str().expect("a string").to_string())
-            .collect(),
+        Value::Array(a) => a.iter().map(|x| x.as_str().expect("a string").to_string()).collect(),
         other => panic!("expected a string or a list of strings, got {other}"),
     }
 }
@@ -255,11 +208,7 @@ const REQUIRED: &[&str] = &[
 ];
 
 /// Never granted: berth does not read secret values.
-const FORBIDDEN: &[&str] = &[
-    "secretsmanager:GetSecretValue",
-    "ssm:GetParameter",
-    "kms:Decrypt",
-];
+const FORBIDDEN: &[&str] = &["secretsmanager:GetSecretValue", "ssm:GetParameter", "kms:Decrypt"];
 
 #[test]
 fn iam_policy_is_least_privilege() {
@@ -279,10 +228,7 @@ fn iam_policy_is_least_privilege() {
         let resources = strings(&st["Resource"]);
         for a in &actions {
             assert!(!a.contains('*'), "{sid}: wildcard action {a}");
-            assert!(
-                !FORBIDDEN.contains(&a.as_str()),
-                "{sid}: {a} must not be granted"
-            );
+            assert!(!FORBIDDEN.contains(&a.as_str()), "{sid}: {a} must not be granted");
             granted.insert(a.clone());
         }
         if resources.iter().any(|r| r == "*") {
@@ -298,24 +244,13 @@ fn iam_policy_is_least_privilege() {
         }
         let condition = |key: &str| st["Condition"]["StringEquals"].get(key).map(strings);
         if actions.iter().any(|a| a == "iam:PassRole") {
-            assert_eq!(
-                condition("iam:PassedToService"),
-                Some(vec!["ecs-tasks.amazonaws.com".to_string()]),
-                "{sid}"
-            );
+            assert_eq!(condition("iam:PassedToService"), Some(vec!["ecs-tasks.amazonaws.com".to_string()]), "{sid}");
         }
         if actions.iter().any(|a| a == "iam:CreateServiceLinkedRole") {
-            assert!(
-                condition("iam:AWSServiceName").is_some(),
-                "{sid}: needs an iam:AWSServiceName condition"
-            );
+            assert!(condition("iam:AWSServiceName").is_some(), "{sid}: needs an iam:AWSServiceName condition");
         }
         if actions.iter().any(|a| a == "cloudwatch:PutMetricData") {
-            assert_eq!(
-                condition("cloudwatch:namespace"),
-                Some(vec!["Berth".to_string()]),
-                "{sid}"
-            );
+            assert_eq!(condition("cloudwatch:namespace"), Some(vec!["Berth".to_string()]), "{sid}");
         }
     }
     let missing: Vec<&&str> = REQUIRED.iter().filter(|a| !granted.contains(**a)).collect();
@@ -325,62 +260,27 @@ fn iam_policy_is_least_privilege() {
 #[test]
 fn task_definition_runs_the_daemon() {
     let td = json("deploy/task-definition.json");
-    assert_eq!(
-        td["requiresCompatibilities"],
-        serde_json::json!(["FARGATE"])
-    );
+    assert_eq!(td["requiresCompatibilities"], serde_json::json!(["FARGATE"]));
     assert_eq!(td["networkMode"], "awsvpc");
-    let containers = td["containerDefinitions"]
-        .as_array()
-        .expect("containerDefinitions");
+    let containers = td["containerDefinitions"].as_array().expect("containerDefinitions");
     assert_eq!(containers.len(), 1);
     let c = &containers[0];
-    assert!(
-        c["image"].as_str().unwrap().contains(".dkr.ecr."),
-        "image from ECR"
-    );
-    let ports: BTreeSet<u64> = c["portMappings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["containerPort"].as_u64().unwrap())
-        .collect();
+    assert!(c["image"].as_str().unwrap().contains(".dkr.ecr."), "image from ECR");
+    let ports: BTreeSet<u64> =
+        c["portMappings"].as_array().unwrap().iter().map(|p| p["containerPort"].as_u64().unwrap()).collect();
     assert_eq!(ports, BTreeSet::from([8080, 9090]));
     let health = strings(&c["healthCheck"]["command"]).join(" ");
-    assert!(
-        health.contains("http://127.0.0.1:9090/healthz"),
-        "health check on /healthz: {health}"
-    );
+    assert!(health.contains("http://127.0.0.1:9090/healthz"), "health check on /healthz: {health}");
     assert_eq!(c["logConfiguration"]["logDriver"], "awslogs");
-    let secrets: BTreeSet<&str> = c["secrets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        secrets,
-        BTreeSet::from(["BERTH_WEBHOOK_SECRET", "GIT_TOKEN"])
-    );
+    let secrets: BTreeSet<&str> =
+        c["secrets"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(secrets, BTreeSet::from(["BERTH_WEBHOOK_SECRET", "GIT_TOKEN"]));
     for s in c["secrets"].as_array().unwrap() {
-        assert!(
-            s["valueFrom"]
-                .as_str()
-                .unwrap()
-                .starts_with("arn:aws:secretsmanager:"),
-            "{s}"
-        );
+        assert!(s["valueFrom"].as_str().unwrap().starts_with("arn:aws:secretsmanager:"), "{s}");
     }
-    let env_names: Vec<&str> = c["environment"].as_array().map_or(vec![], |e| {
-        e.iter().map(|v| v["name"].as_str().unwrap()).collect()
-    });
-    assert!(
-        !env_names.iter().any(|n| secrets.contains(n)),
-        "secrets must not be plain environment"
-    );
+    let env_names: Vec<&str> =
+        c["environment"].as_array().map_or(vec![], |e| e.iter().map(|v| v["name"].as_str().unwrap()).collect());
+    assert!(!env_names.iter().any(|n| secrets.contains(n)), "secrets must not be plain environment");
     // ECS sends SIGTERM, then SIGKILL after stopTimeout: leave room for the 30 s drain.
-    assert!(
-        c["stopTimeout"].as_u64().unwrap() > 30,
-        "stopTimeout above the 30 s grace period"
-    );
+    assert!(c["stopTimeout"].as_u64().unwrap() > 30, "stopTimeout above the 30 s grace period");
 }

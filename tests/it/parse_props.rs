@@ -28,15 +28,8 @@ const GOOD_ENV: &str = "variables:\n  - key: level\n    value: debug\n";
 
 /// 256 cases (a few seconds); `PROPTEST_CASES=20000` for a deeper run.
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
 }
 
 fn repo_files(service: &str, envs: &[(&str, &str)]) -> RepoFiles {
@@ -44,20 +37,14 @@ fn repo_files(service: &str, envs: &[(&str, &str)]) -> RepoFiles {
     for (path, text) in envs {
         files.insert((*path).to_string(), (*text).to_string());
     }
-    RepoFiles {
-        files,
-        service_files: vec![SERVICE_FILE.to_string()],
-    }
+    RepoFiles { files, service_files: vec![SERVICE_FILE.to_string()] }
 }
 
 fn check_positions(diags: &[Diagnostic], files: &RepoFiles) -> Result<(), TestCaseError> {
     for d in diags {
         prop_assert!(d.pos.line >= 1, "line 0 in {d}");
         prop_assert!(d.pos.column >= 1, "column 0 in {d}");
-        prop_assert!(
-            files.files.contains_key(&*d.pos.file),
-            "diagnostic for an unknown file: {d}"
-        );
+        prop_assert!(files.files.contains_key(&*d.pos.file), "diagnostic for an unknown file: {d}");
         prop_assert!(!d.message.trim().is_empty(), "empty message at {}", d.pos);
     }
     Ok(())
@@ -90,15 +77,10 @@ fn exercise(files: &RepoFiles) -> Result<(), TestCaseError> {
                     };
                     match render(&spec, &target) {
                         Ok(desired) => {
-                            for secret in desired
-                                .task_definition
-                                .container_definitions
-                                .iter()
-                                .flat_map(|c| &c.secrets)
+                            for secret in desired.task_definition.container_definitions.iter().flat_map(|c| &c.secrets)
                             {
                                 prop_assert!(
-                                    secret.value_from.starts_with("arn:")
-                                        || secret.value_from.starts_with('/'),
+                                    secret.value_from.starts_with("arn:") || secret.value_from.starts_with('/'),
                                     "secret {} is not a reference: {}",
                                     secret.name,
                                     secret.value_from
@@ -117,16 +99,8 @@ fn exercise(files: &RepoFiles) -> Result<(), TestCaseError> {
     }
     // What `diagnostics()` calls clean must resolve, and the other way round.
     if repo.broken.is_empty() && repo.services.iter().all(|s| !s.envs.is_empty()) {
-        let all_resolve = repo
-            .services
-            .iter()
-            .all(|s| s.envs.keys().all(|e| s.resolve(e).is_ok()));
-        prop_assert_eq!(
-            diags.is_empty(),
-            all_resolve,
-            "diagnostics() and resolve() disagree: {:?}",
-            diags
-        );
+        let all_resolve = repo.services.iter().all(|s| s.envs.keys().all(|e| s.resolve(e).is_ok()));
+        prop_assert_eq!(diags.is_empty(), all_resolve, "diagnostics() and resolve() disagree: {:?}", diags);
     }
     Ok(())
 }
@@ -135,8 +109,7 @@ fn exercise(files: &RepoFiles) -> Result<(), TestCaseError> {
 // (a) arbitrary bytes and strings
 
 fn lossy() -> impl Strategy<Value = String> {
-    proptest::collection::vec(any::<u8>(), 0..400)
-        .prop_map(|b| String::from_utf8_lossy(&b).into_owned())
+    proptest::collection::vec(any::<u8>(), 0..400).prop_map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 /// Random text biased towards YAML punctuation, so the parser gets past the first byte.
@@ -179,10 +152,7 @@ proptest! {
 
 fn check_config(text: &str) -> Result<(), TestCaseError> {
     if let Err(errs) = Config::parse("berth.yaml", text) {
-        prop_assert!(
-            !errs.0.is_empty(),
-            "Config::parse failed without a diagnostic"
-        );
+        prop_assert!(!errs.0.is_empty(), "Config::parse failed without a diagnostic");
         for d in &errs.0 {
             prop_assert!(d.pos.line >= 1 && d.pos.column >= 1, "bad position in {d}");
             prop_assert_eq!(&*d.pos.file, "berth.yaml");
@@ -384,21 +354,18 @@ fn scalar() -> impl Strategy<Value = String> {
 }
 
 fn node() -> impl Strategy<Value = Node> {
-    scalar()
-        .prop_map(Node::Scalar)
-        .prop_recursive(5, 48, 6, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..5).prop_map(Node::List),
-                proptest::collection::vec((key(), inner), 0..6).prop_map(Node::Map),
-            ]
-        })
+    scalar().prop_map(Node::Scalar).prop_recursive(5, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(Node::List),
+            proptest::collection::vec((key(), inner), 0..6).prop_map(Node::Map),
+        ]
+    })
 }
 
 /// Whether `s` can be written unquoted and read back as the same text (or number).
 fn plain(s: &str) -> bool {
     !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || " ._/-+@$%()".contains(c))
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || " ._/-+@$%()".contains(c))
         && !s.starts_with([' ', '-'])
         || s.parse::<f64>().is_ok() && !s.contains(' ') && !s.ends_with(' ')
 }
@@ -532,24 +499,12 @@ fn service_doc() -> impl Strategy<Value = Node> {
         8 => proptest::sample::select(&["LOG_LEVEL", "DB_HOST", "A", "_X", "port"][..]).prop_map(str::to_string),
         1 => key(),
     ];
-    let env_entry = (
-        env_key,
-        value,
-        proptest::option::weighted(0.02, (key(), node())),
-    )
-        .prop_map(|(k, v, extra)| {
-            let key = if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                k.to_uppercase()
-            } else {
-                k
-            };
-            let mut entries = vec![
-                ("key".to_string(), Node::Scalar(key)),
-                ("value".to_string(), Node::Scalar(v)),
-            ];
-            entries.extend(extra);
-            Node::Map(entries)
-        });
+    let env_entry = (env_key, value, proptest::option::weighted(0.02, (key(), node()))).prop_map(|(k, v, extra)| {
+        let key = if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') { k.to_uppercase() } else { k };
+        let mut entries = vec![("key".to_string(), Node::Scalar(key)), ("value".to_string(), Node::Scalar(v))];
+        entries.extend(extra);
+        Node::Map(entries)
+    });
     let autoscaling = (
         num(&["cpu", "memory", "disk"]),
         num(&["70", "0", "100", "100.5", ".nan", "-1"]),
@@ -557,12 +512,7 @@ fn service_doc() -> impl Strategy<Value = Node> {
         num(&["1", "10", "0", "5001"]),
     )
         .prop_map(|(r, t, min, max)| {
-            Node::Map(vec![
-                ("resource".into(), r),
-                ("target".into(), t),
-                ("min".into(), min),
-                ("max".into(), max),
-            ])
+            Node::Map(vec![("resource".into(), r), ("target".into(), t), ("min".into(), min), ("max".into(), max)])
         });
     let spec = (
         num(&["app", "app:1.0", "ghcr.io/acme/app@sha256:00", "a b", ""]),
@@ -572,43 +522,32 @@ fn service_doc() -> impl Strategy<Value = Node> {
         proptest::option::of(num(&["8080", "9090", "0", "65535"])),
         proptest::option::of(num(&["/health", "/a b", "health", "/$(reboot)"])),
         proptest::collection::vec(env_entry, 0..4),
-        proptest::option::weighted(
-            0.15,
-            proptest::collection::vec(num(&["app", "other", "a b", "x"]), 0..3),
-        ),
+        proptest::option::weighted(0.15, proptest::collection::vec(num(&["app", "other", "a b", "x"]), 0..3)),
         proptest::option::weighted(0.05, (key(), scalar_or_node)),
     )
-        .prop_map(
-            |(image, cpu, memory, autoscaling, port, health, env, deps, extra)| {
-                let mut m = vec![
-                    ("image".to_string(), image),
-                    (
-                        "resources".to_string(),
-                        Node::Map(vec![("cpu".into(), cpu), ("memory".into(), memory)]),
-                    ),
-                ];
-                if let Some(a) = autoscaling {
-                    m.push(("autoscaling".into(), a));
-                }
-                if let Some(p) = port {
-                    m.push(("port".into(), p));
-                }
-                if let Some(h) = health {
-                    m.push(("health".into(), h));
-                }
-                if !env.is_empty() {
-                    m.push(("environment".into(), Node::List(env)));
-                }
-                if let Some(d) = deps {
-                    m.push((
-                        "dependencies".into(),
-                        Node::Map(vec![("services".into(), Node::List(d))]),
-                    ));
-                }
-                m.extend(extra);
-                Node::Map(m)
-            },
-        );
+        .prop_map(|(image, cpu, memory, autoscaling, port, health, env, deps, extra)| {
+            let mut m = vec![
+                ("image".to_string(), image),
+                ("resources".to_string(), Node::Map(vec![("cpu".into(), cpu), ("memory".into(), memory)])),
+            ];
+            if let Some(a) = autoscaling {
+                m.push(("autoscaling".into(), a));
+            }
+            if let Some(p) = port {
+                m.push(("port".into(), p));
+            }
+            if let Some(h) = health {
+                m.push(("health".into(), h));
+            }
+            if !env.is_empty() {
+                m.push(("environment".into(), Node::List(env)));
+            }
+            if let Some(d) = deps {
+                m.push(("dependencies".into(), Node::Map(vec![("services".into(), Node::List(d))])));
+            }
+            m.extend(extra);
+            Node::Map(m)
+        });
     (
         num(&["service", "job"]),
         num(&["app", "App", "other", ""]),
@@ -616,11 +555,7 @@ fn service_doc() -> impl Strategy<Value = Node> {
         proptest::option::weighted(0.05, (key(), node())),
     )
         .prop_map(|(kind, name, spec, extra)| {
-            let mut m = vec![
-                ("type".to_string(), kind),
-                ("name".to_string(), name),
-                ("spec".to_string(), spec),
-            ];
+            let mut m = vec![("type".to_string(), kind), ("name".to_string(), name), ("spec".to_string(), spec)];
             m.extend(extra);
             Node::Map(m)
         })
@@ -667,12 +602,8 @@ const REFERENCES: &[&str] = &[
 /// A config.yaml that is mostly right: variables `x`/`y`, secret `s`, random overrides.
 fn env_doc() -> impl Strategy<Value = Node> {
     let kv = |key: BoxedStrategy<String>, value: BoxedStrategy<String>| {
-        (key, value).prop_map(|(k, v)| {
-            Node::Map(vec![
-                ("key".into(), Node::Scalar(k)),
-                ("value".into(), Node::Scalar(v)),
-            ])
-        })
+        (key, value)
+            .prop_map(|(k, v)| Node::Map(vec![("key".into(), Node::Scalar(k)), ("value".into(), Node::Scalar(v))]))
     };
     let variable_key = prop_oneof![
         1 => proptest::sample::select(&["x", "y", "s", "bad key", ""][..]).prop_map(str::to_string),
@@ -686,8 +617,7 @@ fn env_doc() -> impl Strategy<Value = Node> {
         ]
         .boxed()
     };
-    let secret_key =
-        prop_oneof![8 => Just("s".to_string()), 1 => Just("x".to_string()), 1 => key()].boxed();
+    let secret_key = prop_oneof![8 => Just("s".to_string()), 1 => Just("x".to_string()), 1 => key()].boxed();
     let secret_value = prop_oneof![
         8 => proptest::sample::select(REFERENCES).prop_map(str::to_string),
         1 => scalar(),
@@ -765,12 +695,6 @@ fn generated_documents_mostly_parse() {
         }
     }
     eprintln!("{parsed} of 200 parsed, {resolved} resolved in pre");
-    assert!(
-        parsed >= 60,
-        "only {parsed} of 200 generated service files parsed"
-    );
-    assert!(
-        resolved >= 10,
-        "only {resolved} generated services resolved ({parsed} parsed)"
-    );
+    assert!(parsed >= 60, "only {parsed} of 200 generated service files parsed");
+    assert!(resolved >= 10, "only {resolved} generated services resolved ({parsed} parsed)");
 }

@@ -40,15 +40,9 @@ fn berth(args: &[&str]) -> Run {
 fn fixture_pairs() -> Vec<(String, String)> {
     let mut pairs = Vec::new();
     let services = root().join(FIXTURE).join("services");
-    for service in std::fs::read_dir(&services)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-    {
+    for service in std::fs::read_dir(&services).unwrap().map(|e| e.unwrap().path()) {
         let deploy = service.join("deploy");
-        for env in std::fs::read_dir(&deploy)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-        {
+        for env in std::fs::read_dir(&deploy).unwrap().map(|e| e.unwrap().path()) {
             if env.join("config.yaml").is_file() {
                 let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
                 pairs.push((name(&service), name(&env)));
@@ -62,10 +56,7 @@ fn fixture_pairs() -> Vec<(String, String)> {
 /// `--param` answers for the fixture's `ssm:` variables.
 fn params(service: &str, env: &str) -> Vec<String> {
     match service {
-        "klausapproves" => vec![
-            "--param".into(),
-            format!("/{env}/klausapproves/db-host=db.{env}.internal"),
-        ],
+        "klausapproves" => vec!["--param".into(), format!("/{env}/klausapproves/db-host=db.{env}.internal")],
         _ => Vec::new(),
     }
 }
@@ -73,19 +64,9 @@ fn params(service: &str, env: &str) -> Vec<String> {
 /// Renders one pair with the fixture config: `--commit` in branch environments, `--version`
 /// in tag environments (the two flags exclude each other; the commit then comes from git).
 fn render_pair(service: &str, env: &str, extra: &[&str]) -> Run {
-    let mut args: Vec<String> = [
-        "render",
-        "--config",
-        CONFIG,
-        "--repo",
-        FIXTURE,
-        "--env",
-        env,
-        "--service",
-        service,
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args: Vec<String> = ["render", "--config", CONFIG, "--repo", FIXTURE, "--env", env, "--service", service]
+        .map(String::from)
+        .to_vec();
     if env == "prod" {
         args.extend(["--version".into(), VERSION.into()]);
     } else {
@@ -100,15 +81,9 @@ fn render_pair(service: &str, env: &str, extra: &[&str]) -> Run {
 /// plain environment value is a reference (which would mean a secret became a variable).
 fn assert_no_secret_values(json: &Value, what: &str) {
     let task = json.get("taskDefinition").unwrap_or(json);
-    for container in task["containerDefinitions"]
-        .as_array()
-        .expect("containerDefinitions")
-    {
+    for container in task["containerDefinitions"].as_array().expect("containerDefinitions") {
         let secrets = container["secrets"].as_array().cloned().unwrap_or_default();
-        let env = container["environment"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let env = container["environment"].as_array().cloned().unwrap_or_default();
         for s in &secrets {
             let from = s["valueFrom"].as_str().expect("valueFrom is a string");
             assert!(
@@ -124,17 +99,8 @@ fn assert_no_secret_values(json: &Value, what: &str) {
         }
         for e in &env {
             let value = e["value"].as_str().expect("value is a string");
-            for prefix in [
-                "ssm:",
-                "secretsmanager:",
-                "arn:aws:secretsmanager:",
-                "arn:aws:ssm:",
-            ] {
-                assert!(
-                    !value.starts_with(prefix),
-                    "{what}: environment {} holds a reference: {value}",
-                    e["name"]
-                );
+            for prefix in ["ssm:", "secretsmanager:", "arn:aws:secretsmanager:", "arn:aws:ssm:"] {
+                assert!(!value.starts_with(prefix), "{what}: environment {} holds a reference: {value}", e["name"]);
             }
         }
     }
@@ -171,20 +137,14 @@ fn every_fixture_service_in_every_environment() {
     );
     for (service, env) in &pairs {
         let run = render_pair(service, env, &[]);
-        assert_eq!(
-            run.code, 0,
-            "{service}/{env}:\n{}{}",
-            run.stdout, run.stderr
-        );
+        assert_eq!(run.code, 0, "{service}/{env}:\n{}{}", run.stdout, run.stderr);
         let json: Value = serde_json::from_str(&run.stdout).expect("render prints JSON");
         assert_no_secret_values(&json, &format!("{service}/{env}"));
         if env == "prod" {
             // A tag environment: the image is the release, and the commit is the newest one
             // that changed the service's folder in this checkout, which moves with the repo:
             // check it against git, then keep it (and the hash it feeds) out of the snapshot.
-            let image = json["taskDefinition"]["containerDefinitions"][0]["image"]
-                .as_str()
-                .unwrap();
+            let image = json["taskDefinition"]["containerDefinitions"][0]["image"].as_str().unwrap();
             assert!(image.ends_with(&format!(":{VERSION}")), "{image}");
             let commit = json["taskDefinition"]["tags"]
                 .as_array()
@@ -194,10 +154,7 @@ fn every_fixture_service_in_every_environment() {
                 .and_then(|t| t["value"].as_str())
                 .unwrap();
             if let Some(expected) = git_last_commit(&format!("{FIXTURE}/services/{service}")) {
-                assert_eq!(
-                    commit, expected,
-                    "{service}/{env}: the commit of the service's folder"
-                );
+                assert_eq!(commit, expected, "{service}/{env}: the commit of the service's folder");
             }
             insta::with_settings!({
                 filters => vec![
@@ -218,10 +175,7 @@ fn only_the_task_definition() {
     let run = render_pair("klausapproves", "pre", &["--only", "task-definition"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let json: Value = serde_json::from_str(&run.stdout).unwrap();
-    assert!(
-        json.get("family").is_some() && json.get("service").is_none(),
-        "not a bare task definition"
-    );
+    assert!(json.get("family").is_some() && json.get("service").is_none(), "not a bare task definition");
     assert_no_secret_values(&json, "--only task-definition");
     insta::assert_snapshot!(run.stdout);
 }
@@ -230,17 +184,7 @@ fn only_the_task_definition() {
 fn bare_render_without_config() {
     // No registry, account or defaults: the image is the bare repository name, SSM secrets
     // are parameter names, and the cluster is named after the environment.
-    let run = berth(&[
-        "render",
-        "--repo",
-        FIXTURE,
-        "--env",
-        "pre",
-        "--service",
-        "notifier",
-        "--commit",
-        COMMIT,
-    ]);
+    let run = berth(&["render", "--repo", FIXTURE, "--env", "pre", "--service", "notifier", "--commit", COMMIT]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let json: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_no_secret_values(&json, "bare notifier/pre");
@@ -304,11 +248,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "tests@berth.invalid")
         .output()
         .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -345,10 +285,7 @@ fn image_and_commit(repo: &Path, service: &str) -> (String, String) {
     ]);
     assert_eq!(run.code, 0, "{service}: {}{}", run.stdout, run.stderr);
     let json: Value = serde_json::from_str(&run.stdout).unwrap();
-    let image = json["taskDefinition"]["containerDefinitions"][0]["image"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let image = json["taskDefinition"]["containerDefinitions"][0]["image"].as_str().unwrap().to_string();
     let commit = json["taskDefinition"]["tags"]
         .as_array()
         .unwrap()

@@ -52,9 +52,7 @@ fn cases() -> Vec<String> {
 /// `path:line:col: message`, i.e. `^[^:]+:\d+:\d+: .+`.
 fn is_diagnostic(line: &str) -> bool {
     let mut parts = line.splitn(4, ':');
-    let (Some(path), Some(l), Some(c), Some(rest)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(path), Some(l), Some(c), Some(rest)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return false;
     };
     let number = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
@@ -68,11 +66,7 @@ fn diff(expected: &str, actual: &str) -> String {
     let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
         }
     }
     let (mut i, mut j, mut out) = (0, 0, String::new());
@@ -120,11 +114,7 @@ fn check_case(case: &str, out: &Output, expected: &str) -> Vec<String> {
 fn every_invalid_case_reports_its_problems() {
     let bless = std::env::var("BERTH_BLESS").is_ok_and(|v| v == "1");
     let cases = cases();
-    assert!(
-        cases.len() >= 20,
-        "expected at least 20 cases, found {}",
-        cases.len()
-    );
+    assert!(cases.len() >= 20, "expected at least 20 cases, found {}", cases.len());
     let mut failures = Vec::new();
     for case in &cases {
         let rel = Path::new("tests/fixtures/invalid").join(case);
@@ -135,12 +125,8 @@ fn every_invalid_case_reports_its_problems() {
             eprintln!("blessed {}", expected_path.display());
             continue;
         }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (run with BERTH_BLESS=1 to create it)",
-                expected_path.display()
-            )
-        });
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with BERTH_BLESS=1 to create it)", expected_path.display()));
         let problems = check_case(case, &out, &expected);
         if !problems.is_empty() {
             failures.push(format!("=== case `{case}`\n{}", problems.join("\n")));
@@ -165,11 +151,7 @@ fn the_valid_monorepo_passes() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        out.stdout.is_empty(),
-        "unexpected stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.stdout.is_empty(), "unexpected stdout: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]
@@ -180,22 +162,13 @@ fn paths_are_relative_to_the_repo() {
     // `.` from inside it.
     let from_elsewhere = validate(&std::env::temp_dir(), &case);
     let from_inside = validate(&case, Path::new("."));
-    for (how, out) in [
-        ("absolute --repo", &from_elsewhere),
-        ("--repo .", &from_inside),
-    ] {
+    for (how, out) in [("absolute --repo", &from_elsewhere), ("--repo .", &from_inside)] {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "{how}: {stdout}");
         assert_eq!(stdout, expected, "{how}:\n{}", diff(&expected, &stdout));
         for line in stdout.lines() {
-            assert!(
-                line.starts_with("services/"),
-                "{how}: path not relative to the repo: {line}"
-            );
-            assert!(
-                !line.contains(&*case.to_string_lossy()),
-                "{how}: absolute path in {line}"
-            );
+            assert!(line.starts_with("services/"), "{how}: path not relative to the repo: {line}");
+            assert!(!line.contains(&*case.to_string_lossy()), "{how}: absolute path in {line}");
         }
     }
     // Both files of the duplicate are named.
@@ -205,9 +178,7 @@ fn paths_are_relative_to_the_repo() {
 
 #[test]
 fn line_shape_check_works() {
-    assert!(is_diagnostic(
-        "services/a/deploy/service.yaml:3:14: unknown field `x`"
-    ));
+    assert!(is_diagnostic("services/a/deploy/service.yaml:3:14: unknown field `x`"));
     assert!(!is_diagnostic("error: 1 problem"));
     assert!(!is_diagnostic("a.yaml:3:x: m"));
     assert!(!is_diagnostic("a.yaml:3:4:"));

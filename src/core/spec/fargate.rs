@@ -31,7 +31,9 @@ pub fn check(cpu: u32, memory: u32) -> Result<(), String> {
     let (lo, hi) = (options[0], options[options.len() - 1]);
     let step = if options.len() > 1 { options[1] - options[0] } else { 0 };
     if options.windows(2).all(|w| w[1] - w[0] == step) {
-        Err(format!("memory {memory} MiB is not valid with cpu {cpu} on Fargate: use {lo} to {hi} MiB in steps of {step}"))
+        Err(format!(
+            "memory {memory} MiB is not valid with cpu {cpu} on Fargate: use {lo} to {hi} MiB in steps of {step}"
+        ))
     } else {
         let list = options.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
         Err(format!("memory {memory} MiB is not valid with cpu {cpu} on Fargate: use one of {list} MiB"))

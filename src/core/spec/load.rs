@@ -7,9 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::model::{EnvFile, ServiceFile, Spec};
-use super::{
-    NAME_RULE, ServiceSpec, check_env_file, check_spec, valid_env_name, valid_service_name,
-};
+use super::{NAME_RULE, ServiceSpec, check_env_file, check_spec, valid_env_name, valid_service_name};
 use crate::core::diag::{self, Diagnostic, Pos};
 use crate::core::yaml;
 
@@ -36,11 +34,7 @@ impl RepoFiles {
 
     /// The environment a path names, when it is `<deploy>/<env>/config.yaml`.
     pub fn env_of<'a>(deploy_dir: &str, path: &'a str) -> Option<&'a str> {
-        let rest = if deploy_dir.is_empty() {
-            path
-        } else {
-            path.strip_prefix(deploy_dir)?.strip_prefix('/')?
-        };
+        let rest = if deploy_dir.is_empty() { path } else { path.strip_prefix(deploy_dir)?.strip_prefix('/')? };
         let (env, file) = rest.split_once('/')?;
         (file == "config.yaml").then_some(env)
     }
@@ -116,13 +110,7 @@ impl Repo {
                     }
                     f
                 });
-                envs.insert(
-                    env.to_string(),
-                    EnvDef {
-                        file: env_file,
-                        parsed,
-                    },
-                );
+                envs.insert(env.to_string(), EnvDef { file: env_file, parsed });
             }
             let parsed = match yaml::parse::<ServiceFile>(&file, text) {
                 Ok(mut p) => {
@@ -145,26 +133,17 @@ impl Repo {
             };
             let start = Pos::file_start(file.clone());
             match &parsed.kind {
-                None => errors.push(Diagnostic::new(
-                    start.clone(),
-                    "missing required field `type`",
-                )),
+                None => errors.push(Diagnostic::new(start.clone(), "missing required field `type`")),
                 Some(k) if k.value != "service" => errors.push(Diagnostic::new(
                     k.pos.clone(),
                     format!("unknown type `{}`: the only type is `service`", k.value),
                 )),
                 Some(_) => {}
             }
-            let name_pos = parsed
-                .name
-                .as_ref()
-                .map_or_else(|| start.clone(), |n| n.pos.clone());
+            let name_pos = parsed.name.as_ref().map_or_else(|| start.clone(), |n| n.pos.clone());
             let name = match &parsed.name {
                 None => {
-                    errors.push(Diagnostic::new(
-                        start.clone(),
-                        "missing required field `name`",
-                    ));
+                    errors.push(Diagnostic::new(start.clone(), "missing required field `name`"));
                     None
                 }
                 Some(n) if !valid_service_name(&n.value) => {
@@ -179,24 +158,14 @@ impl Repo {
             let (spec_pos, spec) = match &parsed.spec {
                 Some(s) => (s.pos.clone(), s.value.clone()),
                 None => {
-                    errors.push(Diagnostic::new(
-                        start.clone(),
-                        "missing required field `spec`",
-                    ));
+                    errors.push(Diagnostic::new(start.clone(), "missing required field `spec`"));
                     (start, Spec::default())
                 }
             };
             match name {
-                Some(name) => repo.services.push(ServiceDef {
-                    name,
-                    dir,
-                    file,
-                    name_pos,
-                    spec_pos,
-                    spec,
-                    errors,
-                    envs,
-                }),
+                Some(name) => {
+                    repo.services.push(ServiceDef { name, dir, file, name_pos, spec_pos, spec, errors, envs })
+                }
                 None => repo.broken.push(BrokenService {
                     errors: errors.into_iter().chain(env_errors(&envs)).collect(),
                     key: folder_key(&dir),
@@ -205,8 +174,7 @@ impl Repo {
                 }),
             }
         }
-        repo.services
-            .sort_by(|a, b| a.name.cmp(&b.name).then(a.file.cmp(&b.file)));
+        repo.services.sort_by(|a, b| a.name.cmp(&b.name).then(a.file.cmp(&b.file)));
         repo.check_duplicates();
         repo.check_dependencies();
         repo
@@ -218,22 +186,9 @@ impl Repo {
         for (i, s) in self.services.iter().enumerate() {
             let pos = name_pos(s);
             if let Some((_, other)) = first.get(&s.name) {
-                dups.push((
-                    i,
-                    format!(
-                        "duplicate service name `{}`: also defined at {other}",
-                        s.name
-                    ),
-                ));
-                let j = self
-                    .services
-                    .iter()
-                    .position(|x| x.name == s.name)
-                    .unwrap_or(i);
-                dups.push((
-                    j,
-                    format!("duplicate service name `{}`: also defined at {pos}", s.name),
-                ));
+                dups.push((i, format!("duplicate service name `{}`: also defined at {other}", s.name)));
+                let j = self.services.iter().position(|x| x.name == s.name).unwrap_or(i);
+                dups.push((j, format!("duplicate service name `{}`: also defined at {pos}", s.name)));
             } else {
                 first.insert(s.name.clone(), (s.file.clone(), pos));
             }
@@ -246,27 +201,15 @@ impl Repo {
 
     fn check_dependencies(&mut self) {
         let known: BTreeSet<String> = self.services.iter().map(|s| s.name.clone()).collect();
-        let graph: BTreeMap<String, Vec<String>> = self
-            .services
-            .iter()
-            .map(|s| (s.name.clone(), base_deps(&s.spec, &s.name)))
-            .collect();
+        let graph: BTreeMap<String, Vec<String>> =
+            self.services.iter().map(|s| (s.name.clone(), base_deps(&s.spec, &s.name))).collect();
         let mut new_errors: Vec<(usize, Diagnostic)> = Vec::new();
         for (i, s) in self.services.iter().enumerate() {
-            for dep in s
-                .spec
-                .dependencies
-                .iter()
-                .flat_map(|d| d.services.iter())
-                .flat_map(|v| v.value.iter())
-            {
+            for dep in s.spec.dependencies.iter().flat_map(|d| d.services.iter()).flat_map(|v| v.value.iter()) {
                 if !known.contains(&dep.value) && valid_service_name(&dep.value) {
                     new_errors.push((
                         i,
-                        Diagnostic::new(
-                            dep.pos.clone(),
-                            format!("depends on unknown service `{}`", dep.value),
-                        ),
+                        Diagnostic::new(dep.pos.clone(), format!("depends on unknown service `{}`", dep.value)),
                     ));
                 }
             }
@@ -280,10 +223,7 @@ impl Repo {
                     .flat_map(|v| v.value.iter())
                     .find(|d| d.value == cycle[1])
                     .map_or_else(|| name_pos(s), |d| d.pos.clone());
-                new_errors.push((
-                    i,
-                    Diagnostic::new(pos, format!("dependency cycle: {}", cycle.join(" -> "))),
-                ));
+                new_errors.push((i, Diagnostic::new(pos, format!("dependency cycle: {}", cycle.join(" -> ")))));
             }
         }
         for (i, d) in new_errors {
@@ -297,24 +237,11 @@ impl Repo {
 
     /// Every problem in the repository, sorted, each once.
     pub fn diagnostics(&self) -> Vec<Diagnostic> {
-        let mut out: Vec<Diagnostic> = self
-            .broken
-            .iter()
-            .flat_map(|b| b.errors.iter().cloned())
-            .collect();
+        let mut out: Vec<Diagnostic> = self.broken.iter().flat_map(|b| b.errors.iter().cloned()).collect();
         for s in &self.services {
             if s.envs.is_empty() {
                 out.extend(s.errors.iter().cloned());
-                check_spec(
-                    &s.name,
-                    "",
-                    &s.dir,
-                    &s.spec_pos,
-                    &s.spec,
-                    None,
-                    None,
-                    &mut out,
-                );
+                check_spec(&s.name, "", &s.dir, &s.spec_pos, &s.spec, None, None, &mut out);
             }
             for env in s.envs.keys() {
                 if let Err(errs) = s.resolve(env) {
@@ -335,10 +262,7 @@ impl ServiceDef {
         let Some(def) = self.envs.get(env) else {
             diags.push(Diagnostic::new(
                 Pos::file_start(self.file.clone()),
-                format!(
-                    "service `{}` does not deploy to `{env}` (no deploy/{env}/config.yaml)",
-                    self.name
-                ),
+                format!("service `{}` does not deploy to `{env}` (no deploy/{env}/config.yaml)", self.name),
             ));
             return Err(diags);
         };
@@ -354,16 +278,8 @@ impl ServiceDef {
             Some(o) => self.spec.merged(&o.value),
             None => self.spec.clone(),
         };
-        let spec = check_spec(
-            &self.name,
-            env,
-            &self.dir,
-            &self.spec_pos,
-            &merged,
-            Some(&values),
-            Some(&def.file),
-            &mut diags,
-        );
+        let spec =
+            check_spec(&self.name, env, &self.dir, &self.spec_pos, &merged, Some(&values), Some(&def.file), &mut diags);
         match spec {
             Some(spec) if diags.is_empty() => Ok(spec),
             _ => {
@@ -403,10 +319,7 @@ fn env_errors(envs: &BTreeMap<String, EnvDef>) -> Vec<Diagnostic> {
 fn point_inside_quotes(spec: &mut Spec, text: &str) {
     for entry in spec.environment.iter_mut().flat_map(|e| e.value.iter_mut()) {
         let pos = &entry.value.pos;
-        let at = text
-            .lines()
-            .nth(pos.line as usize - 1)
-            .and_then(|l| l.chars().nth(pos.column as usize - 1));
+        let at = text.lines().nth(pos.line as usize - 1).and_then(|l| l.chars().nth(pos.column as usize - 1));
         if matches!(at, Some('\'' | '"')) {
             entry.value.pos = pos.shifted(1);
         }
@@ -447,11 +360,7 @@ fn name_pos(s: &ServiceDef) -> Pos {
 }
 
 fn folder_key(dir: &str) -> String {
-    dir.rsplit('/')
-        .next()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("(root)")
-        .to_string()
+    dir.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("(root)").to_string()
 }
 
 /// The `name:` of a service.yaml that does not parse, so status can still name it.

@@ -112,17 +112,13 @@ pub const NAME_RULE: &str = "[a-z0-9-]{1,48}";
 pub fn valid_service_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 48
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 pub fn valid_env_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn valid_env_key(key: &str) -> bool {
@@ -133,10 +129,7 @@ fn valid_env_key(key: &str) -> bool {
 }
 
 fn valid_variable_key(key: &str) -> bool {
-    !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }
 
 /// Health paths end up inside the container's `CMD-SHELL` health check, so only URL-path
@@ -144,19 +137,13 @@ fn valid_variable_key(key: &str) -> bool {
 fn valid_health_path(path: &str) -> bool {
     path.starts_with('/')
         && path.len() <= 200
-        && path
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/-._~%=+,".contains(c))
+        && path.chars().all(|c| c.is_ascii_alphanumeric() || "/-._~%=+,".contains(c))
 }
 
 /// When a merged value comes from another file than the one a problem is reported in, where
 /// it is set (an override in `config.yaml` against a base in `service.yaml`, or back).
 fn set_elsewhere(reported: &Pos, other: &Pos, name: &str) -> String {
-    if reported.file == other.file {
-        String::new()
-    } else {
-        format!(" ({name} is set at {other})")
-    }
+    if reported.file == other.file { String::new() } else { format!(" ({name} is set at {other})") }
 }
 
 /// The checked variables and secrets of one env config.
@@ -179,20 +166,14 @@ pub(crate) fn check_env_file(file: &EnvFile, diags: &mut Vec<Diagnostic>) -> Env
         if !valid_variable_key(&kv.key) {
             diags.push(Diagnostic::new(
                 kv.key.pos.clone(),
-                format!(
-                    "invalid key `{}`: use letters, digits, `_`, `-` and `.`",
-                    kv.key.value
-                ),
+                format!("invalid key `{}`: use letters, digits, `_`, `-` and `.`", kv.key.value),
             ));
             return false;
         }
         if let Some(first) = seen.get(&kv.key.value) {
             diags.push(Diagnostic::new(
                 kv.key.pos.clone(),
-                format!(
-                    "duplicate key `{}` (first defined at {first})",
-                    kv.key.value
-                ),
+                format!("duplicate key `{}` (first defined at {first})", kv.key.value),
             ));
             return false;
         }
@@ -206,10 +187,7 @@ pub(crate) fn check_env_file(file: &EnvFile, diags: &mut Vec<Diagnostic>) -> Env
         let text = &kv.value.value.0;
         let value = if let Some(rest) = text.strip_prefix("ssm:") {
             match reference::parse_ssm(rest) {
-                Ok(Reference::Ssm(r)) => Variable::Ssm {
-                    name: r.arn.unwrap_or(r.name),
-                    pos: kv.value.pos.clone(),
-                },
+                Ok(Reference::Ssm(r)) => Variable::Ssm { name: r.arn.unwrap_or(r.name), pos: kv.value.pos.clone() },
                 Ok(_) => unreachable!("parse_ssm returns SSM references"),
                 Err(msg) => {
                     diags.push(Diagnostic::new(kv.value.pos.clone(), msg));
@@ -236,12 +214,7 @@ pub(crate) fn check_env_file(file: &EnvFile, diags: &mut Vec<Diagnostic>) -> Env
             }
         }
     }
-    EnvValues {
-        variables,
-        secrets,
-        invalid,
-        adopt: file.adopt.as_ref().is_some_and(|a| a.value),
-    }
+    EnvValues { variables, secrets, invalid, adopt: file.adopt.as_ref().is_some_and(|a| a.value) }
 }
 
 /// `path` names the field as `parent.field`; the problem is reported where the parent starts.
@@ -253,10 +226,7 @@ fn required<'a, T>(
 ) -> Option<&'a At<T>> {
     if field.is_none() {
         let (parent_name, name) = path.rsplit_once('.').unwrap_or(("", path));
-        diags.push(Diagnostic::new(
-            parent.clone(),
-            format!("missing required field `{name}` in `{parent_name}`"),
-        ));
+        diags.push(Diagnostic::new(parent.clone(), format!("missing required field `{name}` in `{parent_name}`")));
     }
     field.as_ref()
 }
@@ -298,10 +268,7 @@ pub(crate) fn check_spec(
                     } else {
                         (&mem.pos, &cpu.pos, "cpu")
                     };
-                    diags.push(Diagnostic::new(
-                        pos.clone(),
-                        format!("{msg}{}", set_elsewhere(pos, other, other_name)),
-                    ));
+                    diags.push(Diagnostic::new(pos.clone(), format!("{msg}{}", set_elsewhere(pos, other, other_name))));
                 }
             }
         }
@@ -310,10 +277,7 @@ pub(crate) fn check_spec(
     if let Some(c) = &spec.count
         && c.value > 5000
     {
-        diags.push(Diagnostic::new(
-            c.pos.clone(),
-            format!("count {} is out of range (0 to 5000)", c.value),
-        ));
+        diags.push(Diagnostic::new(c.pos.clone(), format!("count {} is out of range (0 to 5000)", c.value)));
     }
     let mut autoscaling = None;
     if let Some(a) = &spec.autoscaling {
@@ -327,20 +291,14 @@ pub(crate) fn check_spec(
         {
             diags.push(Diagnostic::new(
                 t.pos.clone(),
-                format!(
-                    "target {} is out of range: a percentage above 0, at most 100",
-                    t.value
-                ),
+                format!("target {} is out of range: a percentage above 0, at most 100", t.value),
             ));
             ok = false;
         }
         if let Some(max) = max
             && !(1..=5000).contains(&max.value)
         {
-            diags.push(Diagnostic::new(
-                max.pos.clone(),
-                format!("max {} is out of range (1 to 5000)", max.value),
-            ));
+            diags.push(Diagnostic::new(max.pos.clone(), format!("max {} is out of range (1 to 5000)", max.value)));
             ok = false;
         }
         if let (Some(min), Some(max)) = (min, max)
@@ -354,43 +312,28 @@ pub(crate) fn check_spec(
             ok = false;
         }
         if let (Some(resource), Some(min), Some(max), true) = (resource, min, max, ok) {
-            autoscaling = Some(ScalingSpec {
-                resource: resource.value,
-                target,
-                min: min.value,
-                max: max.value,
-            });
+            autoscaling = Some(ScalingSpec { resource: resource.value, target, min: min.value, max: max.value });
         }
     }
     let port = spec.port.as_ref().map_or(8080, |p| p.value);
     let metrics_port = spec.metrics_port.as_ref().map_or(9090, |p| p.value);
     for p in [&spec.port, &spec.metrics_port].into_iter().flatten() {
         if p.value == 0 {
-            diags.push(Diagnostic::new(
-                p.pos.clone(),
-                "port 0 is out of range (1 to 65535)",
-            ));
+            diags.push(Diagnostic::new(p.pos.clone(), "port 0 is out of range (1 to 65535)"));
         }
     }
     if port == metrics_port {
-        let pos = spec
-            .metrics_port
-            .as_ref()
-            .or(spec.port.as_ref())
-            .map_or(spec_pos, |p| &p.pos);
-        diags.push(Diagnostic::new(
-            pos.clone(),
-            format!("`port` and `metrics_port` are both {port}"),
-        ));
+        let pos = spec.metrics_port.as_ref().or(spec.port.as_ref()).map_or(spec_pos, |p| &p.pos);
+        diags.push(Diagnostic::new(pos.clone(), format!("`port` and `metrics_port` are both {port}")));
     }
-    let health = spec
-        .health
-        .as_ref()
-        .map_or("/health".to_string(), |h| h.value.clone());
+    let health = spec.health.as_ref().map_or("/health".to_string(), |h| h.value.clone());
     if let Some(h) = &spec.health
         && !valid_health_path(&h.value)
     {
-        diags.push(Diagnostic::new(h.pos.clone(), format!("invalid health path `{}`: a URL path starting with `/` (letters, digits, `/-._~%=+,`)", h.value)));
+        diags.push(Diagnostic::new(
+            h.pos.clone(),
+            format!("invalid health path `{}`: a URL path starting with `/` (letters, digits, `/-._~%=+,`)", h.value),
+        ));
     }
     let mut depends_on = Vec::new();
     let mut data = Vec::new();
@@ -399,32 +342,19 @@ pub(crate) fn check_spec(
             if !valid_service_name(s) {
                 diags.push(Diagnostic::new(
                     s.pos.clone(),
-                    format!(
-                        "invalid service name `{}` in dependencies: names are {NAME_RULE}",
-                        s.value
-                    ),
+                    format!("invalid service name `{}` in dependencies: names are {NAME_RULE}", s.value),
                 ));
             } else if s.value == name {
-                diags.push(Diagnostic::new(
-                    s.pos.clone(),
-                    format!("service `{name}` depends on itself"),
-                ));
+                diags.push(Diagnostic::new(s.pos.clone(), format!("service `{name}` depends on itself")));
             } else {
                 depends_on.push(s.value.clone());
             }
         }
         for d in deps.data.iter().flat_map(|s| s.value.iter()) {
-            if d.is_empty()
-                || !d
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
+            if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
                 diags.push(Diagnostic::new(
                     d.pos.clone(),
-                    format!(
-                        "invalid data dependency `{}`: use letters, digits, `-`, `_` and `.`",
-                        d.value
-                    ),
+                    format!("invalid data dependency `{}`: use letters, digits, `-`, `_` and `.`", d.value),
                 ));
             } else {
                 data.push(d.value.clone());
@@ -435,23 +365,23 @@ pub(crate) fn check_spec(
     let mut keys: BTreeMap<&str, &Pos> = BTreeMap::new();
     for entry in spec.environment.iter().flat_map(|e| e.value.iter()) {
         if entry.key.is_empty() {
-            diags.push(Diagnostic::new(
-                entry.key.pos.clone(),
-                "empty environment variable name",
-            ));
+            diags.push(Diagnostic::new(entry.key.pos.clone(), "empty environment variable name"));
             continue;
         }
         if !valid_env_key(&entry.key) {
-            diags.push(Diagnostic::new(entry.key.pos.clone(), format!("invalid environment variable name `{}`: use letters, digits and `_`, not starting with a digit", entry.key.value)));
+            diags.push(Diagnostic::new(
+                entry.key.pos.clone(),
+                format!(
+                    "invalid environment variable name `{}`: use letters, digits and `_`, not starting with a digit",
+                    entry.key.value
+                ),
+            ));
             continue;
         }
         if let Some(first) = keys.insert(&entry.key.value, &entry.key.pos) {
             diags.push(Diagnostic::new(
                 entry.key.pos.clone(),
-                format!(
-                    "duplicate environment variable `{}` (first defined at {first})",
-                    entry.key.value
-                ),
+                format!("duplicate environment variable `{}` (first defined at {first})", entry.key.value),
             ));
             continue;
         }
@@ -486,8 +416,7 @@ pub(crate) fn check_spec(
             } else if !values.variables.contains_key(var) {
                 let file = env_file.map_or(String::new(), |f| format!(" (not in {f})"));
                 let known = values.variables.keys().chain(values.secrets.keys());
-                let hint =
-                    suggest(var, known).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
+                let hint = suggest(var, known).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
                 diags.push(Diagnostic::new(
                     pos.clone(),
                     format!("unknown variable `{var}` in environment `{env}`{file}{hint}"),
@@ -500,11 +429,7 @@ pub(crate) fn check_spec(
                 Some(r) => EnvValue::Secret(r),
                 None => EnvValue::Template(template),
             };
-            environment.push(EnvVar {
-                key: entry.key.value.clone(),
-                value,
-                pos: entry.value.pos.clone(),
-            });
+            environment.push(EnvVar { key: entry.key.value.clone(), value, pos: entry.value.pos.clone() });
         }
     }
     environment.sort_by(|a, b| a.key.cmp(&b.key));
@@ -524,11 +449,7 @@ pub(crate) fn check_spec(
         port,
         health,
         metrics_port,
-        external: spec
-            .ingress
-            .as_ref()
-            .and_then(|i| i.external.as_ref())
-            .is_some_and(|e| e.value),
+        external: spec.ingress.as_ref().and_then(|i| i.external.as_ref()).is_some_and(|e| e.value),
         depends_on,
         data,
         environment,

@@ -124,11 +124,7 @@ pub struct KeyValue {
     pub value: At<Text>,
 }
 
-fn merge_opt<T: Clone>(
-    base: &Option<At<T>>,
-    over: &Option<At<T>>,
-    f: impl Fn(&T, &T) -> T,
-) -> Option<At<T>> {
+fn merge_opt<T: Clone>(base: &Option<At<T>>, over: &Option<At<T>>, f: impl Fn(&T, &T) -> T) -> Option<At<T>> {
     match (base, over) {
         (Some(b), Some(o)) => Some(At::new(f(&b.value, &o.value), o.pos.clone())),
         (b, o) => o.clone().or_else(|| b.clone()),
@@ -162,11 +158,9 @@ impl Spec {
             ingress: merge_opt(&self.ingress, &over.ingress, |b, o| Ingress {
                 external: pick(&b.external, &o.external),
             }),
-            dependencies: merge_opt(&self.dependencies, &over.dependencies, |b, o| {
-                Dependencies {
-                    services: pick(&b.services, &o.services),
-                    data: pick(&b.data, &o.data),
-                }
+            dependencies: merge_opt(&self.dependencies, &over.dependencies, |b, o| Dependencies {
+                services: pick(&b.services, &o.services),
+                data: pick(&b.data, &o.data),
             }),
             environment: merge_opt(&self.environment, &over.environment, |b, o| {
                 let mut out: Vec<EnvEntry> = b.clone();

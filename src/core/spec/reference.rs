@@ -56,19 +56,13 @@ const SYNTAX: &str = "expected `ssm:/name`, `secretsmanager:NAME` or `secretsman
 fn valid_ssm_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 2048
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
         && !name.ends_with('/')
         && !name.contains("//")
 }
 
 fn valid_secret_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 512
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
+    !name.is_empty() && name.len() <= 512 && name.chars().all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
 }
 
 fn valid_field(field: &str) -> bool {
@@ -78,14 +72,8 @@ fn valid_field(field: &str) -> bool {
 /// Splits `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`.
 fn split_arn(arn: &str) -> Option<(&str, &str)> {
     let mut it = arn.splitn(6, ':');
-    let (_arn, partition, service, region, account, resource) = (
-        it.next()?,
-        it.next()?,
-        it.next()?,
-        it.next()?,
-        it.next()?,
-        it.next()?,
-    );
+    let (_arn, partition, service, region, account, resource) =
+        (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
     let ok = partition.starts_with("aws")
         && !region.is_empty()
         && account.len() == 12
@@ -101,9 +89,7 @@ fn arn_problem(arn: &str) -> String {
             format!("the partition `{partition}` is not an AWS partition")
         }
         [_, _, _, "", _, _] => "the region is missing".to_string(),
-        [_, _, _, _, account, _]
-            if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) =>
-        {
+        [_, _, _, _, account, _] if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) => {
             format!("the account id `{account}` must be 12 digits")
         }
         _ => "expected `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`".to_string(),
@@ -117,23 +103,14 @@ fn parse_ssm_arn(arn: &str) -> Result<Reference, String> {
             let name = resource
                 .strip_prefix("parameter")
                 .filter(|n| n.starts_with('/'))
-                .ok_or_else(|| {
-                    format!("`{arn}` is not an SSM parameter ARN (`…:parameter/name`)")
-                })?;
+                .ok_or_else(|| format!("`{arn}` is not an SSM parameter ARN (`…:parameter/name`)"))?;
             // `parameter/a/b` names `/a/b`; `parameter/x` names the flat parameter `x`.
             let flat = &name[1..];
-            let name = if flat.contains('/') {
-                name.to_string()
-            } else {
-                flat.to_string()
-            };
+            let name = if flat.contains('/') { name.to_string() } else { flat.to_string() };
             if !valid_ssm_name(&name) {
                 return Err(format!("`{arn}` has an invalid parameter name"));
             }
-            Ok(Reference::Ssm(SsmRef {
-                name,
-                arn: Some(arn.to_string()),
-            }))
+            Ok(Reference::Ssm(SsmRef { name, arn: Some(arn.to_string()) }))
         }
         Some(_) => Err(format!("`{arn}` is not an SSM parameter ARN; {SYNTAX}")),
         None => Err(arn_problem(arn)),
@@ -146,10 +123,7 @@ fn parse_secret_id(id_and_field: &str) -> Result<Reference, String> {
         None => (id_and_field, None),
     };
     if field == Some("") {
-        return Err(
-            "empty JSON key after `#`: write `NAME#field`, or drop the `#` to use the whole secret"
-                .to_string(),
-        );
+        return Err("empty JSON key after `#`: write `NAME#field`, or drop the `#` to use the whole secret".to_string());
     }
     if let Some(field) = field
         && !valid_field(field)
@@ -159,9 +133,9 @@ fn parse_secret_id(id_and_field: &str) -> Result<Reference, String> {
     if id.starts_with("arn:") {
         match split_arn(id) {
             Some(("secretsmanager", resource)) => {
-                let name = resource.strip_prefix("secret:").ok_or_else(|| {
-                    format!("`{id}` is not a Secrets Manager secret ARN (`…:secret:NAME`)")
-                })?;
+                let name = resource
+                    .strip_prefix("secret:")
+                    .ok_or_else(|| format!("`{id}` is not a Secrets Manager secret ARN (`…:secret:NAME`)"))?;
                 if !valid_secret_name(name) {
                     return Err(format!(
                         "`{id}` has an invalid secret name (write a JSON key as `#field`, not `:field::`)"
@@ -169,19 +143,14 @@ fn parse_secret_id(id_and_field: &str) -> Result<Reference, String> {
                 }
             }
             Some(_) => {
-                return Err(format!(
-                    "`{id}` is not a Secrets Manager secret ARN; {SYNTAX}"
-                ));
+                return Err(format!("`{id}` is not a Secrets Manager secret ARN; {SYNTAX}"));
             }
             None => return Err(arn_problem(id)),
         }
     } else if !valid_secret_name(id) {
         return Err(format!("invalid secret name `{id}`; {SYNTAX}"));
     }
-    Ok(Reference::SecretsManager(SecretRef {
-        id: id.to_string(),
-        field: field.map(str::to_string),
-    }))
+    Ok(Reference::SecretsManager(SecretRef { id: id.to_string(), field: field.map(str::to_string) }))
 }
 
 /// Parses a secret reference as written in `config.yaml`.
@@ -198,9 +167,7 @@ pub fn parse_secret(text: &str) -> Result<Reference, String> {
         return match split_arn(arn) {
             Some(("ssm", _)) => parse_ssm_arn(text),
             Some(("secretsmanager", _)) => parse_secret_id(text),
-            Some(_) => Err(format!(
-                "`{text}` is not an SSM parameter or Secrets Manager ARN; {SYNTAX}"
-            )),
+            Some(_) => Err(format!("`{text}` is not an SSM parameter or Secrets Manager ARN; {SYNTAX}")),
             None => Err(arn_problem(arn)),
         };
     }
@@ -217,10 +184,7 @@ pub fn parse_ssm(rest: &str) -> Result<Reference, String> {
             "invalid SSM parameter name `{rest}`: use letters, digits and `_.-/`, e.g. `ssm:/pre/app/key`"
         ));
     }
-    Ok(Reference::Ssm(SsmRef {
-        name: rest.to_string(),
-        arn: None,
-    }))
+    Ok(Reference::Ssm(SsmRef { name: rest.to_string(), arn: None }))
 }
 
 /// What a reference becomes in a container's `secrets[].valueFrom`.
@@ -252,10 +216,7 @@ pub fn value_from(
                             r.id
                         )
                     })?;
-                    format!(
-                        "arn:{partition}:secretsmanager:{region}:{account}:secret:{}",
-                        r.id
-                    )
+                    format!("arn:{partition}:secretsmanager:{region}:{account}:secret:{}", r.id)
                 }
             };
             Ok(match &r.field {
@@ -279,33 +240,21 @@ mod tests {
     fn parses_every_form() {
         assert_eq!(
             parse_secret("ssm:/prod/db-password").unwrap(),
-            Reference::Ssm(SsmRef {
-                name: "/prod/db-password".into(),
-                arn: None
-            })
+            Reference::Ssm(SsmRef { name: "/prod/db-password".into(), arn: None })
         );
         assert_eq!(
             parse_secret("secretsmanager:prod/klaus#api_key").unwrap(),
-            Reference::SecretsManager(SecretRef {
-                id: "prod/klaus".into(),
-                field: Some("api_key".into())
-            })
+            Reference::SecretsManager(SecretRef { id: "prod/klaus".into(), field: Some("api_key".into()) })
         );
         let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/klaus-AbCdEf";
         assert_eq!(
             parse_secret(&format!("{arn}#k")).unwrap(),
-            Reference::SecretsManager(SecretRef {
-                id: arn.into(),
-                field: Some("k".into())
-            })
+            Reference::SecretsManager(SecretRef { id: arn.into(), field: Some("k".into()) })
         );
         let arn = "arn:aws:ssm:us-east-1:123456789012:parameter/prod/x";
         assert_eq!(
             parse_secret(arn).unwrap(),
-            Reference::Ssm(SsmRef {
-                name: "/prod/x".into(),
-                arn: Some(arn.into())
-            })
+            Reference::Ssm(SsmRef { name: "/prod/x".into(), arn: Some(arn.into()) })
         );
     }
 
@@ -333,14 +282,7 @@ mod tests {
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/klaus:api_key::"
         );
         assert_eq!(
-            value_from(
-                &r,
-                "aws",
-                "us-east-1",
-                Some("1"),
-                Some("arn:x:secret:prod/klaus-AbCdEf")
-            )
-            .unwrap(),
+            value_from(&r, "aws", "us-east-1", Some("1"), Some("arn:x:secret:prod/klaus-AbCdEf")).unwrap(),
             "arn:x:secret:prod/klaus-AbCdEf:api_key::"
         );
         assert!(value_from(&r, "aws", "us-east-1", None, None).is_err());
@@ -349,9 +291,6 @@ mod tests {
             value_from(&r, "aws", "eu-west-1", Some("123456789012"), None).unwrap(),
             "arn:aws:ssm:eu-west-1:123456789012:parameter/p/x"
         );
-        assert_eq!(
-            value_from(&r, "aws", "eu-west-1", None, None).unwrap(),
-            "/p/x"
-        );
+        assert_eq!(value_from(&r, "aws", "eu-west-1", None, None).unwrap(), "/p/x");
     }
 }

@@ -46,10 +46,7 @@ impl Template {
             let at = column_pos(text, start, action_offset);
             let after = &rest[open + 2..];
             let Some(close) = after.find("}}") else {
-                errors.push(Diagnostic::new(
-                    at,
-                    "malformed template: `{{` is never closed by `}}`",
-                ));
+                errors.push(Diagnostic::new(at, "malformed template: `{{` is never closed by `}}`"));
                 return Err(errors);
             };
             let inner = &after[..close];
@@ -65,11 +62,7 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_string()));
         }
-        if errors.is_empty() {
-            Ok(Template { parts })
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(Template { parts }) } else { Err(errors) }
     }
 
     pub fn variables(&self) -> impl Iterator<Item = (&str, &Pos)> {
@@ -132,15 +125,11 @@ const EXPECTED: &str = "expected .Variables[\"name\"], .Service, .Env, .Commit o
 fn parse_action(inner: &str) -> Result<Action, String> {
     let expr = inner.trim();
     if expr.starts_with('-') || expr.ends_with('-') {
-        return Err(format!(
-            "malformed template `{{{{{inner}}}}}`: trim markers are not supported; {EXPECTED}"
-        ));
+        return Err(format!("malformed template `{{{{{inner}}}}}`: trim markers are not supported; {EXPECTED}"));
     }
     match expr {
         "" => {
-            return Err(format!(
-                "malformed template: empty action `{{{{{inner}}}}}`; {EXPECTED}"
-            ));
+            return Err(format!("malformed template: empty action `{{{{{inner}}}}}`; {EXPECTED}"));
         }
         ".Service" => return Ok(Action::Field(Part::Service)),
         ".Env" => return Ok(Action::Field(Part::Env)),
@@ -152,28 +141,18 @@ fn parse_action(inner: &str) -> Result<Action, String> {
         let Some(quoted) = rest.strip_suffix(']') else {
             return Err(format!("malformed template `{expr}`: missing `]`"));
         };
-        unquote(quoted.trim()).ok_or_else(|| {
-            format!("malformed template `{expr}`: the variable name must be a quoted string")
-        })?
+        unquote(quoted.trim())
+            .ok_or_else(|| format!("malformed template `{expr}`: the variable name must be a quoted string"))?
     } else if let Some(rest) = expr.strip_prefix("index .Variables ") {
-        unquote(rest.trim()).ok_or_else(|| {
-            format!("malformed template `{expr}`: the variable name must be a quoted string")
-        })?
+        unquote(rest.trim())
+            .ok_or_else(|| format!("malformed template `{expr}`: the variable name must be a quoted string"))?
     } else if let Some(rest) = expr.strip_prefix(".Variables.") {
         rest.to_string()
     } else {
-        return Err(format!(
-            "unsupported template expression `{expr}`; {EXPECTED}"
-        ));
+        return Err(format!("unsupported template expression `{expr}`; {EXPECTED}"));
     };
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-    {
-        return Err(format!(
-            "malformed template `{expr}`: variable names use letters, digits, `_`, `-` and `.`"
-        ));
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+        return Err(format!("malformed template `{expr}`: variable names use letters, digits, `_`, `-` and `.`"));
     }
     Ok(Action::Variable(name))
 }
@@ -198,12 +177,7 @@ mod tests {
     }
 
     fn ctx() -> Context<'static> {
-        Context {
-            service: "svc",
-            env: "pre",
-            commit: "abc",
-            version: "",
-        }
+        Context { service: "svc", env: "pre", commit: "abc", version: "" }
     }
 
     #[test]
@@ -221,11 +195,7 @@ mod tests {
     fn reports_the_column_of_the_action() {
         let err = Template::parse("ab {{ .Nope }}", &pos()).unwrap_err();
         assert_eq!(err[0].pos, Pos::new("f.yaml", 3, 15));
-        assert!(
-            err[0]
-                .message
-                .contains("unsupported template expression `.Nope`")
-        );
+        assert!(err[0].message.contains("unsupported template expression `.Nope`"));
         let err = Template::parse("x {{ .Service", &pos()).unwrap_err();
         assert_eq!(err[0].pos.column, 14);
         assert!(err[0].message.contains("never closed"));

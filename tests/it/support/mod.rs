@@ -31,9 +31,7 @@ where
 
 /// `path` under `tests/fixtures`, e.g. `fixture("monorepo")` or `fixture("berth.yaml")`.
 pub fn fixture(path: impl AsRef<std::path::Path>) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
 }
 
 /// Stdout of a successful command; panics with its stderr otherwise.

@@ -42,10 +42,7 @@ impl Moto {
     /// `[("MOTO_ECS_SERVICE_RUNNING", "2")]`.
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let bin = server_binary();
-        let dir = tempfile::Builder::new()
-            .prefix("berth-moto-")
-            .tempdir()
-            .expect("cannot create a temp dir");
+        let dir = tempfile::Builder::new().prefix("berth-moto-").tempdir().expect("cannot create a temp dir");
         let mut failures = Vec::new();
         for _ in 0..ATTEMPTS {
             let port = free_port();
@@ -70,20 +67,11 @@ impl Moto {
             });
             match wait_ready(&mut child, port) {
                 Ok(()) => {
-                    return Moto {
-                        endpoint: format!("http://127.0.0.1:{port}"),
-                        port,
-                        child,
-                        log,
-                        dir,
-                    };
+                    return Moto { endpoint: format!("http://127.0.0.1:{port}"), port, child, log, dir };
                 }
                 Err(Exited(status)) => {
                     // Most likely the port was taken meanwhile: try another one.
-                    failures.push(format!(
-                        "port {port}: moto exited ({status}):\n{}",
-                        read_log(&log)
-                    ));
+                    failures.push(format!("port {port}: moto exited ({status}):\n{}", read_log(&log)));
                 }
                 Err(TimedOut) => {
                     let _ = child.kill();
@@ -95,10 +83,7 @@ impl Moto {
                 }
             }
         }
-        panic!(
-            "moto did not start after {ATTEMPTS} attempts:\n{}",
-            failures.join("\n")
-        );
+        panic!("moto did not start after {ATTEMPTS} attempts:\n{}", failures.join("\n"));
     }
 
     /// The server's log so far (stdout and stderr).
@@ -223,8 +208,7 @@ fn answers(port: u16) -> bool {
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    let request =
-        format!("GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
@@ -238,8 +222,7 @@ fn answers(port: u16) -> bool {
     }
     let head = String::from_utf8_lossy(&head);
     let mut status_line = head.lines().next().unwrap_or("").split_whitespace();
-    status_line.next().is_some_and(|v| v.starts_with("HTTP/1."))
-        && status_line.next() == Some("200")
+    status_line.next().is_some_and(|v| v.starts_with("HTTP/1.")) && status_line.next() == Some("200")
 }
 
 /// A port that was free on 127.0.0.1 a moment ago.
@@ -249,14 +232,11 @@ pub fn free_port() -> u16 {
 }
 
 fn read_log(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
+    std::fs::read_to_string(path).unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()))
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 /// `$BERTH_MOTO_SERVER`, else `moto_server` (looked up on PATH).

@@ -179,10 +179,7 @@ fn operation(req: &Request) -> String {
         return t.rsplit('.').next().unwrap_or(t).to_string();
     }
     let body = String::from_utf8_lossy(&req.body);
-    body.split('&')
-        .find_map(|kv| kv.strip_prefix("Action="))
-        .map(str::to_string)
-        .unwrap_or_else(|| "unknown".into())
+    body.split('&').find_map(|kv| kv.strip_prefix("Action=")).map(str::to_string).unwrap_or_else(|| "unknown".into())
 }
 
 fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Result<()> {
@@ -213,8 +210,12 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
     let mut out = conn;
     if let Some(f) = fault {
         let (status, reason, body) = match f {
-            Fault::Throttle => (400, "Bad Request", r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_string()),
-            Fault::Status(code) => (code, "Error", format!(r#"{{"__type":"ServiceUnavailableException","message":"injected {code}"}}"#)),
+            Fault::Throttle => {
+                (400, "Bad Request", r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_string())
+            }
+            Fault::Status(code) => {
+                (code, "Error", format!(r#"{{"__type":"ServiceUnavailableException","message":"injected {code}"}}"#))
+            }
         };
         return write_response(&mut out, status, reason, "application/x-amz-json-1.1", body.as_bytes());
     }
@@ -264,7 +265,10 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
 fn cbor_to_json(req: Request, op: &str, upstream: &str, out: &mut TcpStream) -> std::io::Result<()> {
     let value: ciborium::Value = ciborium::from_reader(req.body.as_slice()).unwrap_or(ciborium::Value::Map(vec![]));
     let json = serde_json::to_vec(&cbor_json(value)).unwrap();
-    let mut head = format!("POST / HTTP/1.1\r\nContent-Type: application/x-amz-json-1.0\r\nX-Amz-Target: GraniteServiceVersion20100801.{op}\r\nContent-Length: {}\r\nConnection: close\r\n", json.len());
+    let mut head = format!(
+        "POST / HTTP/1.1\r\nContent-Type: application/x-amz-json-1.0\r\nX-Amz-Target: GraniteServiceVersion20100801.{op}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        json.len()
+    );
     for (k, v) in &req.head {
         if ["host", "authorization", "x-amz-date", "x-amz-security-token"].contains(&k.to_ascii_lowercase().as_str()) {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -303,9 +307,9 @@ fn cbor_json(v: ciborium::Value) -> Value {
         C::Null => Value::Null,
         C::Tag(_, inner) => cbor_json(*inner),
         C::Array(a) => Value::Array(a.into_iter().map(cbor_json).collect()),
-        C::Map(m) => Value::Object(
-            m.into_iter().filter_map(|(k, v)| k.into_text().ok().map(|k| (k, cbor_json(v)))).collect(),
-        ),
+        C::Map(m) => {
+            Value::Object(m.into_iter().filter_map(|(k, v)| k.into_text().ok().map(|k| (k, cbor_json(v)))).collect())
+        }
         C::Bytes(b) => Value::from(b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
         _ => Value::Null,
     }
@@ -314,7 +318,9 @@ fn cbor_json(v: ciborium::Value) -> Value {
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).split(';').next().unwrap_or("0").trim(), 16)
+                .unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -343,7 +349,13 @@ fn rewrite_deployments(body: &[u8], mode: Rollouts) -> Vec<u8> {
                 Rollouts::Complete => vec![dep("ecs-svc/1", "PRIMARY", td, "COMPLETED", "ECS deployment completed.")],
                 Rollouts::Stuck => vec![dep("ecs-svc/1", "PRIMARY", td, "IN_PROGRESS", "in progress")],
                 Rollouts::Fail => vec![
-                    dep("ecs-svc/2", "PRIMARY", Value::from("arn:aws:ecs:us-east-1:123456789012:task-definition/rollback:1"), "IN_PROGRESS", "rolling back"),
+                    dep(
+                        "ecs-svc/2",
+                        "PRIMARY",
+                        Value::from("arn:aws:ecs:us-east-1:123456789012:task-definition/rollback:1"),
+                        "IN_PROGRESS",
+                        "rolling back",
+                    ),
                     dep("ecs-svc/1", "ACTIVE", td, "FAILED", "ECS deployment circuit breaker: tasks failed to start."),
                 ],
                 Rollouts::Moto => continue,

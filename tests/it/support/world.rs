@@ -7,9 +7,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+use super::fixture;
 use super::moto::Moto;
 use super::proxy::Proxy;
-use super::fixture;
 
 /// Secret values seeded into moto. berth must never print, log or store any of them.
 pub const SECRET_VALUES: &[&str] = &[
@@ -146,11 +146,14 @@ impl World {
             self.subnets.join(", "),
             self.security_group
         );
-        let rollout = if extra_env.contains("rollout:") { String::new() } else { "    rollout: {wait: false}\n".to_string() };
+        let rollout =
+            if extra_env.contains("rollout:") { String::new() } else { "    rollout: {wait: false}\n".to_string() };
         let mut envs = String::new();
         for env in self.envs.borrow().iter() {
             let source = if *env == "prod" { "{tags: semver}" } else { "{branch: develop}" };
-            envs.push_str(&format!("  {env}:\n    source: {source}\n    cluster: {env}\n{defaults}{rollout}{extra_env}"));
+            envs.push_str(&format!(
+                "  {env}:\n    source: {source}\n    cluster: {env}\n{defaults}{rollout}{extra_env}"
+            ));
         }
         let text = format!(
             "repo:\n  url: file://{repo}\n  workdir: {work}\n  poll_interval: {poll}\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  account_id: \"123456789012\"\n  registry: {REGISTRY}\n  max_attempts: 4\nenvironments:\n{envs}{top}",
@@ -284,5 +287,10 @@ pub fn assert_no_secret(out: &Output) {
 }
 
 pub fn text(out: &Output) -> String {
-    format!("--- exit {:?}\n--- stdout\n{}--- stderr\n{}", out.status.code(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "--- exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
