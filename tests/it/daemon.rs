@@ -214,7 +214,7 @@ fn pushes_deploy_develop_to_pre_and_release_tags_to_prod() {
 #[test]
 fn console_edits_heal_within_one_poll_interval() {
     let w = World::new();
-    *w.poll_interval.borrow_mut() = "2s".into();
+    *w.poll_interval.borrow_mut() = "5s".into();
     let d = Daemon::start(&w);
     d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
     w.console(
@@ -229,15 +229,16 @@ keep = {k: td[k] for k in ["family", "containerDefinitions", "networkMode", "req
 ecs.update_service(cluster="pre", service="notifier", taskDefinition=ecs.register_task_definition(**keep)["taskDefinition"]["taskDefinitionArn"])
 "#,
     );
-    let healed = d.wait_for("heal", Duration::from_secs(10), |_| {
+    let healed = d.wait_for("heal", Duration::from_secs(30), |_| {
         w.console(
             "import boto3; e=boto3.client('ecs'); l=e.describe_services(cluster='pre', services=['ledger'])['services'][0]; n=e.describe_services(cluster='pre', services=['notifier'])['services'][0]; env=e.describe_task_definition(taskDefinition=n['taskDefinition'])['taskDefinition']['containerDefinitions'][0]['environment']; print(l['desiredCount'], [x['value'] for x in env if x['name']=='LOG_LEVEL'][0])",
         )
         .trim()
             == "1 debug"
     });
-    // One poll interval (2 s) plus the cycle and the time this check itself takes.
-    assert!(healed < Duration::from_secs(8), "healed after {healed:?}");
+    // Healed by the next poll (5 s) with no push or webhook; the bound leaves room for a
+    // loaded CI machine and for this check's own python calls.
+    assert!(healed < Duration::from_secs(15), "healed after {healed:?}");
 }
 
 #[test]
@@ -264,10 +265,10 @@ fn a_signed_webhook_wakes_the_daemon_and_a_bad_one_is_refused() {
     let (code, answer) = d.webhook(body, Some(sign(body)));
     assert_eq!(code, 202, "{answer}");
     assert!(answer.contains("\"pre\""), "{answer}");
-    let took = d.wait_for("webhook deploy", Duration::from_secs(15), |d| {
+    // The poll interval is 10 minutes: picking the commit up at all proves the webhook.
+    d.wait_for("webhook deploy", Duration::from_secs(60), |d| {
         d.service("pre", "ledger").is_some_and(|s| s["commit"] == commit.as_str() && s["sync"] == "Synced")
     });
-    assert!(took < Duration::from_secs(10), "{took:?}");
     // Oversized bodies are refused before any signature work.
     let big = "x".repeat(2 * 1024 * 1024);
     assert_eq!(d.webhook(&big, Some(sign(&big))).0, 413);
