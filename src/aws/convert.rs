@@ -106,6 +106,17 @@ fn container_from_sdk(c: &ecs::ContainerDefinition, extras: &mut Vec<String>) ->
     note("linuxParameters", c.linux_parameters().is_some());
     note("repositoryCredentials", c.repository_credentials().is_some());
     note("firelensConfiguration", c.firelens_configuration().is_some());
+    note("startTimeout", c.start_timeout().is_some());
+    note("stopTimeout", c.stop_timeout().is_some());
+    note("systemControls", !c.system_controls().is_empty());
+    note("resourceRequirements", !c.resource_requirements().is_empty());
+    note("hostname", c.hostname().is_some());
+    note("dnsServers", !c.dns_servers().is_empty());
+    note("extraHosts", !c.extra_hosts().is_empty());
+    note("interactive", c.interactive() == Some(true));
+    note("pseudoTerminal", c.pseudo_terminal() == Some(true));
+    note("dockerSecurityOptions", !c.docker_security_options().is_empty());
+    note("logConfiguration.secretOptions", c.log_configuration().is_some_and(|l| !l.secret_options().is_empty()));
     ContainerDefinition {
         name: name.clone(),
         image: c.image().unwrap_or_default().to_string(),
