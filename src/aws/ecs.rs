@@ -1,6 +1,7 @@
 //! ECS: services ten at a time, task definitions cached by ARN, and the writes.
 
 use aws_sdk_ecs::types as ecs;
+use futures::StreamExt as _;
 
 use super::convert::{self, ecs_tags};
 use super::{Aws, AwsError, classify};
@@ -9,6 +10,8 @@ use crate::core::live::{LiveService, LiveTaskDefinition};
 
 /// DescribeServices accepts at most ten names.
 pub const DESCRIBE_SERVICES_BATCH: usize = 10;
+/// DescribeServices batches in flight at once.
+const CONCURRENT_BATCHES: usize = 4;
 
 impl Aws {
     /// The named services of a cluster (with tags). Names not found are absent from the map.
@@ -18,15 +21,19 @@ impl Aws {
         names: &[String],
     ) -> Result<std::collections::BTreeMap<String, LiveService>, AwsError> {
         let mut out = std::collections::BTreeMap::new();
-        for chunk in names.chunks(DESCRIBE_SERVICES_BATCH) {
-            let resp = self
-                .ecs
+        let answers = futures::stream::iter(names.chunks(DESCRIBE_SERVICES_BATCH).map(|chunk| async move {
+            self.ecs
                 .describe_services()
                 .cluster(cluster)
                 .set_services(Some(chunk.to_vec()))
                 .include(ecs::ServiceField::Tags)
                 .send()
-                .await;
+                .await
+        }))
+        .buffered(CONCURRENT_BATCHES)
+        .collect::<Vec<_>>()
+        .await;
+        for resp in answers {
             let resp = match resp {
                 Ok(r) => r,
                 // A missing cluster means none of its services exist yet.

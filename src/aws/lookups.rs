@@ -6,8 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ecr::types as ecr;
 use aws_sdk_ssm::types as ssm;
+use futures::StreamExt as _;
 
 use super::{Aws, AwsError, classify};
+
+/// Lookups (DescribeSecret, BatchGetImage) in flight at once.
+const CONCURRENT_LOOKUPS: usize = 8;
 
 /// An image in an ECR registry of this region.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -186,8 +190,15 @@ impl Aws {
                 }
             }
         }
-        for id in &req.secret_ids {
-            match self.sm.describe_secret().secret_id(id).send().await {
+        // One request per secret or repository, a few at a time.
+        let secrets = futures::stream::iter(
+            req.secret_ids.iter().map(|id| async move { (id, self.sm.describe_secret().secret_id(id).send().await) }),
+        )
+        .buffer_unordered(CONCURRENT_LOOKUPS)
+        .collect::<Vec<_>>()
+        .await;
+        for (id, result) in secrets {
+            match result {
                 Ok(resp) => {
                     if resp.deleted_date().is_none()
                         && let Some(arn) = resp.arn()
@@ -203,48 +214,58 @@ impl Aws {
         for image in &req.images {
             by_repo.entry((image.registry_id.clone(), image.repository.clone())).or_default().push(image);
         }
-        for ((registry, repo), images) in by_repo {
-            for chunk in images.chunks(100) {
-                let ids: Vec<ecr::ImageIdentifier> = chunk
-                    .iter()
-                    .map(|i| {
-                        let b = ecr::ImageIdentifier::builder();
-                        if i.reference.starts_with("sha256:") {
-                            b.image_digest(&i.reference)
-                        } else {
-                            b.image_tag(&i.reference)
-                        }
-                        .build()
-                    })
-                    .collect();
-                let resp = self
-                    .ecr
-                    .batch_get_image()
-                    .registry_id(&registry)
-                    .repository_name(&repo)
-                    .set_image_ids(Some(ids))
-                    .send()
-                    .await;
-                match resp {
-                    Ok(r) => {
-                        let found: BTreeSet<String> = r
-                            .images()
-                            .iter()
-                            .filter_map(|i| i.image_id())
-                            .flat_map(|id| [id.image_tag().map(str::to_string), id.image_digest().map(str::to_string)])
-                            .flatten()
-                            .collect();
-                        for i in chunk {
-                            if !found.contains(&i.reference) {
-                                out.missing_images.insert((*i).clone());
-                            }
+        let batches: Vec<(String, String, Vec<&EcrImage>)> = by_repo
+            .into_iter()
+            .flat_map(|((registry, repo), images)| {
+                images.chunks(100).map(|c| (registry.clone(), repo.clone(), c.to_vec())).collect::<Vec<_>>()
+            })
+            .collect();
+        let answers = futures::stream::iter(batches.into_iter().map(|(registry, repo, chunk)| async move {
+            let ids: Vec<ecr::ImageIdentifier> = chunk
+                .iter()
+                .map(|i| {
+                    let b = ecr::ImageIdentifier::builder();
+                    if i.reference.starts_with("sha256:") {
+                        b.image_digest(&i.reference)
+                    } else {
+                        b.image_tag(&i.reference)
+                    }
+                    .build()
+                })
+                .collect();
+            let resp = self
+                .ecr
+                .batch_get_image()
+                .registry_id(&registry)
+                .repository_name(&repo)
+                .set_image_ids(Some(ids))
+                .send()
+                .await;
+            (chunk, resp)
+        }))
+        .buffer_unordered(CONCURRENT_LOOKUPS)
+        .collect::<Vec<_>>()
+        .await;
+        for (chunk, resp) in answers {
+            match resp {
+                Ok(r) => {
+                    let found: BTreeSet<String> = r
+                        .images()
+                        .iter()
+                        .filter_map(|i| i.image_id())
+                        .flat_map(|id| [id.image_tag().map(str::to_string), id.image_digest().map(str::to_string)])
+                        .flatten()
+                        .collect();
+                    for i in chunk {
+                        if !found.contains(&i.reference) {
+                            out.missing_images.insert(i.clone());
                         }
                     }
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_repository_not_found_exception()) => {
-                        out.missing_images.extend(chunk.iter().map(|i| (*i).clone()));
-                    }
-                    Err(e) => return Err(classify("BatchGetImage", e)),
                 }
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_repository_not_found_exception()) => {
+                    out.missing_images.extend(chunk.iter().map(|i| (*i).clone()));
+                }
+                Err(e) => return Err(classify("BatchGetImage", e)),
             }
         }
         Ok(out)

@@ -336,14 +336,12 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
             let spec = &prepared[name.as_str()].spec;
             verify_request(spec, env, &aws_config, &commit_of(spec), input.version, &mut req);
         }
+        // Image tags are not re-asked: once pushed, a tag is there (the first pass found it).
+        req.images.clear();
         match aws.verify(&req, true).await {
             Ok(fresh) => {
                 for name in &changing {
-                    let spec = &prepared[name].spec;
-                    let mut problems = reference_problems(spec, &fresh);
-                    if images.get(name).is_some_and(|i| fresh.missing_images.contains(i)) {
-                        problems.push(format!("image {} is no longer in the registry", prepared[name].image));
-                    }
+                    let problems = reference_problems(&prepared[name].spec, &fresh);
                     if !problems.is_empty() {
                         plans.remove(name);
                         reports.get_mut(name).expect("report").outcome = Outcome::Failed(problems.join("\n"));
