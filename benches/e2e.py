@@ -590,7 +590,8 @@ class World:
         return int(self.metrics()["reconcile_duration_count"])
 
     def wait_cycle(self, after: int, limit: float) -> int:
-        return wait_until(f"cycle {after + 1}", limit, lambda: (lambda c: c if c > after else 0)(self.cycles()), every=0.05)
+        # /metrics costs the daemon CPU in proportion to N: ask four times a second only.
+        return wait_until(f"cycle {after + 1}", limit, lambda: (lambda c: c if c > after else 0)(self.cycles()), every=0.25)
 
     def webhook(self) -> int:
         body = json.dumps({"ref": "refs/heads/develop", "after": git(self.repo, "rev-parse", "HEAD")}).encode()
@@ -735,6 +736,13 @@ def footprint(w: World, seconds: float, log) -> dict:
            "file_mean_mib": statistics.mean(s["file_kib"] / 1024 for s in samples), "threads": end["threads"],
            "rss_max_mib": max(rss), "rss_min_mib": min(rss), "hwm_mib": end["hwm_kib"] / 1024, "cpu_s": cpu,
            "cpu_percent": 100 * cpu / (end["t"] - start["t"]), "polls": polls, "cpu_s_per_poll": cpu / polls if polls else None}
+    for path in ("/metrics", "/status"):
+        times, size = [], 0
+        for _ in range(5):
+            t = time.perf_counter()
+            size = len(http_get(w.murl + path)[1])
+            times.append(time.perf_counter() - t)
+        out["scrape_" + path.strip("/")] = {"ms": 1000 * statistics.median(times), "bytes": size}
     log(f"  N={w.n} idle {out['seconds']:.0f} s: RSS mean {out['rss_mean_mib']:.1f} MiB, max {out['rss_max_mib']:.1f} MiB, "
         f"CPU {out['cpu_percent']:.2f} % ({polls} polls)")
     return out
@@ -771,14 +779,18 @@ def converge_berth(w: World, k: int, log) -> dict:
     push_s = w.git_push()
     t_push = time.time()
     w.webhook()
-    def done():
-        cur = w.task_definitions(names)
-        return all(cur.get(n) and cur[n] != before_td.get(n) for n in names)
-    wait_until(f"{k} services converged", 300 + 2 * k, done, every=0.1)
-    t1 = time.time()
+    # Wait on the proxy (no load on moto) until berth has sent an UpdateService for every
+    # changed service, then confirm from moto that each one is on a new task definition. The
+    # converge time is when the last of those UpdateService calls was answered.
+    updates = lambda: [e for e in w.proxy_events(t_push) if e[2] == "UpdateService" and e[3] in names]
+    wait_until(f"{k} UpdateService calls", 300 + 2 * k, lambda: len({e[3] for e in updates()}) >= k, every=0.05)
+    cur = w.task_definitions(names)
+    if not all(cur.get(n) and cur[n] != before_td.get(n) for n in names):
+        raise RuntimeError("moto does not show every changed service on a new task definition")
+    events = updates()
+    t1 = max(e[1] for e in events)
     w.wait_cycle(c0, 300)
     after = w.proxy_counts()["counts"]
-    events = [e for e in w.proxy_events(t0) if e[2] == "UpdateService"]
     # Every changed service must run the new image.
     wrong = []
     for n, td in w.task_definitions(names).items():
@@ -789,6 +801,7 @@ def converge_berth(w: World, k: int, log) -> dict:
         raise RuntimeError(f"services not on the new image: {wrong[:3]}")
     aws = diff_counts(before, after)
     out = {"k": k, "n": w.n, "seconds": t1 - t0, "git_push_s": push_s, "timeline_after_push": timeline(w, t_push),
+           "confirmed_by_moto": True,
            "first_update_after_push_s": min(e[0] for e in events) - t_push if events else None,
            "last_update_done_after_push_s": max(e[1] for e in events) - t_push if events else None,
            "update_services": len(events), "aws": aws, "aws_total": sum(aws.values())}
@@ -851,7 +864,7 @@ def latency(w: World, mode: str, samples: int, interval: float | None, rng: rand
             w.webhook()
         limit = (interval or 0) + 120
         ev = wait_until("the first UpdateService", limit,
-                        lambda: [e for e in w.proxy_events(t0) if e[2] == "UpdateService"], every=0.02)
+                        lambda: [e for e in w.proxy_events(t0) if e[2] == "UpdateService"], every=0.05)
         first = min(e[0] for e in ev)
         rows.append(first - t0)
         refs = [g[0] for g in w.git_events(t0) if "info/refs" in g[2]]
@@ -879,15 +892,16 @@ def render(res: dict) -> str:
     out = []
     m = res["meta"]
     out.append(f"berth e2e benchmarks  {m['date']}  berth {m['berth_commit'][:12]} ({m['build']})  moto {m['moto']}  "
-               f"{m['cpus']} cores, {m['mem_gib']} GiB  quick={m['quick']}")
+               f"{m['cpus']} cores, {m['mem_gib']} GiB  quick={m['quick']}  {m['seconds']:.0f} s"
+               + (f"  load avg mean {m['loadavg_1min']['mean']:.2f} max {m['loadavg_1min']['max']:.2f}" if m.get("loadavg_1min") else ""))
     s1 = res.get("steady_poll", [])
     if s1:
         out.append(table("1. Steady-state poll cost (per poll, worst of the measured polls)",
-                         ["N", "P", "AWS req/poll", "minimum", "ratio", "by operation", "writes", "git ref adv.", "git fetches", "reconcile s", "berth CPU s"],
+                         ["N", "P", "AWS req/poll", "minimum", "ratio", "by operation", "writes", "git ref adv.", "git fetches", "reconcile s", "moto CPU s"],
                          [[r["n"], r["policies"], r["max_aws_requests_per_poll"], r["minimum_total"], f"{r['ratio_to_minimum']:.2f}",
                            " ".join(f"{k}={v}" for k, v in r["polls"][-1]["aws"].items()) or "-",
                            sum(sum(p["writes"].values()) for p in r["polls"]), r["max_ref_advertisements_per_poll"], r["max_fetches_per_poll"],
-                           f"{r['mean_reconcile_s']:.2f}", f"{r['mean_berth_cpu_s_per_poll']:.3f}"] for r in s1]))
+                           f"{r['mean_reconcile_s']:.2f}", f"{r['mean_moto_cpu_s_per_poll']:.2f}"] for r in s1]))
     ic = res.get("initial_converge", [])
     if ic:
         out.append(table("Initial converge (empty account -> N services, daemon start to /readyz)",
@@ -922,8 +936,8 @@ def render(res: dict) -> str:
     s4 = res.get("footprint", [])
     if s4:
         out.append(table("4. Footprint of the idle daemon (polling)",
-                         ["N", "seconds", "polls", "RSS mean MiB", "RSS max MiB", "anon MiB", "file MiB", "threads", "VmHWM MiB", "CPU %", "CPU s/poll"],
-                         [[r["n"], f"{r['seconds']:.0f}", r["polls"], f"{r['rss_mean_mib']:.1f}", f"{r['rss_max_mib']:.1f}",
+                         ["N", "daemon", "seconds", "polls", "RSS mean MiB", "RSS max MiB", "anon MiB", "file MiB", "threads", "VmHWM MiB", "CPU %", "CPU s/poll"],
+                         [[r["n"], r.get("start", "-"), f"{r['seconds']:.0f}", r["polls"], f"{r['rss_mean_mib']:.1f}", f"{r['rss_max_mib']:.1f}",
                            f"{r['anon_mean_mib']:.1f}", f"{r['file_mean_mib']:.1f}", r["threads"],
                            f"{r['hwm_mib']:.1f}", f"{r['cpu_percent']:.2f}", f"{r['cpu_s_per_poll']:.3f}" if r["cpu_s_per_poll"] else "-"] for r in s4]))
     pk = res.get("peak_converge", [])
@@ -963,10 +977,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small N and short durations (about 2 minutes)")
     ap.add_argument("--json", help="also write the figures as JSON to this path")
     ap.add_argument("--berth", help="berth binary (default: $CARGO_TARGET_DIR/release/berth)")
+    ap.add_argument("--commit", help="the berth commit the binary was built from (default: this checkout's HEAD)")
     ap.add_argument("--ecs-deploy-venv", default="/tmp/berth-bench-ecs-deploy-venv", help="throwaway venv for ecs-deploy")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, repos)")
     ap.add_argument("--sizes", help="comma-separated N of the worlds (default 0,100,500,1000; --quick 0,50)")
     ap.add_argument("--idle", type=float, help="seconds of idle sampling on the largest world (default 300; --quick 20)")
+    ap.add_argument("--restart-idle", type=float, help="seconds of idle sampling after restarting the daemon on the largest, "
+                    "converged world (default 60; --quick 10)")
     ap.add_argument("--daemon-prefix", default="", help="command put before `berth daemon`, for profiling (e.g. "
                     "'heaptrack -o /tmp/berth.heap'); the RSS/CPU figures are then the wrapper's, not berth's")
     args = ap.parse_args()
@@ -994,13 +1011,20 @@ def main():
         "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
         "moto": moto.__version__, "berth_binary": berth_src,
         "berth_sha256": hashlib.sha256(Path(berth).read_bytes()).hexdigest(),
-        "berth_commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "berth_commit": args.commit or subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
         "build": "release" if "/release/" in berth_src else ("debug" if "/debug/" in berth_src else "unknown"),
         "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
         "ecs_deploy": subprocess.run([ecs_bin, "--version"], capture_output=True, text=True).stdout.strip() or ECS_DEPLOY_PIN,
         "python": sys.version.split()[0],
     }
     res: dict = {"meta": meta, "steady_poll": [], "initial_converge": [], "footprint": [], "peak_converge": [], "latency": [], "moto_raw": []}
+    # Other work on the machine skews timings: sample the load average throughout.
+    loads: list[float] = []
+    stop_load = threading.Event()
+    def sample_load():
+        while not stop_load.wait(5):
+            loads.append(os.getloadavg()[0])
+    threading.Thread(target=sample_load, daemon=True).start()
     rng = random.Random(5)
     poll_s = 3 if q else 5
     polls = 3
@@ -1022,8 +1046,18 @@ def main():
                                                  "hwm_mib": st["proc"]["hwm_kib"] / 1024})
                 res["steady_poll"].append(steady_polls(w, polls, poll_s, log))
                 idle = (args.idle or (20 if q else 300)) if n == max(sizes) else idle_small
-                res["footprint"].append(footprint(w, idle, log))
+                fp = footprint(w, idle, log)
+                fp["start"] = "after creating all" if n else "-"
+                res["footprint"].append(fp)
                 w.stop_daemon()
+                if n == max(sizes) and n:
+                    # The same world again, the daemon restarted on an account already converged:
+                    # separates what the first converge leaves behind from the steady state.
+                    st2 = w.start_daemon(f"{poll_s}s")
+                    fp = footprint(w, args.restart_idle if args.restart_idle is not None else (10 if q else 60), log)
+                    fp.update(start="restarted, converged", ready_s=st2["ready_s"])
+                    res["footprint"].append(fp)
+                    w.stop_daemon()
                 if n:
                     res["moto_raw"].append(dict(moto_raw(w, 50 if q else 200), n=n))
                 if n == (50 if q else 500):
@@ -1057,7 +1091,9 @@ def main():
                 w.close()
     finally:
         kill_all()
+        stop_load.set()
         res["meta"]["seconds"] = time.time() - t_start
+        res["meta"]["loadavg_1min"] = {"mean": statistics.mean(loads), "max": max(loads)} if loads else None
         print(render(res))
         if args.json:
             Path(args.json).write_text(json.dumps(res, indent=2))
