@@ -9,6 +9,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use berth::core::config::Config;
+use berth::core::desired::Desired;
+use berth::core::diff::NormContext;
+use berth::core::live::{LivePolicy, LiveScalableTarget, LiveService, LiveState, LiveTaskDefinition};
+use berth::core::plan::plan;
 use berth::core::render::{Lookups, Target, render};
 use berth::core::spec::{Repo, RepoFiles};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -127,6 +131,73 @@ fn lookups() -> Lookups {
     Lookups { ssm_values, secret_arns: BTreeMap::new() }
 }
 
+/// What AWS would answer for a service converged to `desired`.
+fn converged(desired: &Desired) -> LiveState {
+    let family = &desired.task_definition.family;
+    let arn = format!("arn:aws:ecs:eu-west-1:123456789012:task-definition/{family}:1");
+    let mut settings = desired.service.clone();
+    settings.task_definition = arn.clone();
+    let service = LiveService {
+        arn: format!("arn:aws:ecs:eu-west-1:123456789012:service/{}/{}", settings.cluster, settings.service_name),
+        status: "ACTIVE".into(),
+        settings,
+        ..LiveService::default()
+    };
+    LiveState {
+        service: Some(service),
+        task_definition: Some(LiveTaskDefinition { arn, definition: desired.task_definition.clone(), extras: vec![] }),
+        latest_revision: None,
+        scalable_target: desired
+            .scaling
+            .as_ref()
+            .map(|s| LiveScalableTarget { target: s.scalable_target.clone(), role_arn: None }),
+        policies: desired
+            .scaling
+            .iter()
+            .map(|s| LivePolicy { arn: "arn:aws:autoscaling:policy".into(), policy: s.scaling_policy.clone() })
+            .collect(),
+    }
+}
+
+fn ctx() -> NormContext {
+    NormContext { partition: "aws".into(), region: "eu-west-1".into(), account_id: Some("123456789012".into()) }
+}
+
+/// Resolve, render, diff and plan every service of `repo` against `live` (by service and
+/// environment); returns how many plans are in sync.
+fn cycle(repo: &Repo, config: &Config, lookups: &Lookups, live: &BTreeMap<(String, &str), LiveState>) -> usize {
+    let ctx = ctx();
+    let mut in_sync = 0;
+    for service in &repo.services {
+        for env in ENVS {
+            let spec = service.resolve(env).expect("generated services are valid");
+            let target = Target {
+                env: config.env(env).expect("the fixture config has pre and prod"),
+                aws: &config.aws,
+                commit: COMMIT,
+                version: (env == "prod").then_some("1.4.2"),
+                lookups,
+            };
+            let desired = render(&spec, &target).expect("generated services render");
+            let state = &live[&(service.name.clone(), env)];
+            in_sync += usize::from(plan(&desired, state, false, &ctx).in_sync());
+        }
+    }
+    in_sync
+}
+
+/// A copy of `files` in which `k` services' `service.yaml` changed (one more environment
+/// variable), as a commit touching `k` folders would.
+fn change_services(files: &RepoFiles, k: usize) -> RepoFiles {
+    let mut out = files.clone();
+    for i in (0..SERVICES).step_by(SERVICES / k).take(k) {
+        let path = format!("services/{}/deploy/service.yaml", name(i));
+        let text = out.files.get_mut(&path).expect("generated");
+        *text = text.replacen("  environment:\n", "  environment:\n    - {key: CHANGED, value: \"yes\"}\n", 1);
+    }
+    out
+}
+
 /// Load, resolve and render everything; returns how many renders succeeded.
 fn render_all(files: &RepoFiles, config: &Config, lookups: &Lookups) -> usize {
     let repo = Repo::load(files);
@@ -164,7 +235,67 @@ fn bench(c: &mut Criterion) {
     let bytes: usize = files.files.values().map(String::len).sum();
     eprintln!("{} files, {} KiB of YAML", files.files.len(), bytes / 1024);
 
+    // Live state equal to git for every service and environment: diff + plan must find
+    // nothing to do (the steady state of a poll).
+    let mut live = BTreeMap::new();
+    for service in &repo.services {
+        for env in ENVS {
+            let spec = service.resolve(env).expect("valid");
+            let target = Target {
+                env: config.env(env).expect("env"),
+                aws: &config.aws,
+                commit: COMMIT,
+                version: (env == "prod").then_some("1.4.2"),
+                lookups: &lookups,
+            };
+            live.insert((service.name.clone(), env), converged(&render(&spec, &target).expect("renders")));
+        }
+    }
+    assert_eq!(cycle(&repo, &config, &lookups, &live), SERVICES * ENVS.len(), "a converged service planned work");
+    let changed = change_services(&files, 10);
+    let reloaded = Repo::load_reusing(&changed, Some(&repo));
+    assert_eq!(cycle(&reloaded, &config, &lookups, &live), (SERVICES - 10) * ENVS.len());
+
     let mut group = c.benchmark_group("1000 services");
+    group.sample_size(20).measurement_time(Duration::from_secs(15));
+    group.bench_function("load + resolve + render + diff + plan x 2 envs", |b| {
+        b.iter(|| black_box(cycle(&Repo::load(black_box(&files)), &config, &lookups, &live)))
+    });
+    group.bench_function("reload after 10 services changed + resolve + render + diff + plan x 2 envs", |b| {
+        b.iter(|| {
+            let repo = Repo::load_reusing(black_box(&changed), Some(&repo));
+            black_box(cycle(&repo, &config, &lookups, &live))
+        })
+    });
+    group.bench_function("reload after 10 services changed", |b| {
+        b.iter(|| black_box(Repo::load_reusing(black_box(&changed), Some(&repo))))
+    });
+    let specs: Vec<_> = repo.services.iter().flat_map(|s| ENVS.map(|e| s.resolve(e).expect("valid"))).collect();
+    let desired: Vec<_> = specs
+        .iter()
+        .map(|spec| {
+            let target = Target {
+                env: config.env(&spec.env).expect("env"),
+                aws: &config.aws,
+                commit: COMMIT,
+                version: (spec.env == "prod").then_some("1.4.2"),
+                lookups: &lookups,
+            };
+            (spec.name.clone(), spec.env.clone(), render(spec, &target).expect("renders"))
+        })
+        .collect();
+    let ctx = ctx();
+    group.bench_function("diff + plan only (2,000 converged)", |b| {
+        b.iter(|| {
+            for (name, env, d) in &desired {
+                let state = &live[&(name.clone(), if env == "pre" { "pre" } else { "prod" })];
+                black_box(plan(d, state, false, &ctx));
+            }
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("1000 services (parts)");
     group.sample_size(20).measurement_time(Duration::from_secs(15));
     group.bench_function("load + diagnostics", |b| {
         b.iter(|| {
@@ -175,9 +306,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("load + resolve + render x 2 envs", |b| {
         b.iter(|| black_box(render_all(black_box(&files), &config, &lookups)))
     });
-    // The parts, to see where the time goes.
     group.bench_function("load only", |b| b.iter(|| black_box(Repo::load(black_box(&files)))));
-    let specs: Vec<_> = repo.services.iter().flat_map(|s| ENVS.map(|e| s.resolve(e).expect("valid"))).collect();
     group.bench_function("render only (2,000 resolved specs)", |b| {
         b.iter(|| {
             for spec in &specs {

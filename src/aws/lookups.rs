@@ -136,41 +136,48 @@ impl Aws {
         Ok(out)
     }
 
+    /// Which of up to 50 parameter names exist (DescribeParameters: metadata, never a value).
+    async fn existing_parameters(&self, chunk: &[String]) -> Result<Vec<String>, AwsError> {
+        let filter = ssm::ParameterStringFilter::builder()
+            .key("Name")
+            .option("Equals")
+            .set_values(Some(chunk.to_vec()))
+            .build()
+            .map_err(|e| AwsError::other("DescribeParameters", e.to_string()))?;
+        let mut found = Vec::new();
+        let mut token = None;
+        loop {
+            let resp = self
+                .ssm
+                .describe_parameters()
+                .parameter_filters(filter.clone())
+                .max_results(50)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| classify("DescribeParameters", e))?;
+            found.extend(resp.parameters().iter().filter_map(|p| p.name().map(str::to_string)));
+            token = resp.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
     async fn verify_uncached(&self, req: &VerifyRequest) -> Result<Verified, AwsError> {
         let mut out = Verified::default();
         let names: Vec<String> =
             req.ssm_secrets.iter().map(|n| ssm_name(n)).collect::<BTreeSet<_>>().into_iter().collect();
-        for chunk in names.chunks(50) {
-            let filter = ssm::ParameterStringFilter::builder()
-                .key("Name")
-                .option("Equals")
-                .set_values(Some(chunk.to_vec()))
-                .build()
-                .map_err(|e| AwsError::other("DescribeParameters", e.to_string()))?;
-            let mut token = None;
-            loop {
-                let resp = self
-                    .ssm
-                    .describe_parameters()
-                    .parameter_filters(filter.clone())
-                    .max_results(50)
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| classify("DescribeParameters", e))?;
-                for p in resp.parameters() {
-                    if let Some(n) = p.name() {
-                        out.existing_ssm.insert(n.to_string());
-                    }
-                }
-                token = resp.next_token().map(str::to_string);
-                if token.is_none() {
-                    break;
-                }
-            }
+        // Chunks of names in parallel; the pages of one chunk follow its token.
+        let existing = futures::stream::iter(names.chunks(50).map(|chunk| self.existing_parameters(chunk)))
+            .buffer_unordered(CONCURRENT_LOOKUPS)
+            .collect::<Vec<_>>()
+            .await;
+        for names in existing {
+            out.existing_ssm.extend(names?);
         }
         let vars: Vec<String> = req.ssm_variables.iter().cloned().collect();
-        for chunk in vars.chunks(10) {
+        let values = futures::stream::iter(vars.chunks(10).map(|chunk| async move {
             let resp = self
                 .ssm
                 .get_parameters()
@@ -179,6 +186,13 @@ impl Aws {
                 .send()
                 .await
                 .map_err(|e| classify("GetParameters", e))?;
+            Ok::<_, AwsError>((chunk, resp))
+        }))
+        .buffer_unordered(CONCURRENT_LOOKUPS)
+        .collect::<Vec<_>>()
+        .await;
+        for answer in values {
+            let (chunk, resp) = answer?;
             for p in resp.parameters() {
                 let (Some(name), Some(value)) = (p.name(), p.value()) else { continue };
                 let asked = chunk.iter().find(|c| ssm_name(c) == name || *c == name || p.arn() == Some(c.as_str()));

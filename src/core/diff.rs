@@ -325,6 +325,10 @@ pub fn diff_policy(live: Option<&LivePolicy>, desired: &ScalingPolicy) -> Vec<Ch
 
 /// Field-level diff of two JSON values; objects recurse, anything else compares whole.
 pub fn diff_values(path: &str, live: &Value, desired: &Value, out: &mut Vec<Change>) {
+    // Most of a converged service is equal: one deep comparison, no paths built.
+    if live == desired {
+        return;
+    }
     match (live, desired) {
         (Value::Object(l), Value::Object(d)) => {
             let keys: BTreeMap<&String, ()> = l.keys().chain(d.keys()).map(|k| (k, ())).collect();

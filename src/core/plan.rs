@@ -124,17 +124,16 @@ pub fn plan(desired: &Desired, live: &LiveState, adopt: bool, ctx: &NormContext)
     // The task definition: reuse the running revision, or the family's newest one, when
     // its content is what git says; register a new revision only otherwise.
     let current = live.task_definition.as_ref();
-    let revision = match current {
-        Some(td) if diff::task_definition_matches(td, &desired.task_definition, ctx) => Some(td.arn.clone()),
+    let current_drift = current.map(|td| diff::diff_task_definition(td, &desired.task_definition, ctx));
+    let revision = match (current, &current_drift) {
+        (Some(td), Some(drift)) if drift.is_empty() => Some(td.arn.clone()),
         _ => live
             .latest_revision
             .as_ref()
             .filter(|td| diff::task_definition_matches(td, &desired.task_definition, ctx))
             .map(|td| td.arn.clone()),
     };
-    if let Some(td) = current {
-        p.drift.extend(diff::diff_task_definition(td, &desired.task_definition, ctx));
-    }
+    p.drift.extend(current_drift.into_iter().flatten());
     let register = revision.is_none();
     if register {
         p.actions.push(Action::RegisterTaskDefinition { task_definition: desired.task_definition.clone() });

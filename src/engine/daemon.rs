@@ -106,6 +106,9 @@ struct LoopState {
     semaphore: Arc<Semaphore>,
     last_poll: Option<Instant>,
     errors_logged: BTreeMap<(String, String), String>,
+    /// Per environment, the services (name → spec hash) last seen in sync: a cycle a
+    /// push started reconciles only the services whose spec hash moved away from these.
+    settled: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 async fn connect(config: &Config, stats: Arc<RequestStats>) -> Arc<Aws> {
@@ -125,6 +128,7 @@ impl Daemon {
             semaphore: Arc::new(Semaphore::new(config.concurrency)),
             last_poll: None,
             errors_logged: BTreeMap::new(),
+            settled: BTreeMap::new(),
         };
         tracing::info!(repo = %config.repo.url, envs = ?config.environments.keys().collect::<Vec<_>>(), "berth daemon started");
         loop {
@@ -144,12 +148,18 @@ impl Daemon {
             }
             let config = self.shared.config();
             let now = Instant::now();
-            let mut due: BTreeSet<String> = std::mem::take(&mut *self.shared.pending.lock().expect("pending lock"));
+            let pushed: BTreeSet<String> = std::mem::take(&mut *self.shared.pending.lock().expect("pending lock"));
             let poll_due = st.last_poll.is_none_or(|t| now >= t + config.repo.poll_interval);
             let retry_due = st.scheduler.lock().expect("scheduler lock").next_retry().is_some_and(|r| r <= now);
-            if poll_due || retry_due {
+            let mut due = pushed.clone();
+            // A timer poll or a retry reconciles everything (drift included); a push alone
+            // only what it changed.
+            let focused = if poll_due || retry_due {
                 due.extend(config.environments.keys().cloned());
-            }
+                BTreeSet::new()
+            } else {
+                pushed
+            };
             due.retain(|e| config.environments.contains_key(e));
             if due.is_empty() {
                 continue;
@@ -157,7 +167,7 @@ impl Daemon {
             if poll_due {
                 st.last_poll = Some(now);
             }
-            let cycle = self.cycle(&mut st, &config, &due);
+            let cycle = self.cycle(&mut st, &config, &due, &focused);
             tokio::select! {
                 () = cycle => {}
                 () = async { self.cancel.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
@@ -165,6 +175,7 @@ impl Daemon {
                     break;
                 }
             }
+            release_freed_memory();
             if self.cancel.is_cancelled() {
                 break;
             }
@@ -179,6 +190,7 @@ impl Daemon {
         }
         if new.aws != old.aws {
             st.aws = connect(&new, self.shared.stats.clone()).await;
+            st.settled.clear();
         }
         if new.repo != old.repo {
             match Poller::open(&new, git_auth(&new)) {
@@ -212,13 +224,24 @@ impl Daemon {
         now_due.extend(
             new.environments.iter().filter(|(k, v)| old.environments.get(*k) != Some(*v)).map(|(k, _)| k.clone()),
         );
+        // They reconcile in full: the new settings may change any service.
+        st.settled.retain(|e, _| new.environments.contains_key(e) && !now_due.contains(e));
         if !now_due.is_empty() {
             self.shared.trigger(now_due);
         }
     }
 
     /// One pass: poll git once, then reconcile the due environments in parallel.
-    async fn cycle(&self, st: &mut LoopState, config: &Arc<Config>, due: &BTreeSet<String>) {
+    ///
+    /// An environment in `focused` (due only because of a push) reconciles only the
+    /// services the push changed, when it has been reconciled in full before.
+    async fn cycle(
+        &self,
+        st: &mut LoopState,
+        config: &Arc<Config>,
+        due: &BTreeSet<String>,
+        focused: &BTreeSet<String>,
+    ) {
         let envs: Vec<_> = config.environments.values().filter(|e| due.contains(&e.name)).cloned().collect();
         let poller = st.poller.clone();
         let cfg = config.clone();
@@ -261,7 +284,9 @@ impl Daemon {
             }
         }
         let aws = st.aws.clone();
+        let settled = &st.settled;
         let futures = work.into_iter().map(|(env, checkout, fetch_error)| {
+            let settled = settled.get(&env.name).filter(|_| focused.contains(&env.name));
             let aws = aws.clone();
             let scheduler = st.scheduler.clone();
             let semaphore = st.semaphore.clone();
@@ -279,20 +304,21 @@ impl Daemon {
                     gate: Some(&gate),
                     semaphore: Some(semaphore),
                     cancel,
+                    settled,
                     ..EnvInput::new(&config, &env, &checkout, mode)
                 };
                 let reports = reconcile::reconcile_env(&aws, &input).await;
-                (env, checkout, fetch_error, reports, started.elapsed())
+                (env, checkout, fetch_error, reports, started.elapsed(), settled.is_some())
             }
         });
         let mut data = Vec::new();
-        for (env, checkout, fetch_error, reports, took) in futures::future::join_all(futures).await {
+        for (env, checkout, fetch_error, reports, took, focused) in futures::future::join_all(futures).await {
             self.shared
                 .metrics
                 .reconcile_duration
                 .get_or_create(&labels(&[("env", &env.name)]))
                 .observe(took.as_secs_f64());
-            self.record(st, &env.name, &checkout, fetch_error, &reports);
+            self.record(st, &env.name, &checkout, fetch_error, &reports, focused);
             data.extend(cloudwatch_data(&self.shared, &env.name));
         }
         if let Some(namespace) = &config.cloudwatch_namespace
@@ -319,7 +345,8 @@ impl Daemon {
         status.environments.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
-    /// Folds an environment's reports into the scheduler, the status and the counters.
+    /// Folds an environment's reports into the scheduler, the status and the counters. A
+    /// `focused` cycle reported only some services: the others keep their last status.
     fn record(
         &self,
         st: &mut LoopState,
@@ -327,8 +354,23 @@ impl Daemon {
         checkout: &Checkout,
         fetch_error: Option<String>,
         reports: &[ServiceReport],
+        focused: bool,
     ) {
         let now = Instant::now();
+        let settled = st.settled.entry(env.to_string()).or_default();
+        if !focused {
+            settled.clear();
+        }
+        for r in reports {
+            match (&r.outcome, &r.spec_hash) {
+                (Outcome::Synced | Outcome::Applied, Some(h)) => {
+                    settled.insert(r.name.clone(), h.clone());
+                }
+                _ => {
+                    settled.remove(&r.name);
+                }
+            }
+        }
         let mut sched = st.scheduler.lock().expect("scheduler lock");
         for r in reports {
             if let Some(h) = &r.spec_hash {
@@ -364,12 +406,11 @@ impl Daemon {
                 .get_or_create(&labels(&[("env", env), ("service", &r.name), ("result", result_label(&r.outcome))]))
                 .inc();
         }
-        let names: BTreeSet<&str> = reports.iter().map(|r| r.name.as_str()).collect();
-        sched.retain(|e, s| e != env || names.contains(s));
         let ts = now_secs();
         let mut status = self.shared.status.write().expect("status lock");
         let previous = status.environments.iter().find(|e| e.name == env).cloned();
-        let services = reports
+        let mut names: BTreeSet<&str> = reports.iter().map(|r| r.name.as_str()).collect();
+        let mut services: Vec<_> = reports
             .iter()
             .map(|r| {
                 let prev = previous.as_ref().and_then(|p| p.services.iter().find(|s| s.name == r.name));
@@ -377,6 +418,20 @@ impl Daemon {
                 service_status(r, held, ts, prev)
             })
             .collect();
+        if focused {
+            let deployed =
+                |name: &str| checkout.repo.services.iter().any(|d| d.name == name && d.envs.contains_key(env));
+            let kept: Vec<_> = previous
+                .iter()
+                .flat_map(|p| &p.services)
+                .filter(|s| !names.contains(s.name.as_str()) && deployed(&s.name))
+                .cloned()
+                .collect();
+            services.extend(kept);
+            services.sort_by(|a, b| a.name.cmp(&b.name));
+            names.extend(services.iter().map(|s| s.name.as_str()));
+        }
+        sched.retain(|e, s| e != env || names.contains(s));
         let entry = EnvStatus {
             name: env.to_string(),
             ref_name: Some(checkout.ref_name.clone()),
@@ -388,6 +443,18 @@ impl Daemon {
         status.environments.retain(|e| e.name != env);
         status.environments.push(entry);
         status.environments.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+}
+
+/// Hands the memory a cycle allocated and freed back to the system. glibc keeps freed heap
+/// pages mapped for reuse; between cycles the daemon only waits, so an idle agent would
+/// otherwise hold its busiest cycle's peak (measured in docs/benchmarks.md, footprint).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes glibc's arena locks itself and only returns free pages; it
+    // touches no memory Rust owns.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

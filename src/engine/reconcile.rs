@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -33,6 +34,9 @@ pub enum Mode {
     Apply,
 }
 
+/// DescribeTaskDefinition lookups in flight at once.
+const CONCURRENT_FAMILY_LOOKUPS: usize = 8;
+
 /// Whether (service, spec hash) may be applied now; `Err` carries the reason not.
 pub type Gate<'a> = &'a (dyn Fn(&str, &str) -> Result<(), String> + Sync);
 
@@ -55,6 +59,10 @@ pub struct EnvInput<'a> {
     pub semaphore: Option<Arc<Semaphore>>,
     /// Cancelled on shutdown: rollout waits stop (without marking the rollout failed).
     pub cancel: tokio_util::sync::CancellationToken,
+    /// For a cycle a push started: the services (name → spec hash) last seen in sync.
+    /// One that still renders to that spec hash is left out (no live read, no report); the
+    /// next full reconcile checks it for drift. `None` reconciles every service.
+    pub settled: Option<&'a BTreeMap<String, String>>,
 }
 
 impl<'a> EnvInput<'a> {
@@ -76,6 +84,7 @@ impl<'a> EnvInput<'a> {
             gate: None,
             semaphore: None,
             cancel: tokio_util::sync::CancellationToken::new(),
+            settled: None,
         }
     }
 }
@@ -245,6 +254,9 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
         let target = Target { env, aws: &aws_config, commit: &commit, version: input.version, lookups: &lookups };
         match render::render(&spec, &target) {
             Ok(desired) => {
+                if input.settled.is_some_and(|s| s.get(&spec.name).is_some_and(|h| h == desired.spec_hash())) {
+                    continue;
+                }
                 let image = desired.task_definition.container_definitions[0].image.clone();
                 let mut report = ServiceReport::new(&spec.name);
                 report.commit = Some(commit.clone());
@@ -286,25 +298,47 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
         region: aws_config.region.clone(),
         account_id: account,
     };
-    let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
+    let mut states: BTreeMap<String, LiveState> = BTreeMap::new();
+    let mut firsts: BTreeMap<String, Plan> = BTreeMap::new();
     for (name, p) in &prepared {
-        let mut state = live.get(name).cloned().unwrap_or_default();
-        let mut first = plan::plan(&p.desired, &state, p.spec.adopt, &ctx);
-        if first.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. })) {
-            // Before registering, look for a revision with this content already (one
-            // registered by an attempt whose service update then failed).
-            match aws.describe_task_definition(&p.desired.task_definition.family).await {
-                Ok(latest) => {
-                    state.latest_revision = latest;
-                    first = plan::plan(&p.desired, &state, p.spec.adopt, &ctx);
-                }
-                Err(e) => {
-                    reports.insert(name.clone(), ServiceReport::failed(name, format!("reading live state: {e}")));
-                    continue;
-                }
+        let state = live.get(name).cloned().unwrap_or_default();
+        firsts.insert(name.clone(), plan::plan(&p.desired, &state, p.spec.adopt, &ctx));
+        states.insert(name.clone(), state);
+    }
+    // Before registering, look for a revision with this content already (one registered by
+    // an attempt whose service update then failed): the families' latest revisions, a few
+    // lookups in flight at once.
+    let families: Vec<(&String, &str)> = firsts
+        .iter()
+        .filter(|(_, p)| p.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. })))
+        .map(|(name, _)| (name, prepared[name].desired.task_definition.family.as_str()))
+        .collect();
+    let latest = futures::stream::iter(
+        families
+            .into_iter()
+            .map(|(name, family)| async move { (name.clone(), aws.describe_task_definition(family).await) }),
+    )
+    .buffer_unordered(CONCURRENT_FAMILY_LOOKUPS)
+    .collect::<Vec<_>>()
+    .await;
+    for (name, result) in latest {
+        match result {
+            Ok(latest) => {
+                let p = &prepared[&name];
+                let state = states.get_mut(&name).expect("state of a planned service");
+                state.latest_revision = latest;
+                firsts.insert(name, plan::plan(&p.desired, state, p.spec.adopt, &ctx));
+            }
+            Err(e) => {
+                firsts.remove(&name);
+                reports.insert(name.clone(), ServiceReport::failed(&name, format!("reading live state: {e}")));
             }
         }
-        let report = reports.get_mut(name).expect("prepared services have reports");
+    }
+    let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
+    for (name, first) in firsts {
+        let state = &states[&name];
+        let report = reports.get_mut(&name).expect("prepared services have reports");
         report.ownership = Some(first.ownership);
         report.drift = first.drift.clone();
         report.plan = first.actions.iter().map(Action::summary).collect();
@@ -320,7 +354,7 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
         } else {
             Outcome::OutOfSync
         };
-        plans.insert(name.clone(), first);
+        plans.insert(name, first);
     }
     if input.mode != Mode::Apply || env.sync == SyncMode::Manual {
         return reports.into_values().collect();
@@ -514,17 +548,29 @@ async fn read_live(
         let ids: BTreeSet<String> = existing.iter().cloned().collect();
         (aws.describe_scalable_targets(&existing).await?, aws.describe_scaling_policies(&ids).await?)
     };
+    // The services' current task definitions (cached by ARN: only new ones are asked).
+    let arns: BTreeSet<&str> = services
+        .values()
+        .filter(|s| s.status != "INACTIVE" && !s.settings.task_definition.is_empty())
+        .map(|s| s.settings.task_definition.as_str())
+        .collect();
+    let mut task_definitions = BTreeMap::new();
+    let answers = futures::stream::iter(
+        arns.into_iter().map(|arn| async move { (arn, aws.describe_task_definition(arn).await) }),
+    )
+    .buffer_unordered(CONCURRENT_FAMILY_LOOKUPS)
+    .collect::<Vec<_>>()
+    .await;
+    for (arn, answer) in answers {
+        task_definitions.insert(arn, answer?);
+    }
     let mut out = BTreeMap::new();
     for name in names {
         let _ = &prepared[name];
         let rid = format!("service/{cluster}/{name}");
         let service = services.get(name).cloned().filter(|s| s.status != "INACTIVE");
-        let task_definition = match &service {
-            Some(s) if !s.settings.task_definition.is_empty() => {
-                aws.describe_task_definition(&s.settings.task_definition).await?
-            }
-            _ => None,
-        };
+        let task_definition =
+            service.as_ref().and_then(|s| task_definitions.get(s.settings.task_definition.as_str()).cloned().flatten());
         out.insert(
             name.clone(),
             LiveState {

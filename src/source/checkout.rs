@@ -133,7 +133,10 @@ impl Poller {
                     fetched = true;
                 }
                 let files: RepoFiles = git::read_commit(&self.mirror.repo, resolved.commit, &config.repo.discovery)?;
-                let repo = Repo::load(&files);
+                // Folders whose files did not change since the last checkout (this
+                // environment's, else any other's) are not parsed again.
+                let previous = self.checkouts.get(&env.name).or_else(|| self.checkouts.values().next());
+                let repo = Repo::load_reusing(&files, previous.map(|c| &c.repo));
                 let commits = commits_for(&self.mirror.repo, resolved.commit, "", &repo)?;
                 let checkout = std::sync::Arc::new(Checkout {
                     repo,

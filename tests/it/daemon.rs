@@ -471,10 +471,12 @@ print(json.dumps(sorted(seen)))
 }
 
 /// The steady-state cost of a poll, in requests (issue: "prove berth's speed"). With N
-/// services converged and nothing changed, a poll must cost the minimum: ⌈N/10⌉
+/// services converged and nothing changed, a timer poll must cost the minimum: ⌈N/10⌉
 /// DescribeServices, ⌈N/50⌉ DescribeScalableTargets, ⌈P/50⌉ DescribeScalingPolicies, and
 /// nothing else: task definitions come from the cache, references and images were verified
-/// before, and there are no writes. Git: one ref negotiation and no fetch.
+/// before, and there are no writes. Git: one ref negotiation and no fetch. A webhook for a
+/// push that changed nothing costs no AWS request at all, and one that changed one service
+/// reads and writes that service only.
 #[test]
 fn a_poll_of_a_converged_repository_costs_the_minimum_requests() {
     let n: usize = 57;
@@ -495,7 +497,9 @@ fn a_poll_of_a_converged_repository_costs_the_minimum_requests() {
     }
     let w = World::with_repo(dir.path());
     *w.envs.borrow_mut() = vec!["pre"];
-    *w.poll_interval.borrow_mut() = "10m".into();
+    // Timer polls 5 s apart; a cycle here takes well under a second, so reading and
+    // resetting the counts right after one cycle ends cannot overlap the next.
+    *w.poll_interval.borrow_mut() = "5s".into();
     let d = Daemon::start(&w);
     d.wait_for("first sync", Duration::from_secs(120), |d| d.get("/readyz").0 == 200);
     let fetch_head = w.path("work/mirror.git/FETCH_HEAD");
@@ -507,24 +511,60 @@ fn a_poll_of_a_converged_repository_costs_the_minimum_requests() {
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let body = r#"{"ref":"refs/heads/develop"}"#;
+    let next_cycle = |d: &Daemon, seen: &mut u64| {
+        d.wait_for("one more cycle", Duration::from_secs(30), |d| polls(d) > *seen);
+        *seen = polls(d);
+    };
+    let mut seen = polls(&d);
+    next_cycle(&d, &mut seen);
+    w.proxy.reset_counts();
+    let policies = n.div_ceil(4); // every fourth service scales
+    let minimum: std::collections::BTreeMap<String, u64> = [
+        ("DescribeServices".to_string(), n.div_ceil(10) as u64),
+        ("DescribeScalableTargets".to_string(), n.div_ceil(50) as u64),
+        ("DescribeScalingPolicies".to_string(), policies.div_ceil(50) as u64),
+    ]
+    .into();
     for round in 0..3 {
-        let before = polls(&d);
-        w.proxy.reset_counts();
-        assert_eq!(d.webhook(body, Some(sign(body))).0, 202);
-        d.wait_for("one more cycle", Duration::from_secs(30), |d| polls(d) > before);
+        next_cycle(&d, &mut seen);
         let counts = w.proxy.counts();
-        let policies = n.div_ceil(4); // every fourth service scales
-        let expected: std::collections::BTreeMap<String, u64> = [
-            ("DescribeServices".to_string(), n.div_ceil(10) as u64),
-            ("DescribeScalableTargets".to_string(), n.div_ceil(50) as u64),
-            ("DescribeScalingPolicies".to_string(), policies.div_ceil(50) as u64),
-        ]
-        .into();
-        assert_eq!(counts, expected, "round {round}: a steady-state poll made other requests\n{}", d.log());
         let mut sizes = w.proxy.describe_services_sizes();
+        w.proxy.reset_counts();
+        assert_eq!(counts, minimum, "round {round}: a steady-state poll made other requests\n{}", d.log());
         sizes.sort_unstable_by(|a, b| b.cmp(a)); // batches go out concurrently
         assert_eq!(sizes, vec![10, 10, 10, 10, 10, 7]);
     }
     assert_eq!(std::fs::metadata(&fetch_head).and_then(|m| m.modified()).ok(), fetched_at, "an unchanged poll fetched");
+
+    // A webhook for a push that changed nothing here: no AWS request.
+    let body = r#"{"ref":"refs/heads/develop"}"#;
+    next_cycle(&d, &mut seen);
+    w.proxy.reset_counts();
+    assert_eq!(d.webhook(body, Some(sign(body))).0, 202);
+    next_cycle(&d, &mut seen);
+    assert_eq!(w.proxy.counts(), Default::default(), "an empty push cost AWS requests\n{}", d.log());
+
+    // A push that changes one service: only that service is read and written.
+    let commit = w.commit_edit("services/svc04/deploy/service.yaml", |t| t.replace("max: 3", "max: 4"), "svc04: max 4");
+    w.push_images();
+    next_cycle(&d, &mut seen);
+    w.proxy.reset_counts();
+    w.push();
+    assert_eq!(d.webhook(body, Some(sign(body))).0, 202);
+    next_cycle(&d, &mut seen);
+    let counts = w.proxy.counts();
+    assert_eq!(w.proxy.describe_services_sizes(), vec![1], "{counts:?}");
+    for op in ["DescribeScalableTargets", "DescribeScalingPolicies", "RegisterTaskDefinition", "UpdateService"] {
+        assert_eq!(counts.get(op), Some(&1), "{op} in {counts:?}");
+    }
+    assert_eq!(counts.get("RegisterScalableTarget"), Some(&1), "{counts:?}");
+    let status: serde_json::Value = serde_json::from_str(&d.get("/status").1).unwrap();
+    let services = status["environments"][0]["services"].as_array().unwrap();
+    assert_eq!(services.len(), n, "every service keeps its status");
+    for s in services {
+        assert_eq!(s["sync"], "Synced", "{s:#}");
+        if s["name"] == "svc04" {
+            assert_eq!(s["commit"], commit.as_str(), "{s:#}");
+        }
+    }
 }

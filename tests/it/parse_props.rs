@@ -665,6 +665,31 @@ proptest! {
         exercise(&files)?;
     }
 
+    /// A load that reuses the folders an earlier load parsed gives what a fresh load gives,
+    /// checks across services (duplicate names, dependencies) included.
+    #[test]
+    fn reloading_after_a_change_equals_a_fresh_load(
+        a in service_doc(), b in service_doc(), b_pre in env_doc(), b_pre2 in env_doc(), s in styles(),
+    ) {
+        let two = |b_pre: &Node| {
+            let mut files = BTreeMap::new();
+            files.insert("a/deploy/service.yaml".to_string(), to_yaml(&a, &s));
+            files.insert("a/deploy/pre/config.yaml".to_string(), GOOD_ENV.to_string());
+            files.insert("b/deploy/service.yaml".to_string(), to_yaml(&b, &s));
+            files.insert("b/deploy/pre/config.yaml".to_string(), to_yaml(b_pre, &s));
+            RepoFiles { files, service_files: vec!["a/deploy/service.yaml".into(), "b/deploy/service.yaml".into()] }
+        };
+        let (before, after) = (two(&b_pre), two(&b_pre2));
+        let fresh = Repo::load(&after);
+        let reused = Repo::load_reusing(&after, Some(&Repo::load(&before)));
+        prop_assert_eq!(fresh.diagnostics(), reused.diagnostics());
+        let resolved = |r: &Repo| {
+            r.services.iter().map(|s| format!("{}: {:?}", s.name, s.resolve("pre"))).collect::<Vec<_>>()
+        };
+        prop_assert_eq!(resolved(&fresh), resolved(&reused));
+        prop_assert_eq!(fresh.broken.len(), reused.broken.len());
+    }
+
     #[test]
     fn random_yaml_trees_as_agent_config(doc in node(), s in styles()) {
         check_config(&to_yaml(&doc, &s))?;

@@ -57,7 +57,8 @@ pub struct ServiceDef {
     pub spec: Spec,
     /// Problems that affect every environment (type, duplicates, dependencies).
     pub errors: Vec<Diagnostic>,
-    pub envs: BTreeMap<String, EnvDef>,
+    /// Boxed: a parsed env config is large, and a B-tree node has room for 11 entries.
+    pub envs: BTreeMap<String, Box<EnvDef>>,
 }
 
 /// A service that cannot be deployed anywhere: its `service.yaml` does not parse or its
@@ -73,106 +74,53 @@ pub struct BrokenService {
 #[derive(Clone, Debug, Default)]
 pub struct Repo {
     /// Sorted by name.
-    pub services: Vec<ServiceDef>,
+    pub services: Vec<Arc<ServiceDef>>,
     pub broken: Vec<BrokenService>,
+    /// What each `service.yaml` and its env configs parsed to, before the checks across
+    /// services, by the SHA-256 of those files: [`Repo::load_reusing`] takes these over
+    /// for folders whose files did not change instead of parsing them again.
+    parsed: BTreeMap<String, ([u8; 32], Loaded)>,
+}
+
+/// One service folder, parsed on its own.
+#[derive(Clone, Debug)]
+enum Loaded {
+    Service(Arc<ServiceDef>),
+    Broken(BrokenService),
 }
 
 impl Repo {
     pub fn load(files: &RepoFiles) -> Repo {
+        Repo::load_reusing(files, None)
+    }
+
+    /// Like [`Repo::load`], but a service folder whose files are byte for byte those
+    /// `previous` parsed is not parsed again (a new commit usually changes a few folders of
+    /// many; parsing is most of the cost of a load).
+    pub fn load_reusing(files: &RepoFiles, previous: Option<&Repo>) -> Repo {
         let mut repo = Repo::default();
         for path in &files.service_files {
             let Some(text) = files.files.get(path) else {
                 continue;
             };
-            let file: Arc<str> = Arc::from(path.as_str());
-            let dir = RepoFiles::service_dir(path).to_string();
             let deploy = RepoFiles::deploy_dir(path);
-            let mut envs = BTreeMap::new();
-            let mut errors = Vec::new();
-            for (p, content) in files.files.range(format!("{deploy}/")..) {
-                if !deploy.is_empty() && !p.starts_with(&format!("{deploy}/")) {
-                    break;
-                }
-                let Some(env) = RepoFiles::env_of(deploy, p) else {
-                    continue;
-                };
-                let env_file: Arc<str> = Arc::from(p.as_str());
-                if !valid_env_name(env) {
-                    errors.push(Diagnostic::new(
-                        Pos::file_start(env_file),
-                        format!("invalid environment folder `{env}`: names are [a-z0-9-]{{1,32}}"),
-                    ));
-                    continue;
-                }
-                let parsed = yaml::parse::<EnvFile>(&env_file, content).map(|mut f| {
-                    if let Some(o) = &mut f.overrides {
-                        point_inside_quotes(&mut o.value, content);
-                    }
-                    f
-                });
-                envs.insert(env.to_string(), EnvDef { file: env_file, parsed });
-            }
-            let parsed = match yaml::parse::<ServiceFile>(&file, text) {
-                Ok(mut p) => {
-                    if let Some(spec) = &mut p.spec {
-                        point_inside_quotes(&mut spec.value, text);
-                    }
-                    p
-                }
-                Err(d) => {
-                    errors.push(d);
-                    errors.extend(env_errors(&envs));
-                    repo.broken.push(BrokenService {
-                        key: guess_name(text).unwrap_or_else(|| folder_key(&dir)),
-                        dir,
-                        envs: envs.keys().cloned().collect(),
-                        errors,
-                    });
-                    continue;
-                }
+            let prefix = format!("{deploy}/");
+            let env_files: Vec<(&String, &String)> = files
+                .files
+                .range(prefix.clone()..)
+                .take_while(|(p, _)| deploy.is_empty() || p.starts_with(&prefix))
+                .filter(|(p, _)| RepoFiles::env_of(deploy, p).is_some())
+                .collect();
+            let digest = digest(path, text, &env_files);
+            let loaded = match previous.and_then(|p| p.parsed.get(path)) {
+                Some((d, loaded)) if *d == digest => loaded.clone(),
+                _ => load_service(path, text, &env_files),
             };
-            let start = Pos::file_start(file.clone());
-            match &parsed.kind {
-                None => errors.push(Diagnostic::new(start.clone(), "missing required field `type`")),
-                Some(k) if k.value != "service" => errors.push(Diagnostic::new(
-                    k.pos.clone(),
-                    format!("unknown type `{}`: the only type is `service`", k.value),
-                )),
-                Some(_) => {}
+            match &loaded {
+                Loaded::Service(s) => repo.services.push(s.clone()),
+                Loaded::Broken(b) => repo.broken.push(b.clone()),
             }
-            let name_pos = parsed.name.as_ref().map_or_else(|| start.clone(), |n| n.pos.clone());
-            let name = match &parsed.name {
-                None => {
-                    errors.push(Diagnostic::new(start.clone(), "missing required field `name`"));
-                    None
-                }
-                Some(n) if !valid_service_name(&n.value) => {
-                    errors.push(Diagnostic::new(
-                        n.pos.clone(),
-                        format!("invalid service name `{}`: names are {NAME_RULE}", n.value),
-                    ));
-                    None
-                }
-                Some(n) => Some(n.value.clone()),
-            };
-            let (spec_pos, spec) = match &parsed.spec {
-                Some(s) => (s.pos.clone(), s.value.clone()),
-                None => {
-                    errors.push(Diagnostic::new(start.clone(), "missing required field `spec`"));
-                    (start, Spec::default())
-                }
-            };
-            match name {
-                Some(name) => {
-                    repo.services.push(ServiceDef { name, dir, file, name_pos, spec_pos, spec, errors, envs })
-                }
-                None => repo.broken.push(BrokenService {
-                    errors: errors.into_iter().chain(env_errors(&envs)).collect(),
-                    key: folder_key(&dir),
-                    dir,
-                    envs: envs.keys().cloned().collect(),
-                }),
-            }
+            repo.parsed.insert(path.clone(), (digest, loaded));
         }
         repo.services.sort_by(|a, b| a.name.cmp(&b.name).then(a.file.cmp(&b.file)));
         repo.check_duplicates();
@@ -195,7 +143,7 @@ impl Repo {
         }
         for (i, msg) in dups {
             let pos = name_pos(&self.services[i]);
-            self.services[i].errors.push(Diagnostic::new(pos, msg));
+            Arc::make_mut(&mut self.services[i]).errors.push(Diagnostic::new(pos, msg));
         }
     }
 
@@ -227,12 +175,12 @@ impl Repo {
             }
         }
         for (i, d) in new_errors {
-            self.services[i].errors.push(d);
+            Arc::make_mut(&mut self.services[i]).errors.push(d);
         }
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceDef> {
-        self.services.iter().find(|s| s.name == name)
+        self.services.iter().find(|s| s.name == name).map(|s| &**s)
     }
 
     /// Every problem in the repository, sorted, each once.
@@ -290,6 +238,104 @@ impl ServiceDef {
     }
 }
 
+/// The SHA-256 of a service folder's files (paths and contents).
+fn digest(path: &str, text: &str, env_files: &[(&String, &String)]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (p, c) in std::iter::once((path, text)).chain(env_files.iter().map(|(p, c)| (p.as_str(), c.as_str()))) {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+        h.update((c.len() as u64).to_le_bytes());
+        h.update(c);
+    }
+    h.finalize().into()
+}
+
+/// Parses one `service.yaml` (at `path`) and its env configs.
+fn load_service(path: &str, text: &str, env_files: &[(&String, &String)]) -> Loaded {
+    let file: Arc<str> = Arc::from(path);
+    let dir = RepoFiles::service_dir(path).to_string();
+    let deploy = RepoFiles::deploy_dir(path);
+    let mut envs = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (p, content) in env_files {
+        let Some(env) = RepoFiles::env_of(deploy, p) else {
+            continue;
+        };
+        let env_file: Arc<str> = Arc::from(p.as_str());
+        if !valid_env_name(env) {
+            errors.push(Diagnostic::new(
+                Pos::file_start(env_file),
+                format!("invalid environment folder `{env}`: names are [a-z0-9-]{{1,32}}"),
+            ));
+            continue;
+        }
+        let parsed = yaml::parse::<EnvFile>(&env_file, content).map(|mut f| {
+            if let Some(o) = &mut f.overrides {
+                point_inside_quotes(&mut o.value, content);
+            }
+            f
+        });
+        envs.insert(env.to_string(), Box::new(EnvDef { file: env_file, parsed }));
+    }
+    let parsed = match yaml::parse::<ServiceFile>(&file, text) {
+        Ok(mut p) => {
+            if let Some(spec) = &mut p.spec {
+                point_inside_quotes(&mut spec.value, text);
+            }
+            p
+        }
+        Err(d) => {
+            errors.push(d);
+            errors.extend(env_errors(&envs));
+            return Loaded::Broken(BrokenService {
+                key: guess_name(text).unwrap_or_else(|| folder_key(&dir)),
+                dir,
+                envs: envs.keys().cloned().collect(),
+                errors,
+            });
+        }
+    };
+    let start = Pos::file_start(file.clone());
+    match &parsed.kind {
+        None => errors.push(Diagnostic::new(start.clone(), "missing required field `type`")),
+        Some(k) if k.value != "service" => errors
+            .push(Diagnostic::new(k.pos.clone(), format!("unknown type `{}`: the only type is `service`", k.value))),
+        Some(_) => {}
+    }
+    let name_pos = parsed.name.as_ref().map_or_else(|| start.clone(), |n| n.pos.clone());
+    let name = match &parsed.name {
+        None => {
+            errors.push(Diagnostic::new(start.clone(), "missing required field `name`"));
+            None
+        }
+        Some(n) if !valid_service_name(&n.value) => {
+            errors.push(Diagnostic::new(
+                n.pos.clone(),
+                format!("invalid service name `{}`: names are {NAME_RULE}", n.value),
+            ));
+            None
+        }
+        Some(n) => Some(n.value.clone()),
+    };
+    let (spec_pos, spec) = match parsed.spec {
+        Some(s) => (s.pos, s.value),
+        None => {
+            errors.push(Diagnostic::new(start.clone(), "missing required field `spec`"));
+            (start, Spec::default())
+        }
+    };
+    match name {
+        Some(name) => Loaded::Service(Arc::new(ServiceDef { name, dir, file, name_pos, spec_pos, spec, errors, envs })),
+        None => Loaded::Broken(BrokenService {
+            errors: errors.into_iter().chain(env_errors(&envs)).collect(),
+            key: folder_key(&dir),
+            dir,
+            envs: envs.keys().cloned().collect(),
+        }),
+    }
+}
+
 /// The services `name` depends on, without itself (that is reported on its own).
 fn base_deps(spec: &Spec, name: &str) -> Vec<String> {
     spec.dependencies
@@ -301,7 +347,7 @@ fn base_deps(spec: &Spec, name: &str) -> Vec<String> {
 }
 
 /// The problems of a broken service's env configs, which are still worth reporting.
-fn env_errors(envs: &BTreeMap<String, EnvDef>) -> Vec<Diagnostic> {
+fn env_errors(envs: &BTreeMap<String, Box<EnvDef>>) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for def in envs.values() {
         match &def.parsed {
