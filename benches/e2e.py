@@ -735,7 +735,7 @@ def footprint(w: World, seconds: float, log) -> dict:
            "anon_mean_mib": statistics.mean(s["anon_kib"] / 1024 for s in samples),
            "file_mean_mib": statistics.mean(s["file_kib"] / 1024 for s in samples), "threads": end["threads"],
            "rss_max_mib": max(rss), "rss_min_mib": min(rss), "hwm_mib": end["hwm_kib"] / 1024, "cpu_s": cpu,
-           "cpu_percent": 100 * cpu / (end["t"] - start["t"]), "polls": polls, "cpu_s_per_poll": cpu / polls if polls else None}
+           "cpu_percent": 100 * cpu / max(end["t"] - start["t"], 1e-9), "polls": polls, "cpu_s_per_poll": cpu / polls if polls else None}
     for path in ("/metrics", "/status"):
         times, size = [], 0
         for _ in range(5):
@@ -983,7 +983,7 @@ def main():
     ap.add_argument("--sizes", help="comma-separated N of the worlds (default 0,100,500,1000; --quick 0,50)")
     ap.add_argument("--idle", type=float, help="seconds of idle sampling on the largest world (default 300; --quick 20)")
     ap.add_argument("--restart-idle", type=float, help="seconds of idle sampling after restarting the daemon on the largest, "
-                    "converged world (default 60; --quick 10)")
+                    "converged world (default 60; --quick 10; 0 skips the restart)")
     ap.add_argument("--daemon-prefix", default="", help="command put before `berth daemon`, for profiling (e.g. "
                     "'heaptrack -o /tmp/berth.heap'); the RSS/CPU figures are then the wrapper's, not berth's")
     args = ap.parse_args()
@@ -1050,11 +1050,12 @@ def main():
                 fp["start"] = "after creating all" if n else "-"
                 res["footprint"].append(fp)
                 w.stop_daemon()
-                if n == max(sizes) and n:
+                restart_idle = args.restart_idle if args.restart_idle is not None else (10 if q else 60)
+                if n == max(sizes) and n and restart_idle > 0:
                     # The same world again, the daemon restarted on an account already converged:
                     # separates what the first converge leaves behind from the steady state.
                     st2 = w.start_daemon(f"{poll_s}s")
-                    fp = footprint(w, args.restart_idle if args.restart_idle is not None else (10 if q else 60), log)
+                    fp = footprint(w, restart_idle, log)
                     fp.update(start="restarted, converged", ready_s=st2["ready_s"])
                     res["footprint"].append(fp)
                     w.stop_daemon()

@@ -263,7 +263,7 @@ impl Daemon {
                 Some(Ok(p)) => {
                     self.shared.metrics.git_fetch.get_or_create(&labels(&[("env", &env.name), ("result", "ok")])).inc();
                     if p.changed {
-                        tracing::info!(env = %env.name, r#ref = %p.checkout.ref_name, commit = %p.checkout.commit, "new commit");
+                        tracing::info!(env = %env.name, r#ref = %p.checkout.ref_name, commit = %p.checkout.commit, read_ms = p.read.as_millis() as u64, "new commit");
                     }
                     (Some(p.checkout.clone()), None)
                 }
@@ -286,7 +286,8 @@ impl Daemon {
         let aws = st.aws.clone();
         let settled = &st.settled;
         let futures = work.into_iter().map(|(env, checkout, fetch_error)| {
-            let settled = settled.get(&env.name).filter(|_| focused.contains(&env.name));
+            let settled = settled.get(&env.name);
+            let focused = settled.is_some() && focused.contains(&env.name);
             let aws = aws.clone();
             let scheduler = st.scheduler.clone();
             let semaphore = st.semaphore.clone();
@@ -305,10 +306,11 @@ impl Daemon {
                     semaphore: Some(semaphore),
                     cancel,
                     settled,
+                    focused,
                     ..EnvInput::new(&config, &env, &checkout, mode)
                 };
                 let reports = reconcile::reconcile_env(&aws, &input).await;
-                (env, checkout, fetch_error, reports, started.elapsed(), settled.is_some())
+                (env, checkout, fetch_error, reports, started.elapsed(), focused)
             }
         });
         let mut data = Vec::new();

@@ -59,10 +59,14 @@ pub struct EnvInput<'a> {
     pub semaphore: Option<Arc<Semaphore>>,
     /// Cancelled on shutdown: rollout waits stop (without marking the rollout failed).
     pub cancel: tokio_util::sync::CancellationToken,
-    /// For a cycle a push started: the services (name → spec hash) last seen in sync.
-    /// One that still renders to that spec hash is left out (no live read, no report); the
-    /// next full reconcile checks it for drift. `None` reconciles every service.
+    /// The services (name → spec hash) this process last saw in sync, with nothing
+    /// attempted on them since. Such a service has no half-applied attempt to recover
+    /// from, so no revision to reuse: a new revision is registered without first looking
+    /// up its family's latest.
     pub settled: Option<&'a BTreeMap<String, String>>,
+    /// A cycle a push started: a service that still renders to its `settled` spec hash is
+    /// left out (no live read, no report); the next full reconcile checks it for drift.
+    pub focused: bool,
 }
 
 impl<'a> EnvInput<'a> {
@@ -85,6 +89,7 @@ impl<'a> EnvInput<'a> {
             semaphore: None,
             cancel: tokio_util::sync::CancellationToken::new(),
             settled: None,
+            focused: false,
         }
     }
 }
@@ -254,7 +259,9 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
         let target = Target { env, aws: &aws_config, commit: &commit, version: input.version, lookups: &lookups };
         match render::render(&spec, &target) {
             Ok(desired) => {
-                if input.settled.is_some_and(|s| s.get(&spec.name).is_some_and(|h| h == desired.spec_hash())) {
+                if input.focused
+                    && input.settled.is_some_and(|s| s.get(&spec.name).is_some_and(|h| h == desired.spec_hash()))
+                {
                     continue;
                 }
                 let image = desired.task_definition.container_definitions[0].image.clone();
@@ -307,10 +314,11 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     }
     // Before registering, look for a revision with this content already (one registered by
     // an attempt whose service update then failed): the families' latest revisions, a few
-    // lookups in flight at once.
+    // lookups in flight at once. Services settled since their last attempt have none.
     let families: Vec<(&String, &str)> = firsts
         .iter()
         .filter(|(_, p)| p.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. })))
+        .filter(|(name, _)| !input.settled.is_some_and(|s| s.contains_key(*name)))
         .map(|(name, _)| (name, prepared[name].desired.task_definition.family.as_str()))
         .collect();
     let latest = futures::stream::iter(

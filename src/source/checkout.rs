@@ -26,9 +26,26 @@ pub fn commits_for(
     prefix: &str,
     repo: &Repo,
 ) -> anyhow::Result<BTreeMap<String, String>> {
+    commits_since(repo_git, head, prefix, repo, None)
+}
+
+/// [`commits_for`], reusing an earlier checkout's answers: only the commits between it and
+/// `head` are walked when it is on `head`'s first-parent line.
+fn commits_since(
+    repo_git: &git2::Repository,
+    head: git2::Oid,
+    prefix: &str,
+    repo: &Repo,
+    previous: Option<&Checkout>,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let join = |d: &str| [prefix, d].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("/");
     let dirs: Vec<String> = repo.services.iter().map(|s| join(&s.dir)).collect();
-    let found = git::path_commits(repo_git, head, &dirs)?;
+    let known: Option<(git2::Oid, BTreeMap<String, git2::Oid>)> = previous.and_then(|p| {
+        let at = git2::Oid::from_str(&p.commit).ok()?;
+        let map = p.commits.iter().filter_map(|(d, c)| Some((join(d), git2::Oid::from_str(c).ok()?))).collect();
+        Some((at, map))
+    });
+    let found = git::path_commits_since(repo_git, head, &dirs, known.as_ref().map(|(at, m)| (*at, m)))?;
     Ok(repo
         .services
         .iter()
@@ -90,6 +107,8 @@ pub struct Polled {
     pub checkout: std::sync::Arc<Checkout>,
     /// The environment's commit moved since the last poll.
     pub changed: bool,
+    /// Reading, parsing and dating the services of a new commit (zero when unchanged).
+    pub read: std::time::Duration,
 }
 
 impl Poller {
@@ -126,18 +145,19 @@ impl Poller {
                     && c.commit == resolved.commit.to_string()
                     && c.ref_name == resolved.ref_name
                 {
-                    return Ok(Polled { checkout: c.clone(), changed: false });
+                    return Ok(Polled { checkout: c.clone(), changed: false, read: std::time::Duration::ZERO });
                 }
                 if !self.mirror.has_commit(resolved.commit) && !fetched {
                     self.mirror.fetch()?;
                     fetched = true;
                 }
+                let started = std::time::Instant::now();
                 let files: RepoFiles = git::read_commit(&self.mirror.repo, resolved.commit, &config.repo.discovery)?;
                 // Folders whose files did not change since the last checkout (this
                 // environment's, else any other's) are not parsed again.
                 let previous = self.checkouts.get(&env.name).or_else(|| self.checkouts.values().next());
                 let repo = Repo::load_reusing(&files, previous.map(|c| &c.repo));
-                let commits = commits_for(&self.mirror.repo, resolved.commit, "", &repo)?;
+                let commits = commits_since(&self.mirror.repo, resolved.commit, "", &repo, previous.map(|c| &**c))?;
                 let checkout = std::sync::Arc::new(Checkout {
                     repo,
                     commits,
@@ -146,7 +166,7 @@ impl Poller {
                     commit: resolved.commit.to_string(),
                 });
                 self.checkouts.insert(env.name.clone(), checkout.clone());
-                Ok(Polled { checkout, changed: true })
+                Ok(Polled { checkout, changed: true, read: started.elapsed() })
             })();
             out.insert(env.name.clone(), result.map_err(|e| format!("{e:#}")));
         }

@@ -10,25 +10,78 @@ use std::path::Path;
 use anyhow::Context as _;
 use git2::{Oid, Repository, Tree};
 
-/// The tree (or blob) id at `dir` in `tree`; the root tree for "".
-fn id_at(tree: &Tree<'_>, dir: &str) -> Option<Oid> {
-    if dir.is_empty() {
-        return Some(tree.id());
+/// The ids (tree or blob) at each of `dirs` in `tree`. Each folder tree on the way is
+/// read once: libgit2 does not cache trees over 4 KiB, and a `services/` folder of
+/// hundreds of entries is bigger, so looking every path up from the root re-reads it.
+fn ids_at<'r>(repo: &'r Repository, tree: &Tree<'r>, dirs: &[&String]) -> BTreeMap<String, Option<Oid>> {
+    let mut trees: BTreeMap<String, Option<Tree<'r>>> = BTreeMap::new();
+    trees.insert(String::new(), Some(tree.clone()));
+    let mut out = BTreeMap::new();
+    for dir in dirs {
+        if dir.is_empty() {
+            out.insert(String::new(), Some(tree.id()));
+            continue;
+        }
+        let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir.as_str()));
+        let parent_tree = subtree(repo, &mut trees, parent);
+        out.insert((*dir).clone(), parent_tree.and_then(|t| t.get_name(name).map(|e| e.id())));
     }
-    tree.get_path(Path::new(dir)).ok().map(|e| e.id())
+    out
+}
+
+/// The tree at `path`, memoised in `trees` (which holds the root under "").
+fn subtree<'r, 'm>(
+    repo: &'r Repository,
+    trees: &'m mut BTreeMap<String, Option<Tree<'r>>>,
+    path: &str,
+) -> Option<&'m Tree<'r>> {
+    if !trees.contains_key(path) {
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let found = subtree(repo, trees, parent)
+            .and_then(|t| t.get_name(name).map(|e| e.id()))
+            .and_then(|id| repo.find_tree(id).ok());
+        trees.insert(path.to_string(), found);
+    }
+    trees.get(path).and_then(Option::as_ref)
 }
 
 /// For each folder, the newest commit on `head`'s first-parent line whose tree differs at
 /// that folder from its parent's (or the root commit).
 pub fn path_commits(repo: &Repository, head: Oid, dirs: &[String]) -> anyhow::Result<BTreeMap<String, Oid>> {
+    path_commits_since(repo, head, dirs, None)
+}
+
+/// [`path_commits`], told the answer at an earlier commit: when the walk reaches `since`'s
+/// commit, a folder still unresolved takes its commit there instead of walking on to the
+/// root (a poll after a push walks only the pushed commits).
+pub fn path_commits_since(
+    repo: &Repository,
+    head: Oid,
+    dirs: &[String],
+    since: Option<(Oid, &BTreeMap<String, Oid>)>,
+) -> anyhow::Result<BTreeMap<String, Oid>> {
     let mut resolved = BTreeMap::new();
     let mut pending: Vec<&String> = dirs.iter().collect();
     pending.sort();
     pending.dedup();
     let mut current = repo.find_commit(head).context("cannot find the head commit")?;
     let tree = current.tree()?;
-    let mut ids: BTreeMap<&String, Option<Oid>> = pending.iter().map(|d| (*d, id_at(&tree, d))).collect();
+    let mut ids = ids_at(repo, &tree, &pending);
     while !pending.is_empty() {
+        if let Some((at, known)) = since
+            && current.id() == at
+        {
+            pending.retain(|d| match known.get(*d) {
+                Some(c) => {
+                    resolved.insert((*d).clone(), *c);
+                    false
+                }
+                None => true,
+            });
+            if pending.is_empty() {
+                break;
+            }
+        }
         let Ok(parent) = current.parent(0) else {
             for d in pending.drain(..) {
                 resolved.insert(d.clone(), current.id());
@@ -36,18 +89,16 @@ pub fn path_commits(repo: &Repository, head: Oid, dirs: &[String]) -> anyhow::Re
             break;
         };
         let parent_tree = parent.tree()?;
-        let mut next_ids = BTreeMap::new();
+        let before = ids_at(repo, &parent_tree, &pending);
         pending.retain(|d| {
-            let before = id_at(&parent_tree, d);
-            if before != ids[d] {
+            if before[d.as_str()] != ids[d.as_str()] {
                 resolved.insert((*d).clone(), current.id());
                 false
             } else {
-                next_ids.insert(*d, before);
                 true
             }
         });
-        ids = next_ids;
+        ids = before;
         current = parent;
     }
     Ok(resolved)
@@ -203,42 +254,42 @@ pub fn resolve(refs: &BTreeMap<String, Oid>, source: &crate::core::config::Sourc
     }
 }
 
-/// The deploy files of a commit, read from its tree.
+/// The deploy files of a commit, read from its tree: one walk finds the service files and
+/// the `config.yaml` blobs, which are then read by id.
 pub fn read_commit(repo: &Repository, commit: Oid, glob: &str) -> anyhow::Result<crate::core::spec::RepoFiles> {
+    use crate::core::spec::RepoFiles;
     let matcher = super::dir::matcher(glob)?;
     let tree = repo.find_commit(commit)?.tree()?;
-    let mut out = crate::core::spec::RepoFiles::default();
-    let mut found = Vec::new();
+    let mut out = RepoFiles::default();
+    let mut found: Vec<(String, Oid)> = Vec::new();
+    let mut configs: BTreeMap<String, Oid> = BTreeMap::new();
     tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
         // Hidden folders are skipped, as when reading a directory (source::dir).
         if entry.name().is_ok_and(|n| n.starts_with('.')) {
             return git2::TreeWalkResult::Skip;
         }
         if entry.kind() == Some(git2::ObjectType::Blob) {
-            let path = format!("{root}{}", entry.name().unwrap_or_default());
+            let name = entry.name().unwrap_or_default();
+            let path = format!("{root}{name}");
             if matcher.is_match(&path) {
-                found.push(path);
+                found.push((path.clone(), entry.id()));
+            }
+            if name == "config.yaml" {
+                configs.insert(path, entry.id());
             }
         }
         git2::TreeWalkResult::Ok
     })?;
-    for path in found {
-        let blob = tree.get_path(Path::new(&path))?.to_object(repo)?.peel_to_blob()?;
-        out.files.insert(path.clone(), String::from_utf8_lossy(blob.content()).into_owned());
-        let deploy = crate::core::spec::RepoFiles::deploy_dir(&path);
-        if let Ok(entry) = tree.get_path(Path::new(deploy))
-            && let Ok(deploy_tree) = entry.to_object(repo).and_then(|o| o.peel_to_tree())
-        {
-            for env in deploy_tree.iter() {
-                if env.kind() != Some(git2::ObjectType::Tree) {
-                    continue;
-                }
-                let config = format!("{deploy}/{}/config.yaml", env.name().unwrap_or_default());
-                if let Ok(e) = tree.get_path(Path::new(&config))
-                    && let Ok(blob) = e.to_object(repo).and_then(|o| o.peel_to_blob())
-                {
-                    out.files.insert(config, String::from_utf8_lossy(blob.content()).into_owned());
-                }
+    let text =
+        |id: Oid| -> anyhow::Result<String> { Ok(String::from_utf8_lossy(repo.find_blob(id)?.content()).into_owned()) };
+    for (path, id) in found {
+        out.files.insert(path.clone(), text(id)?);
+        let deploy = RepoFiles::deploy_dir(&path);
+        let prefix = format!("{deploy}/");
+        for (config, id) in configs.range(prefix.clone()..).take_while(|(p, _)| p.starts_with(&prefix)) {
+            // `<deploy>/<env>/config.yaml`, one folder down only.
+            if RepoFiles::env_of(deploy, config).is_some_and(|env| !env.contains('/')) {
+                out.files.insert(config.clone(), text(*id)?);
             }
         }
         out.service_files.push(path);
