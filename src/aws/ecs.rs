@@ -51,7 +51,8 @@ impl Aws {
     /// A task definition by ARN (cached: revisions never change) or by family (newest
     /// ACTIVE revision; not cached). `None` when it does not exist.
     pub async fn describe_task_definition(&self, id: &str) -> Result<Option<LiveTaskDefinition>, AwsError> {
-        if let Some(td) = self.td_cache.lock().expect("cache lock").get(id) {
+        if let Some((td, used)) = self.td_cache.lock().expect("cache lock").get_mut(id) {
+            *used = std::time::Instant::now();
             return Ok(Some(td.clone()));
         }
         let resp = self
@@ -71,8 +72,15 @@ impl Aws {
             return Ok(None);
         }
         let live = convert::task_definition_from_sdk(td, resp.tags());
-        self.td_cache.lock().expect("cache lock").insert(live.arn.clone(), live.clone());
+        self.td_cache.lock().expect("cache lock").insert(live.arn.clone(), (live.clone(), std::time::Instant::now()));
         Ok(Some(live))
+    }
+
+    /// Drops cached revisions not used for `idle` (those no service runs any more: every
+    /// full reconcile uses the revision each service runs).
+    pub fn forget_task_definitions_unused_for(&self, idle: std::time::Duration) {
+        let now = std::time::Instant::now();
+        self.td_cache.lock().expect("cache lock").retain(|_, (_, used)| now.duration_since(*used) < idle);
     }
 
     /// Registers a revision; returns its ARN.
@@ -83,7 +91,7 @@ impl Aws {
             .task_definition()
             .ok_or_else(|| AwsError::other("RegisterTaskDefinition", "no task definition in the answer"))?;
         let live = convert::task_definition_from_sdk(td, resp.tags());
-        self.td_cache.lock().expect("cache lock").insert(live.arn.clone(), live.clone());
+        self.td_cache.lock().expect("cache lock").insert(live.arn.clone(), (live.clone(), std::time::Instant::now()));
         Ok(live.arn)
     }
 

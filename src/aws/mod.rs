@@ -102,8 +102,9 @@ pub struct Aws {
     pub(crate) sts: aws_sdk_sts::Client,
     pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
     pub stats: Arc<RequestStats>,
-    /// Task definition revisions are immutable: cached by ARN for the process's life.
-    td_cache: Mutex<HashMap<String, LiveTaskDefinition>>,
+    /// Task definition revisions are immutable: cached by ARN, with when each was last
+    /// used, so revisions no service runs any more can be dropped.
+    td_cache: Mutex<HashMap<String, (LiveTaskDefinition, std::time::Instant)>>,
     verify_cache: Mutex<lookups::VerifyCache>,
     account: tokio::sync::OnceCell<String>,
     pub config: AwsConfig,

@@ -175,6 +175,8 @@ impl Daemon {
                     break;
                 }
             }
+            // Revisions unused for three poll intervals are ones no service runs now.
+            st.aws.forget_task_definitions_unused_for(config.repo.poll_interval * 3 + Duration::from_secs(60));
             release_freed_memory();
             if self.cancel.is_cancelled() {
                 break;
