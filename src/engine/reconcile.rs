@@ -60,12 +60,14 @@ pub struct EnvInput<'a> {
     /// Cancelled on shutdown: rollout waits stop (without marking the rollout failed).
     pub cancel: tokio_util::sync::CancellationToken,
     /// The services (name → spec hash) this process last saw in sync, with nothing
-    /// attempted on them since. Such a service has no half-applied attempt to recover
-    /// from, so no revision to reuse: a new revision is registered without first looking
-    /// up its family's latest.
+    /// attempted on them since.
     pub settled: Option<&'a BTreeMap<String, String>>,
     /// A cycle a push started: a service that still renders to its `settled` spec hash is
     /// left out (no live read, no report); the next full reconcile checks it for drift.
+    /// A settled service the push changed has no half-applied attempt to recover from,
+    /// and runs its family's newest revision, so its new revision is registered without
+    /// first looking that up. (A full reconcile still looks: a console rollback leaves a
+    /// newer revision that may be the one git wants.)
     pub focused: bool,
 }
 
@@ -318,7 +320,7 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     let families: Vec<(&String, &str)> = firsts
         .iter()
         .filter(|(_, p)| p.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. })))
-        .filter(|(name, _)| !input.settled.is_some_and(|s| s.contains_key(*name)))
+        .filter(|(name, _)| !(input.focused && input.settled.is_some_and(|s| s.contains_key(*name))))
         .map(|(name, _)| (name, prepared[name].desired.task_definition.family.as_str()))
         .collect();
     let latest = futures::stream::iter(
