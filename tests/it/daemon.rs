@@ -558,6 +558,8 @@ fn a_poll_of_a_converged_repository_costs_the_minimum_requests() {
         assert_eq!(counts.get(op), Some(&1), "{op} in {counts:?}");
     }
     assert_eq!(counts.get("RegisterScalableTarget"), Some(&1), "{counts:?}");
+    // svc04 was in sync with nothing attempted since: no revision to look for first.
+    assert_eq!(counts.get("DescribeTaskDefinition"), None, "{counts:?}");
     let status: serde_json::Value = serde_json::from_str(&d.get("/status").1).unwrap();
     let services = status["environments"][0]["services"].as_array().unwrap();
     assert_eq!(services.len(), n, "every service keeps its status");
