@@ -163,6 +163,17 @@ fn ctx() -> NormContext {
     NormContext { partition: "aws".into(), region: "eu-west-1".into(), account_id: Some("123456789012".into()) }
 }
 
+/// What a service of the fixture config renders against in `env`.
+fn target<'a>(config: &'a Config, env: &str, lookups: &'a Lookups) -> Target<'a> {
+    Target {
+        env: config.env(env).expect("the fixture config has pre and prod"),
+        aws: &config.aws,
+        commit: COMMIT,
+        version: (env == "prod").then_some("1.4.2"),
+        lookups,
+    }
+}
+
 /// Resolve, render, diff and plan every service of `repo` against `live` (by service and
 /// environment); returns how many plans are in sync.
 fn cycle(repo: &Repo, config: &Config, lookups: &Lookups, live: &BTreeMap<(String, &str), LiveState>) -> usize {
@@ -171,13 +182,7 @@ fn cycle(repo: &Repo, config: &Config, lookups: &Lookups, live: &BTreeMap<(Strin
     for service in &repo.services {
         for env in ENVS {
             let spec = service.resolve(env).expect("generated services are valid");
-            let target = Target {
-                env: config.env(env).expect("the fixture config has pre and prod"),
-                aws: &config.aws,
-                commit: COMMIT,
-                version: (env == "prod").then_some("1.4.2"),
-                lookups,
-            };
+            let target = target(config, env, lookups);
             let desired = render(&spec, &target).expect("generated services render");
             let state = &live[&(service.name.clone(), env)];
             in_sync += usize::from(plan(&desired, state, false, &ctx).in_sync());
@@ -205,14 +210,7 @@ fn render_all(files: &RepoFiles, config: &Config, lookups: &Lookups) -> usize {
     for service in &repo.services {
         for env in ENVS {
             let spec = service.resolve(env).expect("generated services are valid");
-            let env_config = config.env(env).expect("the fixture config has pre and prod");
-            let target = Target {
-                env: env_config,
-                aws: &config.aws,
-                commit: COMMIT,
-                version: (env == "prod").then_some("1.4.2"),
-                lookups,
-            };
+            let target = target(config, env, lookups);
             let desired = render(&spec, &target).expect("generated services render");
             black_box(&desired);
             rendered += 1;
@@ -241,13 +239,7 @@ fn bench(c: &mut Criterion) {
     for service in &repo.services {
         for env in ENVS {
             let spec = service.resolve(env).expect("valid");
-            let target = Target {
-                env: config.env(env).expect("env"),
-                aws: &config.aws,
-                commit: COMMIT,
-                version: (env == "prod").then_some("1.4.2"),
-                lookups: &lookups,
-            };
+            let target = target(&config, env, &lookups);
             live.insert((service.name.clone(), env), converged(&render(&spec, &target).expect("renders")));
         }
     }
@@ -274,13 +266,7 @@ fn bench(c: &mut Criterion) {
     let desired: Vec<_> = specs
         .iter()
         .map(|spec| {
-            let target = Target {
-                env: config.env(&spec.env).expect("env"),
-                aws: &config.aws,
-                commit: COMMIT,
-                version: (spec.env == "prod").then_some("1.4.2"),
-                lookups: &lookups,
-            };
+            let target = target(&config, &spec.env, &lookups);
             (spec.name.clone(), spec.env.clone(), render(spec, &target).expect("renders"))
         })
         .collect();
@@ -310,15 +296,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("render only (2,000 resolved specs)", |b| {
         b.iter(|| {
             for spec in &specs {
-                let env = config.env(&spec.env).expect("env");
-                let target = Target {
-                    env,
-                    aws: &config.aws,
-                    commit: COMMIT,
-                    version: (spec.env == "prod").then_some("1.4.2"),
-                    lookups: &lookups,
-                };
-                black_box(render(spec, &target).expect("renders"));
+                black_box(render(spec, &target(&config, &spec.env, &lookups)).expect("renders"));
             }
         })
     });
