@@ -4,14 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::{Aws, AwsError, classify, concurrently};
 use aws_sdk_ecr::types as ecr;
 use aws_sdk_ssm::types as ssm;
-use futures::StreamExt as _;
-
-use super::{Aws, AwsError, classify};
-
-/// Lookups (DescribeSecret, BatchGetImage) in flight at once.
-const CONCURRENT_LOOKUPS: usize = 8;
 
 /// An image in an ECR registry of this region.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -169,15 +164,12 @@ impl Aws {
         let names: Vec<String> =
             req.ssm_secrets.iter().map(|n| ssm_name(n)).collect::<BTreeSet<_>>().into_iter().collect();
         // Chunks of names in parallel; the pages of one chunk follow its token.
-        let existing = futures::stream::iter(names.chunks(50).map(|chunk| self.existing_parameters(chunk)))
-            .buffer_unordered(CONCURRENT_LOOKUPS)
-            .collect::<Vec<_>>()
-            .await;
+        let existing = concurrently(names.chunks(50).map(|chunk| self.existing_parameters(chunk))).await;
         for names in existing {
             out.existing_ssm.extend(names?);
         }
         let vars: Vec<String> = req.ssm_variables.iter().cloned().collect();
-        let values = futures::stream::iter(vars.chunks(10).map(|chunk| async move {
+        let values = concurrently(vars.chunks(10).map(|chunk| async move {
             let resp = self
                 .ssm
                 .get_parameters()
@@ -188,8 +180,6 @@ impl Aws {
                 .map_err(|e| classify("GetParameters", e))?;
             Ok::<_, AwsError>((chunk, resp))
         }))
-        .buffer_unordered(CONCURRENT_LOOKUPS)
-        .collect::<Vec<_>>()
         .await;
         for answer in values {
             let (chunk, resp) = answer?;
@@ -205,11 +195,9 @@ impl Aws {
             }
         }
         // One request per secret or repository, a few at a time.
-        let secrets = futures::stream::iter(
+        let secrets = concurrently(
             req.secret_ids.iter().map(|id| async move { (id, self.sm.describe_secret().secret_id(id).send().await) }),
         )
-        .buffer_unordered(CONCURRENT_LOOKUPS)
-        .collect::<Vec<_>>()
         .await;
         for (id, result) in secrets {
             match result {
@@ -234,7 +222,7 @@ impl Aws {
                 images.chunks(100).map(|c| (registry.clone(), repo.clone(), c.to_vec())).collect::<Vec<_>>()
             })
             .collect();
-        let answers = futures::stream::iter(batches.into_iter().map(|(registry, repo, chunk)| async move {
+        let answers = concurrently(batches.into_iter().map(|(registry, repo, chunk)| async move {
             let ids: Vec<ecr::ImageIdentifier> = chunk
                 .iter()
                 .map(|i| {
@@ -257,8 +245,6 @@ impl Aws {
                 .await;
             (chunk, resp)
         }))
-        .buffer_unordered(CONCURRENT_LOOKUPS)
-        .collect::<Vec<_>>()
         .await;
         for (chunk, resp) in answers {
             match resp {

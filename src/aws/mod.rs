@@ -92,6 +92,17 @@ impl Default for ClientOptions {
     }
 }
 
+/// Lookups (DescribeSecret, BatchGetImage, DescribeTaskDefinition, parameter chunks) in
+/// flight at once.
+pub const CONCURRENT_LOOKUPS: usize = 8;
+
+/// Runs `lookups` with at most [`CONCURRENT_LOOKUPS`] in flight; answers come in the order
+/// they finish.
+pub async fn concurrently<F: std::future::Future>(lookups: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    use futures::StreamExt as _;
+    futures::stream::iter(lookups).buffer_unordered(CONCURRENT_LOOKUPS).collect().await
+}
+
 /// The AWS clients of one region, with a request counter and the task-definition cache.
 pub struct Aws {
     pub(crate) ecs: aws_sdk_ecs::Client,

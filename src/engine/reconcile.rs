@@ -8,11 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::aws::{Aws, AwsError, VerifyRequest, lookups_image};
+use crate::aws::{Aws, AwsError, VerifyRequest, concurrently, lookups_image};
 use crate::core::config::{Config, EnvConfig, SyncMode};
 use crate::core::desired::Desired;
 use crate::core::diag::{self, Diagnostic};
@@ -33,9 +32,6 @@ pub enum Mode {
     /// Converge.
     Apply,
 }
-
-/// DescribeTaskDefinition lookups in flight at once.
-const CONCURRENT_FAMILY_LOOKUPS: usize = 8;
 
 /// Whether (service, spec hash) may be applied now; `Err` carries the reason not.
 pub type Gate<'a> = &'a (dyn Fn(&str, &str) -> Result<(), String> + Sync);
@@ -323,13 +319,11 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
         .filter(|(name, _)| !(input.focused && input.settled.is_some_and(|s| s.contains_key(*name))))
         .map(|(name, _)| (name, prepared[name].desired.task_definition.family.as_str()))
         .collect();
-    let latest = futures::stream::iter(
+    let latest = concurrently(
         families
             .into_iter()
             .map(|(name, family)| async move { (name.clone(), aws.describe_task_definition(family).await) }),
     )
-    .buffer_unordered(CONCURRENT_FAMILY_LOOKUPS)
-    .collect::<Vec<_>>()
     .await;
     for (name, result) in latest {
         match result {
@@ -565,12 +559,8 @@ async fn read_live(
         .map(|s| s.settings.task_definition.as_str())
         .collect();
     let mut task_definitions = BTreeMap::new();
-    let answers = futures::stream::iter(
-        arns.into_iter().map(|arn| async move { (arn, aws.describe_task_definition(arn).await) }),
-    )
-    .buffer_unordered(CONCURRENT_FAMILY_LOOKUPS)
-    .collect::<Vec<_>>()
-    .await;
+    let answers =
+        concurrently(arns.into_iter().map(|arn| async move { (arn, aws.describe_task_definition(arn).await) })).await;
     for (arn, answer) in answers {
         task_definitions.insert(arn, answer?);
     }
