@@ -6,12 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth::core::config::Config;
 use berth::core::desired::Desired;
 use berth::core::diff::NormContext;
 use berth::core::live::{LivePolicy, LiveScalableTarget, LiveService, LiveState, LiveTaskDefinition};
+use berth::core::memo::{Memo, Reused};
 use berth::core::plan::plan;
 use berth::core::render::{Lookups, Target, render};
 use berth::core::spec::{Repo, RepoFiles};
@@ -145,7 +147,11 @@ fn converged(desired: &Desired) -> LiveState {
     };
     LiveState {
         service: Some(service),
-        task_definition: Some(LiveTaskDefinition { arn, definition: desired.task_definition.clone(), extras: vec![] }),
+        task_definition: Some(Arc::new(LiveTaskDefinition {
+            arn,
+            definition: desired.task_definition.clone(),
+            extras: vec![],
+        })),
         latest_revision: None,
         scalable_target: desired
             .scaling
@@ -189,6 +195,32 @@ fn cycle(repo: &Repo, config: &Config, lookups: &Lookups, live: &BTreeMap<(Strin
         }
     }
     in_sync
+}
+
+/// [`cycle`] as the daemon runs it: through each environment's [`Memo`], which reuses the
+/// resolve, render and plan of a service whose folder, inputs and live state are the
+/// same as in the memo's last cycle.
+fn memo_cycle(
+    repo: &Repo,
+    config: &Config,
+    lookups: &Lookups,
+    live: &BTreeMap<(String, &str), LiveState>,
+    memos: &mut [Memo; 2],
+) -> (usize, Reused) {
+    let ctx = ctx();
+    let mut in_sync = 0;
+    let mut reused = Reused::default();
+    for (env, memo) in ENVS.into_iter().zip(memos.iter_mut()) {
+        let target = target(config, env, lookups);
+        memo.begin(target.env, target.aws, lookups, &ctx);
+        for service in &repo.services {
+            let spec = memo.resolve(service, env, &mut reused).expect("generated services are valid");
+            let desired = memo.render(&spec, &target, &mut reused).expect("generated services render");
+            let state = &live[&(service.name.clone(), env)];
+            in_sync += usize::from(memo.plan(&service.name, &desired, state, false, &mut reused).in_sync());
+        }
+    }
+    (in_sync, reused)
 }
 
 /// A copy of `files` in which `k` services' `service.yaml` changed (one more environment
@@ -248,6 +280,16 @@ fn bench(c: &mut Criterion) {
     let reloaded = Repo::load_reusing(&changed, Some(&repo));
     assert_eq!(cycle(&reloaded, &config, &lookups, &live), (SERVICES - 10) * ENVS.len());
 
+    // The memo: a first cycle fills it, an unchanged second reuses every step, and a
+    // commit changing 10 services redoes exactly those 20 pairs.
+    let mut memos = [Memo::default(), Memo::default()];
+    assert_eq!(memo_cycle(&repo, &config, &lookups, &live, &mut memos).0, SERVICES * ENVS.len());
+    let (in_sync, reused) = memo_cycle(&repo, &config, &lookups, &live, &mut memos);
+    assert_eq!((in_sync, reused.plans), (SERVICES * ENVS.len(), SERVICES * ENVS.len()));
+    let (in_sync, reused) = memo_cycle(&reloaded, &config, &lookups, &live, &mut memos);
+    assert_eq!((in_sync, reused.resolves), ((SERVICES - 10) * ENVS.len(), (SERVICES - 10) * ENVS.len()));
+    assert_eq!(reused.plans, (SERVICES - 10) * ENVS.len());
+
     let mut group = c.benchmark_group("1000 services");
     group.sample_size(20).measurement_time(Duration::from_secs(15));
     group.bench_function("load + resolve + render + diff + plan x 2 envs", |b| {
@@ -258,6 +300,28 @@ fn bench(c: &mut Criterion) {
             let repo = Repo::load_reusing(black_box(&changed), Some(&repo));
             black_box(cycle(&repo, &config, &lookups, &live))
         })
+    });
+    // The daemon's path for a commit: each iteration loads the other of the two commits
+    // (10 services differ) reusing the last load, and reconciles through the memo.
+    group.bench_function(
+        "daemon: reload after 10 services changed + memoised resolve + render + diff + plan x 2 envs",
+        |b| {
+            let commits = [&files, &changed];
+            let mut current = Repo::load_reusing(&changed, Some(&repo));
+            let mut memos = [Memo::default(), Memo::default()];
+            memo_cycle(&current, &config, &lookups, &live, &mut memos);
+            let mut next = 0;
+            b.iter(|| {
+                current = Repo::load_reusing(black_box(commits[next]), Some(&current));
+                next = 1 - next;
+                black_box(memo_cycle(&current, &config, &lookups, &live, &mut memos))
+            })
+        },
+    );
+    group.bench_function("daemon: poll with nothing changed, memoised x 2 envs", |b| {
+        let mut memos = [Memo::default(), Memo::default()];
+        memo_cycle(&repo, &config, &lookups, &live, &mut memos);
+        b.iter(|| black_box(memo_cycle(&repo, &config, &lookups, &live, &mut memos)))
     });
     group.bench_function("reload after 10 services changed", |b| {
         b.iter(|| black_box(Repo::load_reusing(black_box(&changed), Some(&repo))))

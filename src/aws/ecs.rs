@@ -1,5 +1,7 @@
 //! ECS: services ten at a time, task definitions cached by ARN, and the writes.
 
+use std::sync::Arc;
+
 use aws_sdk_ecs::types as ecs;
 use futures::StreamExt as _;
 
@@ -50,7 +52,7 @@ impl Aws {
 
     /// A task definition by ARN (cached: revisions never change) or by family (newest
     /// ACTIVE revision; not cached). `None` when it does not exist.
-    pub async fn describe_task_definition(&self, id: &str) -> Result<Option<LiveTaskDefinition>, AwsError> {
+    pub async fn describe_task_definition(&self, id: &str) -> Result<Option<Arc<LiveTaskDefinition>>, AwsError> {
         if let Some((td, used)) = self.td_cache.lock().expect("cache lock").get_mut(id) {
             *used = std::time::Instant::now();
             return Ok(Some(td.clone()));
@@ -71,7 +73,7 @@ impl Aws {
         if td.status().is_some_and(|s| s.as_str() != "ACTIVE") && !id.starts_with("arn:") {
             return Ok(None);
         }
-        let live = convert::task_definition_from_sdk(td, resp.tags());
+        let live = Arc::new(convert::task_definition_from_sdk(td, resp.tags()));
         self.td_cache.lock().expect("cache lock").insert(live.arn.clone(), (live.clone(), std::time::Instant::now()));
         Ok(Some(live))
     }
@@ -90,9 +92,10 @@ impl Aws {
         let td = resp
             .task_definition()
             .ok_or_else(|| AwsError::other("RegisterTaskDefinition", "no task definition in the answer"))?;
-        let live = convert::task_definition_from_sdk(td, resp.tags());
-        self.td_cache.lock().expect("cache lock").insert(live.arn.clone(), (live.clone(), std::time::Instant::now()));
-        Ok(live.arn)
+        let live = Arc::new(convert::task_definition_from_sdk(td, resp.tags()));
+        let arn = live.arn.clone();
+        self.td_cache.lock().expect("cache lock").insert(arn.clone(), (live, std::time::Instant::now()));
+        Ok(arn)
     }
 
     pub async fn create_service(

@@ -115,7 +115,7 @@ pub struct Aws {
     pub stats: Arc<RequestStats>,
     /// Task definition revisions are immutable: cached by ARN, with when each was last
     /// used, so revisions no service runs any more can be dropped.
-    td_cache: Mutex<HashMap<String, (LiveTaskDefinition, std::time::Instant)>>,
+    td_cache: Mutex<HashMap<String, (Arc<LiveTaskDefinition>, std::time::Instant)>>,
     verify_cache: Mutex<lookups::VerifyCache>,
     account: tokio::sync::OnceCell<String>,
     pub config: AwsConfig,

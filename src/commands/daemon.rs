@@ -27,6 +27,7 @@ async fn signals(cancel: CancellationToken) {
 
 pub fn run(args: &DaemonArgs) -> anyhow::Result<Exit> {
     let config = load_config(&args.config)?;
+    crate::engine::daemon::limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let shared = Shared::new(Arc::new(config.clone()));

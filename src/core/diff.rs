@@ -15,7 +15,7 @@ use super::live::{LivePolicy, LiveScalableTarget, LiveService, LiveTaskDefinitio
 
 /// What normalisation needs to know about the account: an SSM parameter may be written
 /// as a name or an ARN.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NormContext {
     pub partition: String,
     pub region: String,

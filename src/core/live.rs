@@ -1,8 +1,12 @@
 //! Live state as read from AWS, in berth's own types (the `aws` module converts into these).
 
+use std::sync::Arc;
+
+use serde::Serialize;
+
 use super::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, TaskDefinition};
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct LiveService {
     pub arn: String,
     /// ACTIVE, DRAINING or INACTIVE.
@@ -21,7 +25,7 @@ impl LiveService {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Deployment {
     pub id: String,
     /// PRIMARY, ACTIVE or INACTIVE.
@@ -35,7 +39,7 @@ pub struct Deployment {
     pub failed_tasks: i32,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct LiveTaskDefinition {
     pub arn: String,
     pub definition: TaskDefinition,
@@ -44,14 +48,14 @@ pub struct LiveTaskDefinition {
     pub extras: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct LiveScalableTarget {
     pub target: ScalableTarget,
     /// AWS replaces any role with its service-linked role; never compared.
     pub role_arn: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct LivePolicy {
     pub arn: String,
     pub policy: ScalingPolicy,
@@ -62,12 +66,30 @@ pub struct LivePolicy {
 pub struct LiveState {
     /// `None` when the service does not exist (or is INACTIVE).
     pub service: Option<LiveService>,
-    /// The revision the service runs.
-    pub task_definition: Option<LiveTaskDefinition>,
+    /// The revision the service runs (shared with the cache of revisions by ARN).
+    pub task_definition: Option<Arc<LiveTaskDefinition>>,
     /// The family's newest ACTIVE revision, when it differs from the one the service runs
     /// (read only when needed: a revision registered before a failed update is reused).
-    pub latest_revision: Option<LiveTaskDefinition>,
+    pub latest_revision: Option<Arc<LiveTaskDefinition>>,
     pub scalable_target: Option<LiveScalableTarget>,
     /// The scaling policies on the service's resource id.
     pub policies: Vec<LivePolicy>,
+}
+
+impl LiveState {
+    /// A digest of everything in the state (128 bits of SHA-256 over its JSON): equal
+    /// states have equal fingerprints, and different ones, in practice, never do.
+    pub fn fingerprint(&self) -> [u8; 16] {
+        let fields = (
+            &self.service,
+            self.task_definition.as_deref(),
+            self.latest_revision.as_deref(),
+            &self.scalable_target,
+            &self.policies,
+        );
+        let digest = super::render::sha256_of_json(&fields);
+        let mut out = [0; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    }
 }

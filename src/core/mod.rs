@@ -7,6 +7,7 @@ pub mod desired;
 pub mod diag;
 pub mod diff;
 pub mod live;
+pub mod memo;
 pub mod plan;
 pub mod render;
 pub mod rollout;

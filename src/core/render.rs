@@ -13,7 +13,7 @@ use super::spec::{EnvValue, ScaleResource, ServiceSpec, Variable};
 
 /// Values looked up outside the core: SSM parameter values for `ssm:` variables, and
 /// full secret ARNs found by DescribeSecret. Never secret values.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Lookups {
     pub ssm_values: BTreeMap<String, String>,
     pub secret_arns: BTreeMap<String, String>,
@@ -241,11 +241,37 @@ pub const POLICY_PREFIX: &str = "berth-";
 
 /// A stable hash of what berth applies (tags left out, since the hash is one of them).
 pub fn spec_hash(desired: &Desired) -> String {
-    let mut untagged = desired.clone();
-    untagged.task_definition.tags.clear();
-    untagged.service.tags.clear();
-    let json = serde_json::to_vec(&untagged).expect("desired state serializes");
-    hex::encode(&Sha256::digest(&json)[..8])
+    let untagged;
+    let desired = if desired.task_definition.tags.is_empty() && desired.service.tags.is_empty() {
+        desired
+    } else {
+        let mut copy = desired.clone();
+        copy.task_definition.tags.clear();
+        copy.service.tags.clear();
+        untagged = copy;
+        &untagged
+    };
+    hex::encode(&sha256_of_json(desired)[..8])
+}
+
+/// SHA-256 of `value`'s JSON, written straight into the hasher (no buffer).
+pub fn sha256_of_json(value: &impl serde::Serialize) -> [u8; 32] {
+    let mut hasher = HashWriter(Sha256::new());
+    serde_json::to_writer(&mut hasher, value).expect("berth's own types serialize");
+    hasher.0.finalize().into()
+}
+
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::core::desired::Desired;
 use crate::core::diag::{self, Diagnostic};
 use crate::core::diff::{Change, NormContext};
 use crate::core::live::LiveState;
+use crate::core::memo::{Memo, Reused};
 use crate::core::plan::{self, Action, Ownership, Plan, Revision};
 use crate::core::render::{self, Lookups, Target, image_reference};
 use crate::core::rollout::{Rollout, rollout_state};
@@ -65,6 +66,9 @@ pub struct EnvInput<'a> {
     /// first looking that up. (A full reconcile still looks: a console rollback leaves a
     /// newer revision that may be the one git wants.)
     pub focused: bool,
+    /// Resolves, renders and plans kept from this environment's last reconcile (the
+    /// daemon's); `None` computes everything afresh.
+    pub memo: Option<&'a tokio::sync::Mutex<Memo>>,
 }
 
 impl<'a> EnvInput<'a> {
@@ -88,6 +92,7 @@ impl<'a> EnvInput<'a> {
             cancel: tokio_util::sync::CancellationToken::new(),
             settled: None,
             focused: false,
+            memo: None,
         }
     }
 }
@@ -169,8 +174,8 @@ impl ServiceReport {
 }
 
 struct Prepared {
-    spec: ServiceSpec,
-    desired: Desired,
+    spec: Arc<ServiceSpec>,
+    desired: Arc<Desired>,
     image: String,
 }
 
@@ -182,6 +187,15 @@ fn reference_label(r: &Reference) -> String {
 pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport> {
     let env = input.env;
     let mut reports: BTreeMap<String, ServiceReport> = BTreeMap::new();
+    let mut memo = match input.memo {
+        Some(m) => Some(m.lock().await),
+        None => None,
+    };
+    let mut reused = Reused::default();
+    if let Some(m) = memo.as_deref_mut() {
+        let names: BTreeSet<&str> = input.repo.services.iter().map(|d| d.name.as_str()).collect();
+        m.retain(|name| names.contains(name));
+    }
 
     // 1. Resolve every spec; broken ones fail alone.
     for broken in &input.repo.broken {
@@ -194,12 +208,16 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
             reports.insert(broken.key.clone(), r);
         }
     }
-    let mut specs: Vec<ServiceSpec> = Vec::new();
+    let mut specs: Vec<Arc<ServiceSpec>> = Vec::new();
     for def in &input.repo.services {
         if !def.envs.contains_key(&env.name) || input.only.is_some_and(|o| o != def.name) {
             continue;
         }
-        match def.resolve(&env.name) {
+        let resolved = match memo.as_deref_mut() {
+            Some(m) => m.resolve(def, &env.name, &mut reused),
+            None => def.resolve(&env.name).map(Arc::new),
+        };
+        match resolved {
             Ok(spec) => specs.push(spec),
             Err(diags) => {
                 let mut r =
@@ -246,7 +264,15 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
 
     // 3. Render what passed.
     let lookups = Lookups { ssm_values: verified.ssm_values.clone(), secret_arns: verified.secret_arns.clone() };
-    let mut prepared: BTreeMap<String, Prepared> = BTreeMap::new();
+    let ctx = NormContext {
+        partition: aws_config.partition().to_string(),
+        region: aws_config.region.clone(),
+        account_id: account,
+    };
+    if let Some(m) = memo.as_deref_mut() {
+        m.begin(env, &aws_config, &lookups, &ctx);
+    }
+    let mut prepared: BTreeMap<String, Box<Prepared>> = BTreeMap::new();
     for spec in specs {
         let problems = reference_problems(&spec, &verified);
         if !problems.is_empty() {
@@ -255,7 +281,11 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
         }
         let commit = commit_of(&spec);
         let target = Target { env, aws: &aws_config, commit: &commit, version: input.version, lookups: &lookups };
-        match render::render(&spec, &target) {
+        let rendered = match memo.as_deref_mut() {
+            Some(m) => m.render(&spec, &target, &mut reused),
+            None => render::render(&spec, &target).map(Arc::new),
+        };
+        match rendered {
             Ok(desired) => {
                 if input.focused
                     && input.settled.is_some_and(|s| s.get(&spec.name).is_some_and(|h| h == desired.spec_hash()))
@@ -274,7 +304,8 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
                     continue;
                 }
                 reports.insert(spec.name.clone(), report);
-                prepared.insert(spec.name.clone(), Prepared { spec, desired, image });
+                // Boxed: a B-tree node holds eleven values inline, and a `Prepared` is ~1 KiB.
+                prepared.insert(spec.name.clone(), Box::new(Prepared { spec, desired, image }));
             }
             Err(diags) => {
                 reports.insert(
@@ -287,7 +318,7 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
 
     // 4. Read live state in batches.
     let names: Vec<String> = prepared.keys().cloned().collect();
-    let live = match read_live(aws, &env.cluster, &names, &prepared).await {
+    let mut live = match read_live(aws, &env.cluster, &names, &prepared).await {
         Ok(l) => l,
         Err(e) => {
             for name in &names {
@@ -298,17 +329,20 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     };
 
     // 5. Plan each service.
-    let ctx = NormContext {
-        partition: aws_config.partition().to_string(),
-        region: aws_config.region.clone(),
-        account_id: account,
-    };
     let mut states: BTreeMap<String, LiveState> = BTreeMap::new();
     let mut firsts: BTreeMap<String, Plan> = BTreeMap::new();
     for (name, p) in &prepared {
-        let state = live.get(name).cloned().unwrap_or_default();
-        firsts.insert(name.clone(), plan::plan(&p.desired, &state, p.spec.adopt, &ctx));
+        let state = live.remove(name).unwrap_or_default();
+        let first = match memo.as_deref_mut() {
+            Some(m) => m.plan(name, &p.desired, &state, p.spec.adopt, &mut reused),
+            None => plan::plan(&p.desired, &state, p.spec.adopt, &ctx),
+        };
+        firsts.insert(name.clone(), first);
         states.insert(name.clone(), state);
+    }
+    drop(memo);
+    if input.memo.is_some() {
+        tracing::debug!(env = %env.name, resolves = reused.resolves, renders = reused.renders, plans = reused.plans, "reused from the last reconcile");
     }
     // Before registering, look for a revision with this content already (one registered by
     // an attempt whose service update then failed): the families' latest revisions, a few
@@ -511,7 +545,7 @@ fn reference_problems(spec: &ServiceSpec, verified: &crate::aws::Verified) -> Ve
 }
 
 /// Services grouped so that each group's dependencies are in earlier groups.
-fn dependency_layers(prepared: &BTreeMap<String, Prepared>) -> Vec<Vec<String>> {
+fn dependency_layers(prepared: &BTreeMap<String, Box<Prepared>>) -> Vec<Vec<String>> {
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut left: BTreeSet<String> = prepared.keys().cloned().collect();
     let mut layers = Vec::new();
@@ -536,9 +570,9 @@ async fn read_live(
     aws: &Aws,
     cluster: &str,
     names: &[String],
-    prepared: &BTreeMap<String, Prepared>,
+    prepared: &BTreeMap<String, Box<Prepared>>,
 ) -> Result<BTreeMap<String, LiveState>, AwsError> {
-    let services = aws.describe_services(cluster, names).await?;
+    let mut services = aws.describe_services(cluster, names).await?;
     let resource_ids: Vec<String> = names.iter().map(|n| format!("service/{cluster}/{n}")).collect();
     let existing: Vec<String> = resource_ids
         .iter()
@@ -546,7 +580,7 @@ async fn read_live(
         .filter(|(_, n)| services.get(*n).is_some_and(|s| s.status != "INACTIVE"))
         .map(|(r, _)| r.clone())
         .collect();
-    let (targets, policies) = if existing.is_empty() {
+    let (mut targets, mut policies) = if existing.is_empty() {
         (BTreeMap::new(), BTreeMap::new())
     } else {
         let ids: BTreeSet<String> = existing.iter().cloned().collect();
@@ -562,13 +596,13 @@ async fn read_live(
     let answers =
         concurrently(arns.into_iter().map(|arn| async move { (arn, aws.describe_task_definition(arn).await) })).await;
     for (arn, answer) in answers {
-        task_definitions.insert(arn, answer?);
+        task_definitions.insert(arn.to_string(), answer?);
     }
     let mut out = BTreeMap::new();
     for name in names {
         let _ = &prepared[name];
         let rid = format!("service/{cluster}/{name}");
-        let service = services.get(name).cloned().filter(|s| s.status != "INACTIVE");
+        let service = services.remove(name).filter(|s| s.status != "INACTIVE");
         let task_definition =
             service.as_ref().and_then(|s| task_definitions.get(s.settings.task_definition.as_str()).cloned().flatten());
         out.insert(
@@ -577,8 +611,8 @@ async fn read_live(
                 service,
                 task_definition,
                 latest_revision: None,
-                scalable_target: targets.get(&rid).cloned(),
-                policies: policies.get(&rid).cloned().unwrap_or_default(),
+                scalable_target: targets.remove(&rid),
+                policies: policies.remove(&rid).unwrap_or_default(),
             },
         );
     }

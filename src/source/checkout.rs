@@ -170,6 +170,9 @@ impl Poller {
             })();
             out.insert(env.name.clone(), result.map_err(|e| format!("{e:#}")));
         }
+        if out.values().any(|r| r.as_ref().is_ok_and(|p| p.changed)) {
+            self.mirror.release_caches();
+        }
         out
     }
 

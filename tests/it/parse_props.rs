@@ -5,7 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use berth::core::config::Config;
+use berth::core::desired::Desired;
 use berth::core::diag::Diagnostic;
+use berth::core::diff::NormContext;
+use berth::core::live::{LiveService, LiveState, LiveTaskDefinition};
+use berth::core::memo::{Memo, Reused};
+use berth::core::plan::plan;
 use berth::core::render::{Lookups, Target, render};
 use berth::core::spec::{Repo, RepoFiles};
 use proptest::prelude::*;
@@ -690,9 +695,105 @@ proptest! {
         prop_assert_eq!(fresh.broken.len(), reused.broken.len());
     }
 
+    /// The daemon's memo gives what a fresh resolve, render and plan give, after a change
+    /// to one service's folder, to the looked-up values, or to the live state.
+    #[test]
+    fn memoised_cycles_equal_fresh_ones(
+        b in service_doc(), b_pre in env_doc(), b_pre2 in env_doc(), s in styles(),
+        new_lookups in any::<bool>(), converged_live in any::<bool>(),
+    ) {
+        // `app` does not change, but reads an SSM value that may; `b` is random and changes.
+        let two = |b_pre: &Node| {
+            let mut files = BTreeMap::new();
+            files.insert("a/deploy/service.yaml".to_string(), GOOD_SERVICE.to_string());
+            files.insert("a/deploy/pre/config.yaml".to_string(), "variables:\n  - key: level\n    value: ssm:/x\n".to_string());
+            files.insert("b/deploy/service.yaml".to_string(), to_yaml(&b, &s));
+            files.insert("b/deploy/pre/config.yaml".to_string(), to_yaml(b_pre, &s));
+            RepoFiles { files, service_files: vec!["a/deploy/service.yaml".into(), "b/deploy/service.yaml".into()] }
+        };
+        let config = Config::parse("berth.yaml", FIXTURE_CONFIG).expect("the fixture config is valid");
+        let env = config.env("pre").expect("pre");
+        let ctx = NormContext { partition: "aws".into(), region: "eu-west-1".into(), account_id: Some("123456789012".into()) };
+        let lookups = |v: &str| Lookups {
+            ssm_values: BTreeMap::from([("/x".to_string(), v.to_string())]),
+            secret_arns: BTreeMap::new(),
+        };
+        let mut memo = Memo::default();
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        // One cycle through the memo; returns each service's outcome and what it rendered.
+        let mut cycle = |repo: &Repo, lookups: &Lookups, live: &BTreeMap<String, LiveState>, reused: &mut Reused| {
+            memo.begin(env, &config.aws, lookups, &ctx);
+            let mut out = Vec::new();
+            for def in &repo.services {
+                let outcome = memo.resolve(def, "pre", reused).and_then(|spec| {
+                    let target = Target { env, aws: &config.aws, commit, version: None, lookups };
+                    let desired = memo.render(&spec, &target, reused)?;
+                    let state = live.get(&def.name).cloned().unwrap_or_default();
+                    Ok((desired.clone(), memo.plan(&def.name, &desired, &state, spec.adopt, reused)))
+                });
+                out.push((def.name.clone(), outcome));
+            }
+            out
+        };
+        let fresh = |repo: &Repo, lookups: &Lookups, live: &BTreeMap<String, LiveState>| {
+            repo.services.iter().map(|def| {
+                let outcome = def.resolve("pre").and_then(|spec| {
+                    let target = Target { env, aws: &config.aws, commit, version: None, lookups };
+                    let desired = render(&spec, &target)?;
+                    let state = live.get(&def.name).cloned().unwrap_or_default();
+                    let plan = plan(&desired, &state, spec.adopt, &ctx);
+                    Ok((std::sync::Arc::new(desired), plan))
+                });
+                (def.name.clone(), outcome)
+            }).collect::<Vec<_>>()
+        };
+        let before = Repo::load(&two(&b_pre));
+        let first_lookups = lookups("one");
+        let first = cycle(&before, &first_lookups, &BTreeMap::new(), &mut Reused::default());
+        prop_assert_eq!(format!("{first:?}"), format!("{:?}", fresh(&before, &first_lookups, &BTreeMap::new())));
+        // Live now runs what the first cycle rendered (or is still empty).
+        let live: BTreeMap<String, LiveState> = if converged_live {
+            first.iter().filter_map(|(n, o)| o.as_ref().ok().map(|(d, _)| (n.clone(), converged(d)))).collect()
+        } else {
+            BTreeMap::new()
+        };
+        let after = Repo::load_reusing(&two(&b_pre2), Some(&before));
+        let second_lookups = if new_lookups { lookups("two") } else { first_lookups.clone() };
+        let second = cycle(&after, &second_lookups, &live, &mut Reused::default());
+        prop_assert_eq!(format!("{second:?}"), format!("{:?}", fresh(&after, &second_lookups, &live)));
+        // And once more with nothing changed: every plan is reused (when names are unique).
+        let mut reused = Reused::default();
+        let third = cycle(&after, &second_lookups, &live, &mut reused);
+        prop_assert_eq!(format!("{third:?}"), format!("{second:?}"));
+        if after.services.len() == 2 && after.services[0].name != after.services[1].name {
+            prop_assert_eq!(reused.plans, third.iter().filter(|(_, o)| o.is_ok()).count());
+        }
+    }
+
     #[test]
     fn random_yaml_trees_as_agent_config(doc in node(), s in styles()) {
         check_config(&to_yaml(&doc, &s))?;
+    }
+}
+
+/// What AWS answers for a service converged to `desired`.
+fn converged(desired: &Desired) -> LiveState {
+    let arn = format!("arn:aws:ecs:eu-west-1:123456789012:task-definition/{}:1", desired.task_definition.family);
+    let mut settings = desired.service.clone();
+    settings.task_definition = arn.clone();
+    LiveState {
+        service: Some(LiveService {
+            arn: format!("arn:aws:ecs:eu-west-1:123456789012:service/{}/{}", settings.cluster, settings.service_name),
+            status: "ACTIVE".into(),
+            settings,
+            ..LiveService::default()
+        }),
+        task_definition: Some(std::sync::Arc::new(LiveTaskDefinition {
+            arn,
+            definition: desired.task_definition.clone(),
+            extras: vec![],
+        })),
+        ..LiveState::default()
     }
 }
 
