@@ -13,10 +13,12 @@ COPY Cargo.toml Cargo.lock ./
 # Cargo.toml names benches/render.rs as a target, so the manifest needs it present.
 COPY benches ./benches
 COPY src ./src
+# The release-small profile (opt-level "s", fat LTO): a 19 MB binary instead of 44 MB and
+# ~8 MiB less resident memory at the same poll CPU (docs/operations.md, "Running it").
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin berth \
- && install -D -m 0755 target/release/berth /out/berth
+    cargo build --profile release-small --locked --bin berth \
+ && install -D -m 0755 target/release-small/berth /out/berth
 
 # ---- runtime ----
 FROM debian:bookworm-slim
