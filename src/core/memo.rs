@@ -27,7 +27,8 @@ use super::render::{self, Lookups, Target};
 use super::spec::{ServiceDef, ServiceSpec};
 
 /// One environment's memo. The daemon keeps one per environment for the life of the
-/// process; a config reload replaces it.
+/// process (dropping it when the environment leaves the config); a config that changes
+/// the environment or AWS settings makes [`Memo::begin`] forget the renders.
 #[derive(Default)]
 pub struct Memo {
     inputs: Option<CycleInputs>,

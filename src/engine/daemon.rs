@@ -462,17 +462,14 @@ impl Daemon {
     }
 }
 
-/// Hands the memory a cycle allocated and freed back to the system. glibc keeps freed heap
-/// pages mapped for reuse; between cycles the daemon only waits, so an idle agent would
-/// otherwise hold its busiest cycle's peak (measured in docs/benchmarks.md, footprint).
 /// One malloc arena for the whole process (glibc otherwise gives busy threads arenas of
 /// their own, each keeping its freed pages): the daemon spends its time waiting on AWS,
 /// not allocating, so the shared lock costs nothing measurable, and idle RSS at 1,000
-/// services drops by ~4 MiB (docs/benchmarks.md). `MALLOC_ARENA_MAX` in the environment
-/// still wins. Call before any thread starts.
+/// services drops by ~4 MiB (docs/benchmarks.md). `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES`
+/// in the environment still win. Call before any thread starts.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() && std::env::var_os("GLIBC_TUNABLES").is_none() {
         // SAFETY: mallopt only sets a tunable of glibc's allocator; no thread is running yet.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 1);
@@ -480,6 +477,9 @@ pub fn limit_malloc_arenas() {
     }
 }
 
+/// Hands the memory a cycle allocated and freed back to the system. glibc keeps freed heap
+/// pages mapped for reuse; between cycles the daemon only waits, so an idle agent would
+/// otherwise hold its busiest cycle's peak (measured in docs/benchmarks.md, footprint).
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes glibc's arena locks itself and only returns free pages; it

@@ -193,7 +193,8 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     };
     let mut reused = Reused::default();
     if let Some(m) = memo.as_deref_mut() {
-        let names: BTreeSet<&str> = input.repo.services.iter().map(|d| d.name.as_str()).collect();
+        let names: BTreeSet<&str> =
+            input.repo.services.iter().filter(|d| d.envs.contains_key(&env.name)).map(|d| d.name.as_str()).collect();
         m.retain(|name| names.contains(name));
     }
 
