@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::{Metrics, labels};
 use super::reconcile::{self, EnvInput, Mode, Outcome, ServiceReport};
 use super::scheduler::Scheduler;
-use super::status::{EnvStatus, Status, service_status};
+use super::status::{EnvStatus, ServiceStatus, Status, service_status};
 use crate::aws::{Aws, ClientOptions, RequestStats};
 use crate::core::config::{Config, SyncMode};
 use crate::core::memo::Memo;
@@ -373,14 +373,19 @@ impl Daemon {
         focused: bool,
     ) {
         let now = Instant::now();
+        // Entries are updated in place, not rebuilt: what outlives a cycle is allocated
+        // only when it changes, so it does not pin the pages of the cycle's freed memory.
         let settled = st.settled.entry(env.to_string()).or_default();
         if !focused {
-            settled.clear();
+            let reported: BTreeSet<&str> = reports.iter().map(|r| r.name.as_str()).collect();
+            settled.retain(|name, _| reported.contains(name.as_str()));
         }
         for r in reports {
             match (&r.outcome, &r.spec_hash) {
                 (Outcome::Synced | Outcome::Applied, Some(h)) => {
-                    settled.insert(r.name.clone(), h.clone());
+                    if settled.get(&r.name) != Some(h) {
+                        settled.insert(r.name.clone(), h.clone());
+                    }
                 }
                 _ => {
                     settled.remove(&r.name);
@@ -424,29 +429,36 @@ impl Daemon {
         }
         let ts = now_secs();
         let mut status = self.shared.status.write().expect("status lock");
-        let previous = status.environments.iter().find(|e| e.name == env).cloned();
+        // The previous entries are moved out and kept where nothing but the time of the
+        // last sync changed (see `settled` above).
+        let mut previous: BTreeMap<String, ServiceStatus> = match status.environments.iter().position(|e| e.name == env)
+        {
+            Some(i) => status.environments.remove(i).services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            None => BTreeMap::new(),
+        };
         let mut names: BTreeSet<&str> = reports.iter().map(|r| r.name.as_str()).collect();
-        let mut services: Vec<_> = reports
+        let mut services: Vec<ServiceStatus> = reports
             .iter()
             .map(|r| {
-                let prev = previous.as_ref().and_then(|p| p.services.iter().find(|s| s.name == r.name));
+                let prev = previous.remove(&r.name);
                 let held = sched.is_held(env, &r.name, r.spec_hash.as_deref());
-                service_status(r, held, ts, prev)
+                let new = service_status(r, held, ts, prev.as_ref());
+                match prev {
+                    Some(mut p) => {
+                        p.last_sync = new.last_sync;
+                        if p == new { p } else { new }
+                    }
+                    None => new,
+                }
             })
             .collect();
         if focused {
-            let deployed =
-                |name: &str| checkout.repo.services.iter().any(|d| d.name == name && d.envs.contains_key(env));
-            let kept: Vec<_> = previous
-                .iter()
-                .flat_map(|p| &p.services)
-                .filter(|s| !names.contains(s.name.as_str()) && deployed(&s.name))
-                .cloned()
-                .collect();
-            services.extend(kept);
+            let deployed: BTreeSet<&str> =
+                checkout.repo.services.iter().filter(|d| d.envs.contains_key(env)).map(|d| d.name.as_str()).collect();
+            services.extend(previous.into_values().filter(|s| deployed.contains(s.name.as_str())));
             services.sort_by(|a, b| a.name.cmp(&b.name));
-            names.extend(services.iter().map(|s| s.name.as_str()));
         }
+        names.extend(services.iter().map(|s| s.name.as_str()));
         sched.retain(|e, s| e != env || names.contains(s));
         let entry = EnvStatus {
             name: env.to_string(),
