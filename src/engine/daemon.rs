@@ -373,8 +373,8 @@ impl Daemon {
         focused: bool,
     ) {
         let now = Instant::now();
-        // Entries are updated in place, not rebuilt: what outlives a cycle is allocated
-        // only when it changes, so it does not pin the pages of the cycle's freed memory.
+        // Entries are updated in place, not rebuilt each cycle: a poll that changes nothing
+        // allocates nothing that outlives it.
         let settled = st.settled.entry(env.to_string()).or_default();
         if !focused {
             let reported: BTreeSet<&str> = reports.iter().map(|r| r.name.as_str()).collect();
@@ -429,8 +429,8 @@ impl Daemon {
         }
         let ts = now_secs();
         let mut status = self.shared.status.write().expect("status lock");
-        // The previous entries are moved out and kept where nothing but the time of the
-        // last sync changed (see `settled` above).
+        // The previous entries are moved out (not copied), each found once, and kept where
+        // nothing but the time of the last sync changed.
         let mut previous: BTreeMap<String, ServiceStatus> = match status.environments.iter().position(|e| e.name == env)
         {
             Some(i) => status.environments.remove(i).services.into_iter().map(|s| (s.name.clone(), s)).collect(),
