@@ -436,7 +436,6 @@ impl Daemon {
             Some(i) => status.environments.remove(i).services.into_iter().map(|s| (s.name.clone(), s)).collect(),
             None => BTreeMap::new(),
         };
-        let mut names: BTreeSet<&str> = reports.iter().map(|r| r.name.as_str()).collect();
         let mut services: Vec<ServiceStatus> = reports
             .iter()
             .map(|r| {
@@ -458,7 +457,7 @@ impl Daemon {
             services.extend(previous.into_values().filter(|s| deployed.contains(s.name.as_str())));
             services.sort_by(|a, b| a.name.cmp(&b.name));
         }
-        names.extend(services.iter().map(|s| s.name.as_str()));
+        let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
         sched.retain(|e, s| e != env || names.contains(s));
         let entry = EnvStatus {
             name: env.to_string(),
