@@ -387,6 +387,22 @@ def anon_by_mapping(pid: int) -> dict:
     return out
 
 
+def file_by_mapping(pid: int) -> dict:
+    """Resident file-backed pages per file, in KiB (berth's own code, libcrypto, libc, …),
+    largest first."""
+    out: dict[str, int] = {}
+    name = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            name = os.path.basename(head[5]) if len(head) > 5 and head[5].startswith("/") else ""
+        elif head[0] == "Rss:" and name:
+            out[name] = out.get(name, 0) + int(head[1])
+        elif head[0] == "Anonymous:" and name:
+            out[name] -= int(head[1])  # private pages written to (relocations) are anon
+    return dict(sorted(((k, v) for k, v in out.items() if v), key=lambda kv: -kv[1]))
+
+
 # --------------------------------------------------------------------------------------
 # A world: moto + proxy + git HTTP server + generated monorepo + seeded AWS
 # --------------------------------------------------------------------------------------
@@ -585,7 +601,7 @@ class World:
         cfg = self.write_config(poll)
         before, gbefore = self.proxy_counts(), self.git_counts()
         env = aws_env(None, self.dir)
-        env.update({"RUST_LOG": "info", "BERTH_BENCH_WEBHOOK": WEBHOOK_SECRET})
+        env.update({"RUST_LOG": os.environ.get("BERTH_BENCH_RUST_LOG", "info"), "BERTH_BENCH_WEBHOOK": WEBHOOK_SECRET})
         t0 = time.time()
         self.daemon, _ = spawn([*self.prefix, self.berth, "daemon", "--config", str(cfg)], self.dir / f"daemon-{self.mport}.log", env=env)
         self.murl = f"http://127.0.0.1:{self.mport}"
@@ -771,8 +787,10 @@ def footprint(w: World, seconds: float, log) -> dict:
             times.append(time.perf_counter() - t)
         out["scrape_" + path.strip("/")] = {"ms": 1000 * statistics.median(times), "bytes": size}
     out["anon_kib_by_mapping"] = anon_by_mapping(pid)
+    out["file_kib_by_mapping"] = file_by_mapping(pid)
     log(f"  N={w.n} idle {out['seconds']:.0f} s: RSS mean {out['rss_mean_mib']:.1f} MiB, max {out['rss_max_mib']:.1f} MiB, "
-        f"CPU {out['cpu_percent']:.2f} % ({polls} polls); anon KiB by mapping {out['anon_kib_by_mapping']}")
+        f"CPU {out['cpu_percent']:.2f} % ({polls} polls); anon KiB by mapping {out['anon_kib_by_mapping']}; "
+        f"file KiB {dict(list(out['file_kib_by_mapping'].items())[:5])}")
     return out
 
 
@@ -1067,7 +1085,7 @@ def main():
         "moto": moto.__version__, "berth_binary": berth_src,
         "berth_sha256": hashlib.sha256(Path(berth).read_bytes()).hexdigest(),
         "berth_commit": args.commit or subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
-        "build": "release" if "/release/" in berth_src else ("debug" if "/debug/" in berth_src else "unknown"),
+        "build": next((b for b in ("release-small", "release", "debug") if f"/{b}/" in berth_src), "unknown"),
         "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
         "ecs_deploy": subprocess.run([ecs_bin, "--version"], capture_output=True, text=True).stdout.strip() or ECS_DEPLOY_PIN,
         "python": sys.version.split()[0],

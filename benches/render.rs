@@ -137,7 +137,7 @@ fn lookups() -> Lookups {
 fn converged(desired: &Desired) -> LiveState {
     let family = &desired.task_definition.family;
     let arn = format!("arn:aws:ecs:eu-west-1:123456789012:task-definition/{family}:1");
-    let mut settings = desired.service.clone();
+    let mut settings = (*desired.service).clone();
     settings.task_definition = arn.clone();
     let service = LiveService {
         arn: format!("arn:aws:ecs:eu-west-1:123456789012:service/{}/{}", settings.cluster, settings.service_name),
@@ -149,7 +149,7 @@ fn converged(desired: &Desired) -> LiveState {
         service: Some(service),
         task_definition: Some(Arc::new(LiveTaskDefinition {
             arn,
-            definition: desired.task_definition.clone(),
+            definition: (*desired.task_definition).clone(),
             extras: vec![],
         })),
         latest_revision: None,
@@ -215,9 +215,12 @@ fn memo_cycle(
         memo.begin(target.env, target.aws, lookups, &ctx);
         for service in &repo.services {
             let spec = memo.resolve(service, env, &mut reused).expect("generated services are valid");
-            let desired = memo.render(&spec, &target, &mut reused).expect("generated services render");
+            let mut rendering = memo.render(&spec, &target, &mut reused).expect("generated services render");
             let state = &live[&(service.name.clone(), env)];
-            in_sync += usize::from(memo.plan(&service.name, &desired, state, false, &mut reused).in_sync());
+            let plan = memo
+                .plan(&service.name, &mut rendering, state, false, || render(&spec, &target), &mut reused)
+                .expect("generated services render");
+            in_sync += usize::from(plan.in_sync());
         }
     }
     (in_sync, reused)

@@ -23,7 +23,7 @@ impl Aws {
         names: &[String],
     ) -> Result<std::collections::BTreeMap<String, LiveService>, AwsError> {
         let mut out = std::collections::BTreeMap::new();
-        let answers = futures::stream::iter(names.chunks(DESCRIBE_SERVICES_BATCH).map(|chunk| async move {
+        let mut answers = futures::stream::iter(names.chunks(DESCRIBE_SERVICES_BATCH).map(|chunk| async move {
             self.ecs
                 .describe_services()
                 .cluster(cluster)
@@ -32,10 +32,10 @@ impl Aws {
                 .send()
                 .await
         }))
-        .buffered(CONCURRENT_BATCHES)
-        .collect::<Vec<_>>()
-        .await;
-        for resp in answers {
+        .buffered(CONCURRENT_BATCHES);
+        // Each answer is converted as it comes: the SDK's structures (events, deployments)
+        // of a thousand services are never held at once.
+        while let Some(resp) = answers.next().await {
             let resp = match resp {
                 Ok(r) => r,
                 // A missing cluster means none of its services exist yet.
@@ -53,9 +53,8 @@ impl Aws {
     /// A task definition by ARN (cached: revisions never change) or by family (newest
     /// ACTIVE revision; not cached). `None` when it does not exist.
     pub async fn describe_task_definition(&self, id: &str) -> Result<Option<Arc<LiveTaskDefinition>>, AwsError> {
-        if let Some((td, used)) = self.td_cache.lock().expect("cache lock").get_mut(id) {
-            *used = std::time::Instant::now();
-            return Ok(Some(td.clone()));
+        if let Some(td) = self.td_cache.lock().expect("cache lock").get(id) {
+            return Ok(Some(Arc::new(td)));
         }
         let resp = self
             .ecs
@@ -73,16 +72,15 @@ impl Aws {
         if td.status().is_some_and(|s| s.as_str() != "ACTIVE") && !id.starts_with("arn:") {
             return Ok(None);
         }
-        let live = Arc::new(convert::task_definition_from_sdk(td, resp.tags()));
-        self.td_cache.lock().expect("cache lock").insert(live.arn.clone(), (live.clone(), std::time::Instant::now()));
-        Ok(Some(live))
+        let live = convert::task_definition_from_sdk(td, resp.tags());
+        self.td_cache.lock().expect("cache lock").insert(&live);
+        Ok(Some(Arc::new(live)))
     }
 
     /// Drops cached revisions not used for `idle` (those no service runs any more: every
     /// full reconcile uses the revision each service runs).
     pub fn forget_task_definitions_unused_for(&self, idle: std::time::Duration) {
-        let now = std::time::Instant::now();
-        self.td_cache.lock().expect("cache lock").retain(|_, (_, used)| now.duration_since(*used) < idle);
+        self.td_cache.lock().expect("cache lock").forget_unused_for(idle);
     }
 
     /// Registers a revision; returns its ARN.
@@ -92,10 +90,9 @@ impl Aws {
         let td = resp
             .task_definition()
             .ok_or_else(|| AwsError::other("RegisterTaskDefinition", "no task definition in the answer"))?;
-        let live = Arc::new(convert::task_definition_from_sdk(td, resp.tags()));
-        let arn = live.arn.clone();
-        self.td_cache.lock().expect("cache lock").insert(arn.clone(), (live, std::time::Instant::now()));
-        Ok(arn)
+        let live = convert::task_definition_from_sdk(td, resp.tags());
+        self.td_cache.lock().expect("cache lock").insert(&live);
+        Ok(live.arn)
     }
 
     pub async fn create_service(
@@ -167,5 +164,97 @@ impl Aws {
             .await
             .map_err(|e| classify("TagResource", e))?;
         Ok(())
+    }
+}
+
+/// Task definition revisions by ARN (revisions never change), each with when it was last
+/// used, so that revisions no service runs any more can be dropped.
+///
+/// Each is kept as its JSON: one allocation of ~1 KiB where the parsed revision is a few
+/// hundred small ones (~4 KiB with the allocator's overhead), so the cache of a thousand
+/// services is ~1 MB, not ~4 (docs/benchmarks.md, footprint). A hit parses it again, in
+/// microseconds.
+#[derive(Default)]
+pub(crate) struct TaskDefinitionCache {
+    revisions: std::collections::HashMap<String, (Box<[u8]>, std::time::Instant)>,
+}
+
+impl TaskDefinitionCache {
+    fn get(&mut self, arn: &str) -> Option<LiveTaskDefinition> {
+        let (json, used) = self.revisions.get_mut(arn)?;
+        match serde_json::from_slice(json) {
+            Ok(td) => {
+                *used = std::time::Instant::now();
+                Some(td)
+            }
+            Err(e) => {
+                // Cannot happen for what `insert` wrote; asking AWS again is always right.
+                tracing::warn!(arn, error = %e, "cached task definition unreadable; dropping it");
+                self.revisions.remove(arn);
+                None
+            }
+        }
+    }
+
+    fn insert(&mut self, td: &LiveTaskDefinition) {
+        let json = serde_json::to_vec(td).expect("a task definition serializes");
+        self.revisions.insert(td.arn.clone(), (json.into_boxed_slice(), std::time::Instant::now()));
+    }
+
+    fn forget_unused_for(&mut self, idle: std::time::Duration) {
+        let now = std::time::Instant::now();
+        self.revisions.retain(|_, (_, used)| now.duration_since(*used) < idle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::desired::{ContainerDefinition, HealthCheck, KeyValuePair, LogConfiguration, PortMapping, Secret};
+
+    #[test]
+    fn cached_revisions_read_back_equal() {
+        let td = LiveTaskDefinition {
+            arn: "arn:aws:ecs:eu-west-1:123456789012:task-definition/web:7".into(),
+            definition: TaskDefinition {
+                family: "web".into(),
+                task_role_arn: Some("arn:aws:iam::123456789012:role/web".into()),
+                network_mode: "awsvpc".into(),
+                requires_compatibilities: vec!["FARGATE".into()],
+                cpu: Some("256".into()),
+                memory: Some("512".into()),
+                container_definitions: vec![ContainerDefinition {
+                    name: "web".into(),
+                    image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/web:abc".into(),
+                    essential: Some(true),
+                    port_mappings: vec![PortMapping { container_port: 8080, ..PortMapping::default() }],
+                    environment: vec![KeyValuePair { name: "LEVEL".into(), value: "debug".into() }],
+                    secrets: vec![Secret {
+                        name: "DB".into(),
+                        value_from: "arn:aws:ssm:eu-west-1:123456789012:parameter/db".into(),
+                    }],
+                    health_check: Some(HealthCheck {
+                        command: vec!["CMD-SHELL".into(), "true".into()],
+                        interval: Some(10),
+                        ..HealthCheck::default()
+                    }),
+                    docker_labels: [("team".to_string(), "web".to_string())].into(),
+                    log_configuration: Some(LogConfiguration {
+                        log_driver: "awslogs".into(),
+                        options: [("awslogs-group".to_string(), "/ecs/web".to_string())].into(),
+                    }),
+                    ..ContainerDefinition::default()
+                }],
+                tags: vec![Tag { key: "berth:managed".into(), value: "true".into() }],
+                ..TaskDefinition::default()
+            },
+            extras: vec!["volumes".into()],
+        };
+        let mut cache = TaskDefinitionCache::default();
+        cache.insert(&td);
+        assert_eq!(cache.get(&td.arn), Some(td.clone()));
+        assert_eq!(cache.get("arn:aws:ecs:eu-west-1:123456789012:task-definition/web:8"), None);
+        cache.forget_unused_for(std::time::Duration::ZERO);
+        assert_eq!(cache.get(&td.arn), None);
     }
 }

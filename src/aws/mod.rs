@@ -10,7 +10,6 @@ mod ecs;
 mod lookups;
 mod stats;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +29,6 @@ pub fn lookups_image(image: &str, region: &str) -> Option<EcrImage> {
 pub use stats::{RequestKey, RequestStats};
 
 use crate::core::config::AwsConfig;
-use crate::core::live::LiveTaskDefinition;
 
 /// An AWS failure, classified: the scheduler's retry decision and the metrics' `result`
 /// label come from the class.
@@ -113,9 +111,7 @@ pub struct Aws {
     pub(crate) sts: aws_sdk_sts::Client,
     pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
     pub stats: Arc<RequestStats>,
-    /// Task definition revisions are immutable: cached by ARN, with when each was last
-    /// used, so revisions no service runs any more can be dropped.
-    td_cache: Mutex<HashMap<String, (Arc<LiveTaskDefinition>, std::time::Instant)>>,
+    td_cache: Mutex<ecs::TaskDefinitionCache>,
     verify_cache: Mutex<lookups::VerifyCache>,
     account: tokio::sync::OnceCell<String>,
     pub config: AwsConfig,
@@ -161,7 +157,7 @@ impl Aws {
                 aws_sdk_cloudwatch::config::Builder::from(&sdk).interceptor(counter).build(),
             ),
             stats,
-            td_cache: Mutex::new(HashMap::new()),
+            td_cache: Mutex::new(ecs::TaskDefinitionCache::default()),
             verify_cache: Mutex::new(lookups::VerifyCache::default()),
             account: tokio::sync::OnceCell::new(),
             config: config.clone(),

@@ -5,6 +5,7 @@
 //! The same types describe live state read back from AWS, so the diff compares like with like.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -211,12 +212,13 @@ pub struct PredefinedMetric {
     pub predefined_metric_type: String,
 }
 
-/// Everything berth applies for one (service, env).
+/// Everything berth applies for one (service, env). The task definition and settings are
+/// shared with the plan's actions, which carry them to AWS, instead of copied into them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Desired {
-    pub task_definition: TaskDefinition,
-    pub service: ServiceSettings,
+    pub task_definition: Arc<TaskDefinition>,
+    pub service: Arc<ServiceSettings>,
     pub scaling: Option<Scaling>,
 }
 

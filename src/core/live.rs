@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, TaskDefinition};
 
@@ -39,7 +39,7 @@ pub struct Deployment {
     pub failed_tasks: i32,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LiveTaskDefinition {
     pub arn: String,
     pub definition: TaskDefinition,

@@ -9,7 +9,12 @@
 //!   config, AWS settings and looked-up SSM values and secret ARNs (checked once per cycle
 //!   in [`Memo::begin`]: any difference forgets the environment's renders);
 //! - planning: the same rendered state against a live state equal to the one planned
-//!   against last time (compared by [`LiveState::fingerprint`], 128 bits of SHA-256).
+//!   against last time (compared by [`LiveState::fingerprint`], 128 bits of SHA-256),
+//!   when that plan had nothing to do.
+//!
+//! What it holds is kept small for an idle daemon: a service last planned in sync keeps
+//! its plan and spec hash but not its rendered state (rendered again if its live state
+//! changes); one with work to do keeps its rendered state but not its plan.
 //!
 //! A service with a reused plan gets exactly the plan a fresh computation gives
 //! (`tests/parse_props.rs` checks this on random changes).
@@ -33,6 +38,8 @@ use super::spec::{ServiceDef, ServiceSpec};
 pub struct Memo {
     inputs: Option<CycleInputs>,
     services: HashMap<String, Entry>,
+    /// The last [`Rendered::id`] handed out.
+    renders: u64,
 }
 
 /// What every render of a cycle shares.
@@ -50,9 +57,16 @@ struct Entry {
 }
 
 struct Rendered {
+    /// Tells this render from earlier ones of the service ([`Rendering::id`]).
+    id: u64,
     commit: String,
     version: Option<String>,
-    desired: Arc<Desired>,
+    spec_hash: String,
+    image: String,
+    /// Let go once a plan against it has nothing to do: a poll that finds the same live
+    /// state again needs only the plan, and a thousand rendered states are ~3 MB that an
+    /// idle daemon would otherwise hold. Rendered again when the live state changes.
+    desired: Option<Arc<Desired>>,
     planned: Option<Planned>,
 }
 
@@ -62,6 +76,31 @@ struct Planned {
     live: [u8; 16],
     adopt: bool,
     plan: Plan,
+}
+
+/// A service's render as a reconcile holds it: its spec hash and image always, the
+/// rendered state whenever a plan may need it.
+#[derive(Clone, Debug)]
+pub struct Rendering {
+    pub spec_hash: String,
+    pub image: String,
+    /// `None` only when the memo's last plan against it had nothing to do;
+    /// [`Memo::plan`] renders it again when it plans afresh.
+    pub desired: Option<Arc<Desired>>,
+    /// The memo's render this came from (0: none).
+    id: u64,
+}
+
+impl Rendering {
+    /// A render made outside a memo.
+    pub fn fresh(desired: Desired) -> Rendering {
+        Rendering {
+            spec_hash: desired.spec_hash().to_string(),
+            image: desired.task_definition.container_definitions[0].image.clone(),
+            desired: Some(Arc::new(desired)),
+            id: 0,
+        }
+    }
 }
 
 /// How many of a cycle's steps were reused.
@@ -119,7 +158,7 @@ impl Memo {
         spec: &Arc<ServiceSpec>,
         target: &Target<'_>,
         reused: &mut Reused,
-    ) -> Result<Arc<Desired>, Vec<Diagnostic>> {
+    ) -> Result<Rendering, Vec<Diagnostic>> {
         debug_assert!(self.inputs.as_ref().is_some_and(|i| i.env == *target.env), "Memo::begin not called");
         let entry = self.services.get_mut(&spec.name).filter(|e| Arc::ptr_eq(&e.spec, spec));
         if let Some(r) = entry.as_ref().and_then(|e| e.rendered.as_ref())
@@ -127,44 +166,77 @@ impl Memo {
             && r.version.as_deref() == target.version
         {
             reused.renders += 1;
-            return Ok(r.desired.clone());
+            return Ok(Rendering {
+                spec_hash: r.spec_hash.clone(),
+                image: r.image.clone(),
+                desired: r.desired.clone(),
+                id: r.id,
+            });
         }
-        let desired = Arc::new(render::render(spec, target)?);
+        let mut rendering = Rendering::fresh(render::render(spec, target)?);
         if let Some(e) = entry {
+            self.renders += 1;
+            rendering.id = self.renders;
             e.rendered = Some(Rendered {
+                id: rendering.id,
                 commit: target.commit.to_string(),
                 version: target.version.map(str::to_string),
-                desired: desired.clone(),
+                spec_hash: rendering.spec_hash.clone(),
+                image: rendering.image.clone(),
+                desired: rendering.desired.clone(),
                 planned: None,
             });
         }
-        Ok(desired)
+        Ok(rendering)
     }
 
-    /// `plan(desired, live, adopt, ctx)`, reused when `desired` is the one rendered last
-    /// time and `live` equals what was planned against then.
+    /// `plan(desired, live, adopt, ctx)`, reused when `rendering` is the memo's latest
+    /// render of the service and `live` equals what was planned against then. Planning
+    /// afresh a rendering whose state the memo let go renders it again with `rerender`,
+    /// and puts it back in `rendering`; a plan with something to do always leaves it there.
     pub fn plan(
         &mut self,
         name: &str,
-        desired: &Arc<Desired>,
+        rendering: &mut Rendering,
         live: &LiveState,
         adopt: bool,
+        rerender: impl FnOnce() -> Result<Desired, Vec<Diagnostic>>,
         reused: &mut Reused,
-    ) -> Plan {
+    ) -> Result<Plan, Vec<Diagnostic>> {
         let ctx = &self.inputs.as_ref().expect("Memo::begin not called").ctx;
-        let rendered =
-            self.services.get_mut(name).and_then(|e| e.rendered.as_mut()).filter(|r| Arc::ptr_eq(&r.desired, desired));
-        let Some(rendered) = rendered else { return plan::plan(desired, live, adopt, ctx) };
-        let fingerprint = live.fingerprint();
-        if let Some(p) = &rendered.planned
+        let id = rendering.id;
+        let rendered = self.services.get_mut(name).and_then(|e| e.rendered.as_mut()).filter(|r| id != 0 && r.id == id);
+        let fingerprint = rendered.as_ref().map(|_| live.fingerprint());
+        if let Some(r) = &rendered
+            && let Some(p) = &r.planned
             && p.adopt == adopt
-            && p.live == fingerprint
+            && Some(p.live) == fingerprint
         {
             reused.plans += 1;
-            return p.plan.clone();
+            return Ok(p.plan.clone());
         }
-        let plan = plan::plan(desired, live, adopt, ctx);
-        rendered.planned = Some(Planned { live: fingerprint, adopt, plan: plan.clone() });
-        plan
+        let desired = match &rendering.desired {
+            Some(d) => d.clone(),
+            None => {
+                let d = Arc::new(rerender()?);
+                rendering.desired = Some(d.clone());
+                d
+            }
+        };
+        let plan = plan::plan(&desired, live, adopt, ctx);
+        if let (Some(r), Some(live)) = (rendered, fingerprint) {
+            // Only plans with nothing to do are kept: one with actions holds copies of the
+            // task definition and settings (a commit changing a thousand services would
+            // keep them all twice), is applied at once, and is planned again next time
+            // against what the apply left.
+            if plan.actions.is_empty() {
+                r.desired = None;
+                r.planned = Some(Planned { live, adopt, plan: plan.clone() });
+            } else {
+                r.desired = Some(desired);
+                r.planned = None;
+            }
+        }
+        Ok(plan)
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! The executor makes one attempt at the plan; retries are the scheduler's business.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::desired::{Desired, ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition, tags};
@@ -33,9 +35,9 @@ pub enum Revision {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "action")]
 pub enum Action {
-    RegisterTaskDefinition { task_definition: TaskDefinition },
-    CreateService { settings: ServiceSettings, revision: Revision, desired_count: i32 },
-    UpdateService { settings: ServiceSettings, revision: Revision, set_desired_count: bool },
+    RegisterTaskDefinition { task_definition: Arc<TaskDefinition> },
+    CreateService { settings: Arc<ServiceSettings>, revision: Revision, desired_count: i32 },
+    UpdateService { settings: Arc<ServiceSettings>, revision: Revision, set_desired_count: bool },
     TagService { arn: String, tags: Vec<Tag> },
     RegisterScalableTarget { target: ScalableTarget },
     PutScalingPolicy { policy: ScalingPolicy },

@@ -1,6 +1,7 @@
 //! Rendering: a checked [`ServiceSpec`] plus its environment becomes the [`Desired`] state.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -221,7 +222,7 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
             },
         }
     });
-    let mut desired = Desired { task_definition, service, scaling };
+    let mut desired = Desired { task_definition: Arc::new(task_definition), service: Arc::new(service), scaling };
     let hash = spec_hash(&desired);
     let tags = vec![
         Tag { key: tags::COMMIT.into(), value: target.commit.to_string() },
@@ -230,8 +231,9 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
         Tag { key: tags::SERVICE.into(), value: spec.name.clone() },
         Tag { key: tags::SPEC_HASH.into(), value: hash },
     ];
-    desired.task_definition.tags = tags.clone();
-    desired.service.tags = tags;
+    // Not shared yet: make_mut changes them in place.
+    Arc::make_mut(&mut desired.task_definition).tags = tags.clone();
+    Arc::make_mut(&mut desired.service).tags = tags;
     Ok(desired)
 }
 
@@ -246,8 +248,8 @@ pub fn spec_hash(desired: &Desired) -> String {
         desired
     } else {
         let mut copy = desired.clone();
-        copy.task_definition.tags.clear();
-        copy.service.tags.clear();
+        Arc::make_mut(&mut copy.task_definition).tags.clear();
+        Arc::make_mut(&mut copy.service).tags.clear();
         untagged = copy;
         &untagged
     };

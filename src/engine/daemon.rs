@@ -498,6 +498,18 @@ fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        // SAFETY: mallinfo2 only reads glibc's allocator statistics.
+        let m = unsafe { libc::mallinfo2() };
+        tracing::debug!(
+            heap_in_use = m.uordblks,
+            heap_free = m.fordblks,
+            heap_mapped = m.hblkhd,
+            heap_total = m.arena,
+            "heap after the cycle"
+        );
+    }
 }
 
 /// The CloudWatch gauges of one environment, from its status: drift, sync failure and

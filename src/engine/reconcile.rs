@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -17,7 +18,7 @@ use crate::core::desired::Desired;
 use crate::core::diag::{self, Diagnostic};
 use crate::core::diff::{Change, NormContext};
 use crate::core::live::LiveState;
-use crate::core::memo::{Memo, Reused};
+use crate::core::memo::{Memo, Rendering, Reused};
 use crate::core::plan::{self, Action, Ownership, Plan, Revision};
 use crate::core::render::{self, Lookups, Target, image_reference};
 use crate::core::rollout::{Rollout, rollout_state};
@@ -175,8 +176,15 @@ impl ServiceReport {
 
 struct Prepared {
     spec: Arc<ServiceSpec>,
-    desired: Arc<Desired>,
-    image: String,
+    rendering: Rendering,
+}
+
+impl Prepared {
+    /// The rendered state; there whenever the service's plan has something to do (see
+    /// [`Memo::plan`]).
+    fn desired(&self) -> &Arc<Desired> {
+        self.rendering.desired.as_ref().expect("a service with actions keeps its rendered state")
+    }
 }
 
 fn reference_label(r: &Reference) -> String {
@@ -273,7 +281,7 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     if let Some(m) = memo.as_deref_mut() {
         m.begin(env, &aws_config, &lookups, &ctx);
     }
-    let mut prepared: BTreeMap<String, Box<Prepared>> = BTreeMap::new();
+    let mut prepared: BTreeMap<String, Prepared> = BTreeMap::new();
     for spec in specs {
         let problems = reference_problems(&spec, &verified);
         if !problems.is_empty() {
@@ -284,29 +292,27 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
         let target = Target { env, aws: &aws_config, commit: &commit, version: input.version, lookups: &lookups };
         let rendered = match memo.as_deref_mut() {
             Some(m) => m.render(&spec, &target, &mut reused),
-            None => render::render(&spec, &target).map(Arc::new),
+            None => render::render(&spec, &target).map(Rendering::fresh),
         };
         match rendered {
-            Ok(desired) => {
+            Ok(rendering) => {
                 if input.focused
-                    && input.settled.is_some_and(|s| s.get(&spec.name).is_some_and(|h| h == desired.spec_hash()))
+                    && input.settled.is_some_and(|s| s.get(&spec.name).is_some_and(|h| *h == rendering.spec_hash))
                 {
                     continue;
                 }
-                let image = desired.task_definition.container_definitions[0].image.clone();
                 let mut report = ServiceReport::new(&spec.name);
                 report.commit = Some(commit.clone());
-                report.spec_hash = Some(desired.spec_hash().to_string());
+                report.spec_hash = Some(rendering.spec_hash.clone());
                 if let Some(i) = images.get(&spec.name)
                     && verified.missing_images.contains(i)
                 {
-                    report.outcome = Outcome::WaitingForImage(image.clone());
+                    report.outcome = Outcome::WaitingForImage(rendering.image.clone());
                     reports.insert(spec.name.clone(), report);
                     continue;
                 }
                 reports.insert(spec.name.clone(), report);
-                // Boxed: a B-tree node holds eleven values inline, and a `Prepared` is ~1 KiB.
-                prepared.insert(spec.name.clone(), Box::new(Prepared { spec, desired, image }));
+                prepared.insert(spec.name.clone(), Prepared { spec, rendering });
             }
             Err(diags) => {
                 reports.insert(
@@ -317,29 +323,56 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
         }
     }
 
-    // 4. Read live state in batches.
+    // 4–5. Read live state and plan, a batch of services at a time: only the states of
+    // services whose plan registers a revision outlive their batch.
     let names: Vec<String> = prepared.keys().cloned().collect();
-    let mut live = match read_live(aws, &env.cluster, &names, &prepared).await {
-        Ok(l) => l,
-        Err(e) => {
-            for name in &names {
-                reports.insert(name.clone(), ServiceReport::failed(name, format!("reading live state: {e}")));
-            }
-            return reports.into_values().collect();
-        }
-    };
-
-    // 5. Plan each service.
+    let mut reader = LiveReader::new(aws, &env.cluster, &names);
     let mut states: BTreeMap<String, LiveState> = BTreeMap::new();
     let mut firsts: BTreeMap<String, Plan> = BTreeMap::new();
-    for (name, p) in &prepared {
-        let state = live.remove(name).unwrap_or_default();
-        let first = match memo.as_deref_mut() {
-            Some(m) => m.plan(name, &p.desired, &state, p.spec.adopt, &mut reused),
-            None => plan::plan(&p.desired, &state, p.spec.adopt, &ctx),
+    for batch in names.chunks(LIVE_BATCH) {
+        let mut live = match reader.read(batch).await {
+            Ok(l) => l,
+            Err(e) => {
+                for name in prepared.keys() {
+                    reports.insert(name.clone(), ServiceReport::failed(name, format!("reading live state: {e}")));
+                }
+                return reports.into_values().collect();
+            }
         };
-        firsts.insert(name.clone(), first);
-        states.insert(name.clone(), state);
+        for name in batch {
+            let p = prepared.get_mut(name).expect("a prepared service");
+            let state = live.remove(name).unwrap_or_default();
+            let first = match memo.as_deref_mut() {
+                Some(m) => {
+                    let spec = &p.spec;
+                    let rerender = || {
+                        let commit = commit_of(spec);
+                        let version = input.version;
+                        render::render(
+                            spec,
+                            &Target { env, aws: &aws_config, commit: &commit, version, lookups: &lookups },
+                        )
+                    };
+                    match m.plan(name, &mut p.rendering, &state, spec.adopt, rerender, &mut reused) {
+                        Ok(plan) => plan,
+                        Err(diags) => {
+                            reports.insert(
+                                name.clone(),
+                                ServiceReport::failed(name, diag::render(&diags).trim_end().to_string()),
+                            );
+                            continue;
+                        }
+                    }
+                }
+                None => plan::plan(p.desired(), &state, p.spec.adopt, &ctx),
+            };
+            let report = reports.get_mut(name).expect("prepared services have reports");
+            report.task_definition = state.service.as_ref().map(|s| s.settings.task_definition.clone());
+            if first.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. })) {
+                states.insert(name.clone(), state);
+            }
+            firsts.insert(name.clone(), first);
+        }
     }
     drop(memo);
     if input.memo.is_some() {
@@ -352,7 +385,7 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
         .iter()
         .filter(|(_, p)| p.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. })))
         .filter(|(name, _)| !(input.focused && input.settled.is_some_and(|s| s.contains_key(*name))))
-        .map(|(name, _)| (name, prepared[name].desired.task_definition.family.as_str()))
+        .map(|(name, _)| (name, prepared[name].desired().task_definition.family.as_str()))
         .collect();
     let latest = concurrently(
         families
@@ -366,7 +399,7 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
                 let p = &prepared[&name];
                 let state = states.get_mut(&name).expect("state of a planned service");
                 state.latest_revision = latest;
-                firsts.insert(name, plan::plan(&p.desired, state, p.spec.adopt, &ctx));
+                firsts.insert(name, plan::plan(p.desired(), state, p.spec.adopt, &ctx));
             }
             Err(e) => {
                 firsts.remove(&name);
@@ -376,12 +409,10 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     }
     let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
     for (name, first) in firsts {
-        let state = &states[&name];
         let report = reports.get_mut(&name).expect("prepared services have reports");
         report.ownership = Some(first.ownership);
         report.drift = first.drift.clone();
         report.plan = first.actions.iter().map(Action::summary).collect();
-        report.task_definition = state.service.as_ref().map(|s| s.settings.task_definition.clone());
         report.outcome = if !first.blockers.is_empty() {
             if first.ownership == Ownership::Unmanaged {
                 Outcome::Unmanaged(first.blockers.join("; "))
@@ -435,9 +466,9 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
     let semaphore =
         input.semaphore.clone().unwrap_or_else(|| Arc::new(Semaphore::new(input.config.concurrency.max(1))));
     for layer in layers {
-        let mut tasks = Vec::new();
+        let mut runs = Vec::new();
         for name in layer {
-            let Some(plan) = plans.get(&name).filter(|p| !p.actions.is_empty() && p.blockers.is_empty()) else {
+            let Some(plan) = plans.remove(&name).filter(|p| !p.actions.is_empty() && p.blockers.is_empty()) else {
                 continue;
             };
             let p = &prepared[&name];
@@ -451,29 +482,38 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
                 ));
                 continue;
             }
-            if input.cancel.is_cancelled() {
-                reports.get_mut(&name).expect("report").outcome = Outcome::Held("shutting down".into());
-                continue;
-            }
             if let Some(gate) = input.gate
-                && let Err(reason) = gate(&name, p.desired.spec_hash())
+                && let Err(reason) = gate(&name, &p.rendering.spec_hash)
             {
                 reports.get_mut(&name).expect("report").outcome = Outcome::Held(reason);
                 continue;
             }
-            let sem = semaphore.clone();
-            let cancel = input.cancel.clone();
-            let desired = p.desired.clone();
-            let plan = plan.clone();
-            let image = p.image.clone();
-            tasks.push(async move {
-                let _permit = sem.acquire().await.expect("semaphore open");
-                let result = execute(aws, env, &desired, &plan, env.rollout_poll, &cancel).await;
-                (name, image, result)
-            });
+            runs.push((name, p.desired().clone(), plan));
         }
-        for (name, _image, result) in futures::future::join_all(tasks).await {
+        // Each apply's future (SDK calls, rollout wait) is a few KiB: made as a permit
+        // frees up, not all at once for a commit that changes a thousand services.
+        let results: Vec<(String, Option<Execution>)> = futures::stream::iter(runs)
+            .map(|(name, desired, plan)| {
+                let sem = semaphore.clone();
+                let cancel = input.cancel.clone();
+                async move {
+                    let _permit = sem.acquire().await.expect("semaphore open");
+                    if cancel.is_cancelled() {
+                        return (name, None);
+                    }
+                    let result = execute(aws, env, &desired, &plan, env.rollout_poll, &cancel).await;
+                    (name, Some(result))
+                }
+            })
+            .buffer_unordered(input.config.concurrency.max(1))
+            .collect()
+            .await;
+        for (name, result) in results {
             let r = reports.get_mut(&name).expect("report");
+            let Some(result) = result else {
+                r.outcome = Outcome::Held("shutting down".into());
+                continue;
+            };
             r.applied = result.applied;
             if let Some(td) = result.task_definition {
                 r.task_definition = Some(td);
@@ -546,7 +586,7 @@ fn reference_problems(spec: &ServiceSpec, verified: &crate::aws::Verified) -> Ve
 }
 
 /// Services grouped so that each group's dependencies are in earlier groups.
-fn dependency_layers(prepared: &BTreeMap<String, Box<Prepared>>) -> Vec<Vec<String>> {
+fn dependency_layers(prepared: &BTreeMap<String, Prepared>) -> Vec<Vec<String>> {
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut left: BTreeSet<String> = prepared.keys().cloned().collect();
     let mut layers = Vec::new();
@@ -567,57 +607,78 @@ fn dependency_layers(prepared: &BTreeMap<String, Box<Prepared>>) -> Vec<Vec<Stri
     layers
 }
 
-async fn read_live(
-    aws: &Aws,
-    cluster: &str,
-    names: &[String],
-    prepared: &BTreeMap<String, Box<Prepared>>,
-) -> Result<BTreeMap<String, LiveState>, AwsError> {
-    let mut services = aws.describe_services(cluster, names).await?;
-    let resource_ids: Vec<String> = names.iter().map(|n| format!("service/{cluster}/{n}")).collect();
-    let existing: Vec<String> = resource_ids
-        .iter()
-        .zip(names)
-        .filter(|(_, n)| services.get(*n).is_some_and(|s| s.status != "INACTIVE"))
-        .map(|(r, _)| r.clone())
-        .collect();
-    let (mut targets, mut policies) = if existing.is_empty() {
-        (BTreeMap::new(), BTreeMap::new())
-    } else {
-        let ids: BTreeSet<String> = existing.iter().cloned().collect();
-        (aws.describe_scalable_targets(&existing).await?, aws.describe_scaling_policies(&ids).await?)
-    };
-    // The services' current task definitions (cached by ARN: only new ones are asked).
-    let arns: BTreeSet<&str> = services
-        .values()
-        .filter(|s| s.status != "INACTIVE" && !s.settings.task_definition.is_empty())
-        .map(|s| s.settings.task_definition.as_str())
-        .collect();
-    let mut task_definitions = BTreeMap::new();
-    let answers =
-        concurrently(arns.into_iter().map(|arn| async move { (arn, aws.describe_task_definition(arn).await) })).await;
-    for (arn, answer) in answers {
-        task_definitions.insert(arn.to_string(), answer?);
+/// Services read and planned per batch. A multiple of the DescribeServices (10) and
+/// DescribeScalableTargets (50) batches, so reading in batches takes as many requests as
+/// reading all at once; small enough that a poll of 1,000 services never holds every live
+/// state (and the SDK answers they come from) at once.
+const LIVE_BATCH: usize = 100;
+
+/// Reads the live state of an environment's services, a batch at a time.
+struct LiveReader<'a> {
+    aws: &'a Aws,
+    cluster: &'a str,
+    /// The resource ids of every service to be read.
+    resource_ids: BTreeSet<String>,
+    /// The environment's scaling policies by resource id: read (one listing of the
+    /// namespace) when a batch first has a service that exists.
+    policies: Option<BTreeMap<String, Vec<crate::core::live::LivePolicy>>>,
+}
+
+impl<'a> LiveReader<'a> {
+    fn new(aws: &'a Aws, cluster: &'a str, names: &[String]) -> Self {
+        let resource_ids = names.iter().map(|n| resource_id(cluster, n)).collect();
+        LiveReader { aws, cluster, resource_ids, policies: None }
     }
-    let mut out = BTreeMap::new();
-    for name in names {
-        let _ = &prepared[name];
-        let rid = format!("service/{cluster}/{name}");
-        let service = services.remove(name).filter(|s| s.status != "INACTIVE");
-        let task_definition =
-            service.as_ref().and_then(|s| task_definitions.get(s.settings.task_definition.as_str()).cloned().flatten());
-        out.insert(
-            name.clone(),
-            LiveState {
-                service,
-                task_definition,
-                latest_revision: None,
-                scalable_target: targets.remove(&rid),
-                policies: policies.remove(&rid).unwrap_or_default(),
-            },
-        );
+
+    async fn read(&mut self, names: &[String]) -> Result<BTreeMap<String, LiveState>, AwsError> {
+        let (aws, cluster) = (self.aws, self.cluster);
+        let mut services = aws.describe_services(cluster, names).await?;
+        services.retain(|_, s| s.status != "INACTIVE");
+        let existing: Vec<String> =
+            names.iter().filter(|n| services.contains_key(n.as_str())).map(|n| resource_id(cluster, n)).collect();
+        let mut targets = BTreeMap::new();
+        if !existing.is_empty() {
+            targets = aws.describe_scalable_targets(&existing).await?;
+            if self.policies.is_none() {
+                self.policies = Some(aws.describe_scaling_policies(&self.resource_ids).await?);
+            }
+        }
+        // The services' current task definitions (cached by ARN: only new ones are asked).
+        let arns: BTreeSet<&str> = services
+            .values()
+            .filter(|s| !s.settings.task_definition.is_empty())
+            .map(|s| s.settings.task_definition.as_str())
+            .collect();
+        let mut task_definitions = BTreeMap::new();
+        let answers =
+            concurrently(arns.into_iter().map(|arn| async move { (arn, aws.describe_task_definition(arn).await) }))
+                .await;
+        for (arn, answer) in answers {
+            task_definitions.insert(arn.to_string(), answer?);
+        }
+        let mut out = BTreeMap::new();
+        for name in names {
+            let rid = resource_id(cluster, name);
+            let service = services.remove(name.as_str());
+            let task_definition = service
+                .as_ref()
+                .and_then(|s| task_definitions.get(s.settings.task_definition.as_str()).cloned().flatten());
+            let policies = match (&service, self.policies.as_mut()) {
+                (Some(_), Some(p)) => p.remove(&rid).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let scalable_target = if service.is_some() { targets.remove(&rid) } else { None };
+            out.insert(
+                name.clone(),
+                LiveState { service, task_definition, latest_revision: None, scalable_target, policies },
+            );
+        }
+        Ok(out)
     }
-    Ok(out)
+}
+
+fn resource_id(cluster: &str, service: &str) -> String {
+    format!("service/{cluster}/{service}")
 }
 
 struct Execution {

@@ -10,7 +10,7 @@ use berth::core::diag::Diagnostic;
 use berth::core::diff::NormContext;
 use berth::core::live::{LiveService, LiveState, LiveTaskDefinition};
 use berth::core::memo::{Memo, Reused};
-use berth::core::plan::plan;
+use berth::core::plan::{Plan, plan};
 use berth::core::render::{Lookups, Target, render};
 use berth::core::spec::{Repo, RepoFiles};
 use proptest::prelude::*;
@@ -720,16 +720,19 @@ proptest! {
         };
         let mut memo = Memo::default();
         let commit = "0123456789abcdef0123456789abcdef01234567";
-        // One cycle through the memo; returns each service's outcome and what it rendered.
+        // One cycle through the memo; returns each service's outcome: its rendered state
+        // (when the memo still holds it), spec hash, image and plan.
+        type Outcome = Result<(Option<std::sync::Arc<Desired>>, String, String, Plan), Vec<Diagnostic>>;
         let mut cycle = |repo: &Repo, lookups: &Lookups, live: &BTreeMap<String, LiveState>, reused: &mut Reused| {
             memo.begin(env, &config.aws, lookups, &ctx);
-            let mut out = Vec::new();
+            let mut out: Vec<(String, Outcome)> = Vec::new();
             for def in &repo.services {
                 let outcome = memo.resolve(def, "pre", reused).and_then(|spec| {
                     let target = Target { env, aws: &config.aws, commit, version: None, lookups };
-                    let desired = memo.render(&spec, &target, reused)?;
+                    let mut rendering = memo.render(&spec, &target, reused)?;
                     let state = live.get(&def.name).cloned().unwrap_or_default();
-                    Ok((desired.clone(), memo.plan(&def.name, &desired, &state, spec.adopt, reused)))
+                    let plan = memo.plan(&def.name, &mut rendering, &state, spec.adopt, || render(&spec, &target), reused)?;
+                    Ok((rendering.desired, rendering.spec_hash, rendering.image, plan))
                 });
                 out.push((def.name.clone(), outcome));
             }
@@ -737,37 +740,68 @@ proptest! {
         };
         let fresh = |repo: &Repo, lookups: &Lookups, live: &BTreeMap<String, LiveState>| {
             repo.services.iter().map(|def| {
-                let outcome = def.resolve("pre").and_then(|spec| {
+                let outcome: Outcome = def.resolve("pre").and_then(|spec| {
                     let target = Target { env, aws: &config.aws, commit, version: None, lookups };
                     let desired = render(&spec, &target)?;
                     let state = live.get(&def.name).cloned().unwrap_or_default();
                     let plan = plan(&desired, &state, spec.adopt, &ctx);
-                    Ok((std::sync::Arc::new(desired), plan))
+                    let (hash, image) = (desired.spec_hash().to_string(), desired.task_definition.container_definitions[0].image.clone());
+                    Ok((Some(std::sync::Arc::new(desired)), hash, image, plan))
                 });
                 (def.name.clone(), outcome)
             }).collect::<Vec<_>>()
         };
+        // Equal outcomes; a rendered state the memo let go must have had a plan with
+        // nothing to do (nothing after planning reads it then).
+        let same = |memoised: &[(String, Outcome)], fresh: &[(String, Outcome)]| -> Result<(), TestCaseError> {
+            prop_assert_eq!(memoised.len(), fresh.len());
+            for ((n, m), (fresh_n, f)) in memoised.iter().zip(fresh) {
+                prop_assert_eq!(n, fresh_n);
+                match (m, f) {
+                    (Ok((md, mh, mi, mp)), Ok((fd, fh, fi, fp))) => {
+                        prop_assert_eq!((mh, mi, format!("{mp:?}")), (fh, fi, format!("{fp:?}")));
+                        match md {
+                            Some(md) => prop_assert_eq!(md, fd.as_ref().expect("fresh renders have a state")),
+                            None => prop_assert!(mp.actions.is_empty(), "{n}: let go of the state of a plan with actions"),
+                        }
+                    }
+                    (m, f) => prop_assert_eq!(format!("{m:?}"), format!("{f:?}")),
+                }
+            }
+            Ok(())
+        };
         let before = Repo::load(&two(&b_pre));
         let first_lookups = lookups("one");
         let first = cycle(&before, &first_lookups, &BTreeMap::new(), &mut Reused::default());
-        prop_assert_eq!(format!("{first:?}"), format!("{:?}", fresh(&before, &first_lookups, &BTreeMap::new())));
+        same(&first, &fresh(&before, &first_lookups, &BTreeMap::new()))?;
         // Live now runs what the first cycle rendered (or is still empty).
         let live: BTreeMap<String, LiveState> = if converged_live {
-            first.iter().filter_map(|(n, o)| o.as_ref().ok().map(|(d, _)| (n.clone(), converged(d)))).collect()
+            first.iter().filter_map(|(n, o)| o.as_ref().ok().and_then(|(d, ..)| d.as_ref()).map(|d| (n.clone(), converged(d)))).collect()
         } else {
             BTreeMap::new()
         };
         let after = Repo::load_reusing(&two(&b_pre2), Some(&before));
         let second_lookups = if new_lookups { lookups("two") } else { first_lookups.clone() };
         let second = cycle(&after, &second_lookups, &live, &mut Reused::default());
-        prop_assert_eq!(format!("{second:?}"), format!("{:?}", fresh(&after, &second_lookups, &live)));
-        // And once more with nothing changed: every plan is reused (when names are unique).
+        same(&second, &fresh(&after, &second_lookups, &live))?;
+        // And once more with nothing changed: every plan with nothing to do is reused
+        // (when names are unique); those with actions are planned again.
         let mut reused = Reused::default();
         let third = cycle(&after, &second_lookups, &live, &mut reused);
-        prop_assert_eq!(format!("{third:?}"), format!("{second:?}"));
+        same(&third, &fresh(&after, &second_lookups, &live))?;
         if after.services.len() == 2 && after.services[0].name != after.services[1].name {
-            prop_assert_eq!(reused.plans, third.iter().filter(|(_, o)| o.is_ok()).count());
+            let idle = third.iter().filter(|(_, o)| o.as_ref().is_ok_and(|(.., p)| p.actions.is_empty())).count();
+            prop_assert_eq!(reused.plans, idle);
         }
+        // A live state that changed after a plan with nothing to do is planned against a
+        // state rendered again, as a fresh cycle would.
+        let drifted: BTreeMap<String, LiveState> = live.iter().map(|(n, l)| {
+            let mut l = l.clone();
+            if let Some(s) = l.service.as_mut() { s.settings.desired_count = Some(s.settings.desired_count.unwrap_or(0) + 7); }
+            (n.clone(), l)
+        }).collect();
+        let fourth = cycle(&after, &second_lookups, &drifted, &mut Reused::default());
+        same(&fourth, &fresh(&after, &second_lookups, &drifted))?;
     }
 
     #[test]
@@ -779,7 +813,7 @@ proptest! {
 /// What AWS answers for a service converged to `desired`.
 fn converged(desired: &Desired) -> LiveState {
     let arn = format!("arn:aws:ecs:eu-west-1:123456789012:task-definition/{}:1", desired.task_definition.family);
-    let mut settings = desired.service.clone();
+    let mut settings = (*desired.service).clone();
     settings.task_definition = arn.clone();
     LiveState {
         service: Some(LiveService {
@@ -790,7 +824,7 @@ fn converged(desired: &Desired) -> LiveState {
         }),
         task_definition: Some(std::sync::Arc::new(LiveTaskDefinition {
             arn,
-            definition: desired.task_definition.clone(),
+            definition: (*desired.task_definition).clone(),
             extras: vec![],
         })),
         ..LiveState::default()
