@@ -198,6 +198,8 @@ impl TaskDefinitionCache {
 
     fn insert(&mut self, td: &LiveTaskDefinition) {
         let json = serde_json::to_vec(td).expect("a task definition serializes");
+        // Every field must survive the round trip, or each hit would ask AWS again.
+        debug_assert_eq!(serde_json::from_slice::<LiveTaskDefinition>(&json).ok().as_ref(), Some(td));
         self.revisions.insert(td.arn.clone(), (json.into_boxed_slice(), std::time::Instant::now()));
     }
 

@@ -66,7 +66,7 @@ pub struct LivePolicy {
 pub struct LiveState {
     /// `None` when the service does not exist (or is INACTIVE).
     pub service: Option<LiveService>,
-    /// The revision the service runs (shared with the cache of revisions by ARN).
+    /// The revision the service runs (from the cache of revisions by ARN).
     pub task_definition: Option<Arc<LiveTaskDefinition>>,
     /// The family's newest ACTIVE revision, when it differs from the one the service runs
     /// (read only when needed: a revision registered before a failed update is reused).

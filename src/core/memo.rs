@@ -225,10 +225,9 @@ impl Memo {
         };
         let plan = plan::plan(&desired, live, adopt, ctx);
         if let (Some(r), Some(live)) = (rendered, fingerprint) {
-            // Only plans with nothing to do are kept: one with actions holds copies of the
-            // task definition and settings (a commit changing a thousand services would
-            // keep them all twice), is applied at once, and is planned again next time
-            // against what the apply left.
+            // Only plans with nothing to do are kept: one with actions is applied at once
+            // and planned again next time against what the apply left (a service held by
+            // backoff or a failed rollout is diffed again each poll: CPU, not memory).
             if plan.actions.is_empty() {
                 r.desired = None;
                 r.planned = Some(Planned { live, adopt, plan: plan.clone() });

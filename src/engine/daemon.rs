@@ -500,8 +500,10 @@ fn release_freed_memory() {
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if tracing::enabled!(tracing::Level::DEBUG) {
-        // SAFETY: mallinfo2 only reads glibc's allocator statistics.
-        let m = unsafe { libc::mallinfo2() };
+        // mallinfo, not mallinfo2 (glibc 2.33+): berth still builds on older glibc. Its
+        // `int` fields wrap past 2 GiB, far above what the daemon holds.
+        // SAFETY: mallinfo only reads glibc's allocator statistics.
+        let m = unsafe { libc::mallinfo() };
         tracing::debug!(
             heap_in_use = m.uordblks,
             heap_free = m.fordblks,

@@ -490,14 +490,19 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
             }
             runs.push((name, p.desired().clone(), plan));
         }
-        // Each apply's future (SDK calls, rollout wait) is a few KiB: made as a permit
-        // frees up, not all at once for a commit that changes a thousand services.
+        // Each apply's future (SDK calls, rollout wait) is a few KiB: at most `concurrency`
+        // of them exist at once (waiting for a permit of the semaphore the daemon shares
+        // across environments, or running), not one per service of a commit that changes
+        // a thousand.
         let results: Vec<(String, Option<Execution>)> = futures::stream::iter(runs)
             .map(|(name, desired, plan)| {
                 let sem = semaphore.clone();
                 let cancel = input.cancel.clone();
                 async move {
-                    let _permit = sem.acquire().await.expect("semaphore open");
+                    let _permit = tokio::select! {
+                        permit = sem.acquire() => permit.expect("semaphore open"),
+                        () = cancel.cancelled() => return (name, None),
+                    };
                     if cancel.is_cancelled() {
                         return (name, None);
                     }
@@ -608,9 +613,11 @@ fn dependency_layers(prepared: &BTreeMap<String, Prepared>) -> Vec<Vec<String>> 
 }
 
 /// Services read and planned per batch. A multiple of the DescribeServices (10) and
-/// DescribeScalableTargets (50) batches, so reading in batches takes as many requests as
-/// reading all at once; small enough that a poll of 1,000 services never holds every live
-/// state (and the SDK answers they come from) at once.
+/// DescribeScalableTargets (50) batches, so a steady poll (every service exists) takes as
+/// many requests as reading all at once (services that do not exist yet can cost one
+/// DescribeScalableTargets more per batch, never more than ⌈N/50⌉ in all); small enough
+/// that a poll of 1,000 services never holds every live state (and the SDK answers they
+/// come from) at once.
 const LIVE_BATCH: usize = 100;
 
 /// Reads the live state of an environment's services, a batch at a time.
