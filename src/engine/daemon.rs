@@ -413,7 +413,11 @@ impl Daemon {
                         st.errors_logged.insert(key, reason.clone());
                     }
                 }
-                _ => {}
+                // Backoff or a hold: the retry time (if any) is still ahead.
+                Outcome::Held(_) => {}
+                Outcome::OutOfSync | Outcome::WaitingForImage(_) | Outcome::Skipped(_) | Outcome::Unmanaged(_) => {
+                    sched.record_not_attempted(env, &r.name, now)
+                }
             }
             if !matches!(r.outcome, Outcome::Failed(_)) {
                 st.errors_logged.remove(&(env.to_string(), r.name.clone()));

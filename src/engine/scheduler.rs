@@ -101,6 +101,18 @@ impl Scheduler {
         }
     }
 
+    /// A cycle looked at the service and did not attempt it (a dependency failed, its
+    /// image is missing, it is out of sync in a manual environment, …): a retry that was
+    /// due is used up, so the loop does not wake for it again. The failure count stays, so
+    /// the next failed attempt backs off further.
+    pub fn record_not_attempted(&mut self, env: &str, service: &str, now: Instant) {
+        if let Some(k) = self.keys.get_mut(&Self::key(env, service))
+            && k.retry_at.is_some_and(|t| t <= now)
+        {
+            k.retry_at = None;
+        }
+    }
+
     /// The earliest time a backed-off key may retry.
     pub fn next_retry(&self) -> Option<Instant> {
         self.keys.values().filter_map(|k| k.retry_at).min()
@@ -140,6 +152,24 @@ mod tests {
         // Other keys are independent.
         s.record_failure("pre", "api", t0);
         assert!(s.may_apply("prod", "api", "h", t0).is_ok());
+    }
+
+    #[test]
+    fn a_due_retry_that_is_not_attempted_is_used_up() {
+        let mut s = Scheduler::new(Duration::from_secs(5), Duration::from_secs(300));
+        let t0 = Instant::now();
+        let d = s.record_failure("pre", "web", t0);
+        let due = t0 + d;
+        // Not attempted before the retry is due: the retry stays.
+        s.record_not_attempted("pre", "web", t0);
+        assert_eq!(s.next_retry(), Some(due));
+        // Considered once it was due (skipped, waiting for an image): no retry left in the past.
+        s.record_not_attempted("pre", "web", due);
+        assert_eq!(s.next_retry(), None);
+        assert!(s.may_apply("pre", "web", "h", due).is_ok());
+        // The failure count stays: the next failure backs off further.
+        assert!(s.record_failure("pre", "web", due) >= Duration::from_secs(5));
+        assert_eq!(s.keys[&Scheduler::key("pre", "web")].failures, 2);
     }
 
     #[test]

@@ -570,3 +570,58 @@ fn a_poll_of_a_converged_repository_costs_the_minimum_requests() {
         }
     }
 }
+
+/// The cycles the daemon has completed for `env` (`berth_reconcile_duration_seconds_count`).
+fn cycles(d: &Daemon, env: &str) -> u64 {
+    let (_, m) = d.get("/metrics");
+    let prefix = format!("berth_reconcile_duration_seconds_count{{env=\"{env}\"}}");
+    m.lines().find(|l| l.starts_with(&prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
+}
+
+/// A service that failed once and then waits for its image must not make the loop spin: a
+/// retry that finds nothing to attempt is used up, so cycles come from the poll timer (and
+/// that one retry) only.
+#[test]
+fn a_failed_service_that_then_waits_for_its_image_does_not_spin_the_loop() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "1s".into();
+    *w.envs.borrow_mut() = vec!["pre"];
+    let d = Daemon::start(&w);
+    d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    // Fails: a secret that does not exist (backoff starts).
+    w.commit_edit(
+        "services/ledger/deploy/service.yaml",
+        |t| format!("{t}    - key: TOKEN\n      value: '{{{{ .Variables[\"token\"] }}}}'\n"),
+        "ledger: token",
+    );
+    w.commit_edit(
+        "services/ledger/deploy/pre/config.yaml",
+        |_| "secrets:\n  - key: token\n    value: ssm:/pre/ledger/missing\n".into(),
+        "ledger: missing secret",
+    );
+    w.push_images();
+    w.push();
+    d.wait_for("ledger fails", Duration::from_secs(30), |d| {
+        d.service("pre", "ledger")
+            .is_some_and(|s| s["last_error"].as_str().is_some_and(|e| e.contains("does not exist")))
+    });
+    // Fixed in git, but its image is not pushed: it waits for the image.
+    w.commit_edit("services/ledger/deploy/pre/config.yaml", |_| "secrets: []\n".into(), "ledger: no token");
+    w.commit_edit(
+        "services/ledger/deploy/service.yaml",
+        |t| t.replace("    - key: TOKEN\n      value: '{{ .Variables[\"token\"] }}'\n", ""),
+        "ledger: drop token",
+    );
+    w.push();
+    d.wait_for("ledger waits for its image", Duration::from_secs(30), |d| {
+        d.service("pre", "ledger")
+            .is_some_and(|s| s["last_error"].as_str().is_some_and(|e| e.contains("waiting for image")))
+    });
+    // Ten poll intervals: ten timer cycles, plus the one retry the failure scheduled
+    // (and one of slack for where the window falls).
+    let before = cycles(&d, "pre");
+    std::thread::sleep(Duration::from_secs(10));
+    let ran = cycles(&d, "pre") - before;
+    assert!(ran <= 12, "{ran} cycles in 10 poll intervals\n{}", d.log());
+    assert!(ran >= 5, "the poll timer stopped: {ran} cycles\n{}", d.log());
+}
