@@ -23,11 +23,14 @@ impl Aws {
         names: &[String],
     ) -> Result<std::collections::BTreeMap<String, LiveService>, AwsError> {
         let mut out = std::collections::BTreeMap::new();
-        let mut answers = futures::stream::iter(names.chunks(DESCRIBE_SERVICES_BATCH).map(|chunk| async move {
+        // Owned chunks: a future borrowing `names` through a closure over `&[String]` is not
+        // `Send` for every lifetime, which a spawned rollout watch needs.
+        let chunks: Vec<Vec<String>> = names.chunks(DESCRIBE_SERVICES_BATCH).map(<[String]>::to_vec).collect();
+        let mut answers = futures::stream::iter(chunks.into_iter().map(|chunk| async move {
             self.ecs
                 .describe_services()
                 .cluster(cluster)
-                .set_services(Some(chunk.to_vec()))
+                .set_services(Some(chunk))
                 .include(ecs::ServiceField::Tags)
                 .send()
                 .await

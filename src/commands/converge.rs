@@ -30,6 +30,7 @@ fn outcome_label(o: &Outcome) -> String {
         Outcome::Failed(_) => "Failed".into(),
         Outcome::Skipped(_) => "Skipped".into(),
         Outcome::Held(_) => "Held".into(),
+        Outcome::Progressing => "Progressing".into(),
     }
 }
 

@@ -77,10 +77,12 @@ fn now_secs() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn result_label(o: &Outcome) -> &'static str {
-    match o {
+fn result_label(r: &ServiceReport) -> &'static str {
+    match &r.outcome {
         Outcome::Synced => "synced",
         Outcome::Applied => "applied",
+        Outcome::Progressing if r.applied.is_empty() => "synced",
+        Outcome::Progressing => "applied",
         Outcome::Failed(_) | Outcome::Unmanaged(_) => "failed",
         Outcome::OutOfSync | Outcome::WaitingForImage(_) | Outcome::Skipped(_) | Outcome::Held(_) => "skipped",
     }
@@ -113,6 +115,27 @@ struct LoopState {
     /// Per environment, the resolves, renders and plans of its last reconcile, reused for
     /// the services whose inputs and live state did not change.
     memos: BTreeMap<String, Arc<tokio::sync::Mutex<Memo>>>,
+    /// Rollouts being watched beside the cycles, by (env, service).
+    watches: BTreeMap<(String, String), Watch>,
+    watch_ids: u64,
+    rollouts_done: mpsc::UnboundedSender<RolloutDone>,
+}
+
+/// A rollout the daemon watches: its spec, and how to stop watching it when a newer apply
+/// of the service supersedes it.
+struct Watch {
+    id: u64,
+    spec_hash: String,
+    stop: CancellationToken,
+}
+
+/// What a rollout watch found.
+struct RolloutDone {
+    env: String,
+    service: String,
+    id: u64,
+    spec_hash: String,
+    result: Result<(), String>,
 }
 
 async fn connect(config: &Config, stats: Arc<RequestStats>) -> Arc<Aws> {
@@ -125,6 +148,7 @@ impl Daemon {
     pub async fn run(mut self) -> anyhow::Result<()> {
         let config = self.shared.config();
         let poller = Poller::open(&config, git_auth(&config))?;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let mut st = LoopState {
             aws: connect(&config, self.shared.stats.clone()).await,
             poller: Arc::new(Mutex::new(poller)),
@@ -134,6 +158,9 @@ impl Daemon {
             errors_logged: BTreeMap::new(),
             settled: BTreeMap::new(),
             memos: BTreeMap::new(),
+            watches: BTreeMap::new(),
+            watch_ids: 0,
+            rollouts_done: done_tx,
         };
         tracing::info!(repo = %config.repo.url, envs = ?config.environments.keys().collect::<Vec<_>>(), "berth daemon started");
         loop {
@@ -148,6 +175,10 @@ impl Daemon {
                 () = self.shared.wake.notified() => {}
                 Some(new) = self.reloads.recv() => {
                     self.apply_reload(&mut st, &config, new).await;
+                    continue;
+                }
+                Some(done) = done_rx.recv() => {
+                    self.rollout_done(&mut st, done);
                     continue;
                 }
             }
@@ -219,6 +250,13 @@ impl Daemon {
         for gone in old.environments.keys().filter(|e| !new.environments.contains_key(*e)) {
             st.poller.lock().expect("poller lock").forget(gone);
         }
+        st.watches.retain(|(e, _), w| {
+            let keep = new.environments.contains_key(e);
+            if !keep {
+                w.stop.cancel();
+            }
+            keep
+        });
         st.scheduler.lock().expect("scheduler lock").retain(|e, _| new.environments.contains_key(e));
         *self.shared.config.write().expect("config lock") = new.clone();
         tracing::info!(
@@ -297,8 +335,14 @@ impl Daemon {
         }
         let settled = &st.settled;
         let memos = &st.memos;
+        let mut watching: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for ((env, service), w) in &st.watches {
+            watching.entry(env.clone()).or_default().insert(service.clone(), w.spec_hash.clone());
+        }
+        let watching = &watching;
         let futures = work.into_iter().map(|(env, checkout, fetch_error)| {
             let settled = settled.get(&env.name);
+            let watching = watching.get(&env.name);
             let memo = memos.get(&env.name).cloned();
             let focused = settled.is_some() && focused.contains(&env.name);
             let aws = aws.clone();
@@ -321,6 +365,8 @@ impl Daemon {
                     settled,
                     focused,
                     memo: memo.as_deref(),
+                    detach_rollouts: true,
+                    watching,
                     ..EnvInput::new(&config, &env, &checkout, mode)
                 };
                 let reports = reconcile::reconcile_env(&aws, &input).await;
@@ -343,6 +389,70 @@ impl Daemon {
         {
             tracing::warn!(error = %e, "cannot publish to CloudWatch");
         }
+    }
+
+    /// Watches a rollout beside the cycles; a newer apply of the service stops the watch of
+    /// an older one. Shutdown stops every watch without a verdict.
+    fn watch(
+        &self,
+        st: &mut LoopState,
+        env: &str,
+        service: &str,
+        spec_hash: &str,
+        watch: super::reconcile::RolloutWatch,
+    ) {
+        st.watch_ids += 1;
+        let id = st.watch_ids;
+        let stop = self.cancel.child_token();
+        let old = st.watches.insert(
+            (env.to_string(), service.to_string()),
+            Watch { id, spec_hash: spec_hash.to_string(), stop: stop.clone() },
+        );
+        if let Some(old) = old {
+            old.stop.cancel();
+        }
+        let (aws, tx) = (st.aws.clone(), st.rollouts_done.clone());
+        let (env, service, spec_hash) = (env.to_string(), service.to_string(), spec_hash.to_string());
+        tokio::spawn(async move {
+            tokio::select! {
+                result = watch.wait(&aws) => {
+                    let _ = tx.send(RolloutDone { env, service, id, spec_hash, result });
+                }
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+
+    /// A watched rollout ended: a success clears the service's backoff, a failure holds its
+    /// spec until git changes it. Either way the environment reconciles again at once (its
+    /// dependents were waiting for this rollout).
+    fn rollout_done(&self, st: &mut LoopState, done: RolloutDone) {
+        let key = (done.env.clone(), done.service.clone());
+        if st.watches.get(&key).is_none_or(|w| w.id != done.id) {
+            return;
+        }
+        st.watches.remove(&key);
+        let (env, service) = (done.env.as_str(), done.service.as_str());
+        {
+            let mut sched = st.scheduler.lock().expect("scheduler lock");
+            match &done.result {
+                Ok(()) => {
+                    sched.record_success(env, service);
+                    tracing::info!(env, service, spec = %done.spec_hash, "rollout completed");
+                }
+                Err(reason) => {
+                    sched.hold(env, service, &done.spec_hash);
+                    tracing::error!(env, service, spec = %done.spec_hash, reason = %reason, "rollout failed; holding this spec until git changes it");
+                    self.shared
+                        .metrics
+                        .reconcile
+                        .get_or_create(&labels(&[("env", env), ("service", service), ("result", "failed")]))
+                        .inc();
+                }
+            }
+        }
+        self.shared.status.write().expect("status lock").rollout_finished(env, service, &done.result);
+        self.shared.trigger([done.env]);
     }
 
     fn set_env_error(&self, env: &str, error: String) {
@@ -398,7 +508,7 @@ impl Daemon {
                 sched.observe_spec(env, &r.name, h);
             }
             match &r.outcome {
-                Outcome::Synced | Outcome::Applied => sched.record_success(env, &r.name),
+                Outcome::Synced | Outcome::Applied | Outcome::Progressing => sched.record_success(env, &r.name),
                 Outcome::Failed(reason) if r.rollout_failed => {
                     if let Some(h) = &r.spec_hash {
                         sched.hold(env, &r.name, h);
@@ -428,9 +538,16 @@ impl Daemon {
             self.shared
                 .metrics
                 .reconcile
-                .get_or_create(&labels(&[("env", env), ("service", &r.name), ("result", result_label(&r.outcome))]))
+                .get_or_create(&labels(&[("env", env), ("service", &r.name), ("result", result_label(r))]))
                 .inc();
         }
+        drop(sched);
+        for r in reports {
+            if let (Some(watch), Some(hash)) = (&r.rollout, &r.spec_hash) {
+                self.watch(st, env, &r.name, hash, watch.clone());
+            }
+        }
+        let mut sched = st.scheduler.lock().expect("scheduler lock");
         let ts = now_secs();
         let mut status = self.shared.status.write().expect("status lock");
         // The previous entries are moved out (not copied), each found once, and kept where

@@ -70,6 +70,13 @@ pub struct EnvInput<'a> {
     /// Resolves, renders and plans kept from this environment's last reconcile (the
     /// daemon's); `None` computes everything afresh.
     pub memo: Option<&'a tokio::sync::Mutex<Memo>>,
+    /// Hand rollout waits back instead of waiting (the daemon watches them beside its
+    /// cycles, so a slow rollout delays no other service): an applied service's report
+    /// carries a [`RolloutWatch`] and the outcome [`Outcome::Progressing`].
+    pub detach_rollouts: bool,
+    /// The services (name → spec hash) whose rollout the daemon is watching: one still in
+    /// sync with that spec is `Progressing`, and its dependents wait for it.
+    pub watching: Option<&'a BTreeMap<String, String>>,
 }
 
 impl<'a> EnvInput<'a> {
@@ -94,6 +101,8 @@ impl<'a> EnvInput<'a> {
             settled: None,
             focused: false,
             memo: None,
+            detach_rollouts: false,
+            watching: None,
         }
     }
 }
@@ -117,6 +126,8 @@ pub enum Outcome {
     Skipped(String),
     /// Live differs, but berth holds off: a failed rollout of this same spec, or backoff.
     Held(String),
+    /// Live equals git and the ECS deployment is still rolling out (watched by the daemon).
+    Progressing,
 }
 
 impl Outcome {
@@ -148,8 +159,29 @@ pub struct ServiceReport {
     pub ownership: Option<Ownership>,
     /// Whether a rollout failed (circuit breaker / rollback / timeout).
     pub rollout_failed: bool,
+    /// The rollout to watch, when the input detached rollout waits.
+    #[serde(skip)]
+    pub rollout: Option<RolloutWatch>,
     #[serde(skip)]
     pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A rollout an apply started and did not wait for.
+#[derive(Clone, Debug)]
+pub struct RolloutWatch {
+    pub cluster: String,
+    pub service: String,
+    /// The task definition ARN being rolled out.
+    pub revision: String,
+    pub timeout: Duration,
+    pub poll: Duration,
+}
+
+impl RolloutWatch {
+    /// Waits until the rollout completes (`Ok`) or fails or times out (`Err`, the reason).
+    pub async fn wait(&self, aws: &Aws) -> Result<(), String> {
+        wait_for_rollout(aws, &self.cluster, &self.service, &self.revision, self.timeout, self.poll).await
+    }
 }
 
 impl ServiceReport {
@@ -165,6 +197,7 @@ impl ServiceReport {
             task_definition: None,
             ownership: None,
             rollout_failed: false,
+            rollout: None,
             diagnostics: Vec::new(),
         }
     }
@@ -420,7 +453,12 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
                 Outcome::Failed(first.blockers.join("; "))
             }
         } else if first.in_sync() {
-            Outcome::Synced
+            let watched = input.watching.and_then(|w| w.get(&name));
+            if watched.is_some_and(|h| *h == prepared[&name].rendering.spec_hash) {
+                Outcome::Progressing
+            } else {
+                Outcome::Synced
+            }
         } else {
             Outcome::OutOfSync
         };
@@ -474,6 +512,20 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
             let p = &prepared[&name];
             let blocked: Vec<&String> =
                 p.spec.depends_on.iter().filter(|d| reports.get(*d).is_some_and(|r| r.outcome.is_failure())).collect();
+            let rolling: Vec<&String> = p
+                .spec
+                .depends_on
+                .iter()
+                .filter(|d| reports.get(*d).is_some_and(|r| r.outcome == Outcome::Progressing))
+                .collect();
+            if blocked.is_empty() && !rolling.is_empty() {
+                let r = reports.get_mut(&name).expect("report");
+                r.outcome = Outcome::Skipped(format!(
+                    "waiting for the rollout of {}",
+                    rolling.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+                continue;
+            }
             if !blocked.is_empty() {
                 let r = reports.get_mut(&name).expect("report");
                 r.outcome = Outcome::Skipped(format!(
@@ -506,7 +558,7 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
                     if cancel.is_cancelled() {
                         return (name, None);
                     }
-                    let result = execute(aws, env, &desired, &plan, env.rollout_poll, &cancel).await;
+                    let result = execute(aws, env, &desired, &plan, input.detach_rollouts, &cancel).await;
                     (name, Some(result))
                 }
             })
@@ -526,9 +578,11 @@ pub async fn reconcile_env(aws: &Aws, input: &EnvInput<'_>) -> Vec<ServiceReport
             r.rollout_failed = result.rollout_failed;
             r.outcome = match result.error {
                 None if result.interrupted => Outcome::OutOfSync,
+                None if result.rollout.is_some() => Outcome::Progressing,
                 None => Outcome::Applied,
                 Some(e) => Outcome::Failed(e),
             };
+            r.rollout = result.rollout;
         }
     }
     reports.into_values().collect()
@@ -694,6 +748,8 @@ struct Execution {
     task_definition: Option<String>,
     error: Option<String>,
     rollout_failed: bool,
+    /// The rollout left to watch (`detach`).
+    rollout: Option<RolloutWatch>,
 }
 
 /// One attempt at a plan. Every step is idempotent against a re-plan: a revision
@@ -703,7 +759,7 @@ async fn execute(
     env: &EnvConfig,
     desired: &Desired,
     plan: &Plan,
-    poll: Duration,
+    detach: bool,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Execution {
     let mut ex = Execution {
@@ -712,6 +768,7 @@ async fn execute(
         task_definition: None,
         error: None,
         rollout_failed: false,
+        rollout: None,
     };
     let mut registered: Option<String> = None;
     let mut deployed: Option<String> = None;
@@ -764,16 +821,19 @@ async fn execute(
     }
     ex.task_definition = deployed.clone().or(registered);
     if let (Some(arn), true) = (deployed, env.rollout_wait) {
-        let wait = wait_for_rollout(
-            aws,
-            &desired.service.cluster,
-            &desired.service.service_name,
-            &arn,
-            env.rollout_timeout,
-            poll,
-        );
+        let watch = RolloutWatch {
+            cluster: desired.service.cluster.clone(),
+            service: desired.service.service_name.clone(),
+            revision: arn,
+            timeout: env.rollout_timeout,
+            poll: env.rollout_poll,
+        };
+        if detach {
+            ex.rollout = Some(watch);
+            return ex;
+        }
         tokio::select! {
-            result = wait => match result {
+            result = watch.wait(aws) => match result {
                 Ok(()) => ex.applied.push("rollout completed".to_string()),
                 Err(reason) => {
                     ex.rollout_failed = true;

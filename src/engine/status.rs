@@ -83,6 +83,32 @@ pub struct Status {
     pub environments: Vec<EnvStatus>,
 }
 
+impl Status {
+    /// A watched rollout of `service` ended (the next cycle, which follows at once, brings
+    /// the rest of its status up to date).
+    pub fn rollout_finished(&mut self, env: &str, service: &str, result: &Result<(), String>) {
+        let Some(s) = self
+            .environments
+            .iter_mut()
+            .find(|e| e.name == env)
+            .and_then(|e| e.services.iter_mut().find(|s| s.name == service))
+        else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                s.health = Health::Healthy;
+                s.last_error = None;
+            }
+            Err(reason) => {
+                s.health = Health::Degraded;
+                s.held = true;
+                s.last_error = Some(format!("rollout failed: {reason}"));
+            }
+        }
+    }
+}
+
 /// The status of a service from its latest report. `previous` keeps what a cycle that
 /// did not look at the service (none today) would leave.
 pub fn service_status(report: &ServiceReport, held: bool, now: f64, previous: Option<&ServiceStatus>) -> ServiceStatus {
@@ -93,7 +119,16 @@ pub fn service_status(report: &ServiceReport, held: bool, now: f64, previous: Op
     };
     let missing = report.ownership == Some(crate::core::plan::Ownership::Missing);
     let (sync, health, error) = match &report.outcome {
+        // A spec whose rollout failed is Degraded even where ECS left it running.
+        Outcome::Synced | Outcome::Applied if held => (
+            Sync::Synced,
+            Health::Degraded,
+            previous.and_then(|p| p.last_error.clone()).or_else(|| {
+                Some("the rollout of this spec failed; berth will not retry it until git changes the service".into())
+            }),
+        ),
         Outcome::Synced | Outcome::Applied => (Sync::Synced, Health::Healthy, None),
+        Outcome::Progressing => (Sync::Synced, Health::Progressing, None),
         Outcome::OutOfSync => (Sync::OutOfSync, if missing { Health::Missing } else { Health::Healthy }, None),
         Outcome::WaitingForImage(image) => {
             (Sync::OutOfSync, Health::Progressing, Some(format!("waiting for image {image}")))

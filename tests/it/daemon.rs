@@ -625,3 +625,35 @@ fn a_failed_service_that_then_waits_for_its_image_does_not_spin_the_loop() {
     assert!(ran <= 12, "{ran} cycles in 10 poll intervals\n{}", d.log());
     assert!(ran >= 5, "the poll timer stopped: {ran} cycles\n{}", d.log());
 }
+
+/// A rollout that never finishes is watched beside the daemon's cycles: while it runs, a
+/// console edit of another service heals at the next poll, the stuck service shows
+/// `Progressing`, and nothing is applied to it again.
+#[test]
+fn a_stuck_rollout_of_one_service_does_not_delay_a_heal_of_another() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "1s".into();
+    *w.envs.borrow_mut() = vec!["pre"];
+    w.write_config("    rollout: {wait: true, timeout: 10m, poll: 100ms}\n");
+    w.proxy.set_rollouts(Rollouts::Complete);
+    let d = Daemon::start(&w);
+    d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    w.proxy.set_rollouts_for("ledger", Rollouts::Stuck);
+    w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
+    w.push_images();
+    w.push();
+    d.wait_for("ledger rolling out", Duration::from_secs(30), |d| {
+        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Progressing" && s["sync"] == "Synced")
+    });
+    let updates = w.proxy.count("UpdateService");
+    w.console("import boto3; boto3.client('ecs').update_service(cluster='pre', service='notifier', desiredCount=5)");
+    let healed = d.wait_for("notifier healed", Duration::from_secs(30), |_| {
+        w.console("import boto3; print(boto3.client('ecs').describe_services(cluster='pre', services=['notifier'])['services'][0]['desiredCount'])").trim() == "1"
+    });
+    // The next 1 s poll heals it; the bound leaves room for a loaded machine, and is far
+    // below the rollout timeout (10 minutes) that used to come first.
+    assert!(healed < Duration::from_secs(15), "healed after {healed:?}\n{}", d.log());
+    assert_eq!(w.proxy.count("UpdateService"), updates + 1, "only notifier's heal is written\n{}", d.log());
+    let ledger = d.service("pre", "ledger").unwrap();
+    assert_eq!(ledger["health"], "Progressing", "{ledger:#}");
+}

@@ -46,6 +46,8 @@ struct State {
     describe_services_sizes: Vec<usize>,
     faults: BTreeMap<String, (Fault, u32)>,
     rollouts: Option<Rollouts>,
+    /// Per service name, overriding `rollouts`.
+    rollouts_for: BTreeMap<String, Rollouts>,
     bodies: Vec<(String, String)>,
 }
 
@@ -87,6 +89,11 @@ impl Proxy {
 
     pub fn set_rollouts(&self, mode: Rollouts) {
         self.state.lock().unwrap().rollouts = Some(mode);
+    }
+
+    /// Rewrites the deployments of one service (by name) as `mode`, whatever the rest get.
+    pub fn set_rollouts_for(&self, service: &str, mode: Rollouts) {
+        self.state.lock().unwrap().rollouts_for.insert(service.to_string(), mode);
     }
 
     /// Requests seen per operation (each retry counts).
@@ -205,7 +212,7 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
             }
             _ => None,
         };
-        (fault, s.rollouts.unwrap_or(Rollouts::Moto))
+        (fault, (s.rollouts.unwrap_or(Rollouts::Moto), s.rollouts_for.clone()))
     };
     let mut out = conn;
     if let Some(f) = fault {
@@ -253,8 +260,8 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
         .unwrap_or_else(|| "application/x-amz-json-1.1".into());
     let chunked = resp_head.to_ascii_lowercase().contains("transfer-encoding: chunked");
     let mut body = if chunked { dechunk(resp_body) } else { resp_body.to_vec() };
-    if op == "DescribeServices" && status == 200 && rollouts != Rollouts::Moto {
-        body = rewrite_deployments(&body, rollouts);
+    if op == "DescribeServices" && status == 200 && (rollouts.0 != Rollouts::Moto || !rollouts.1.is_empty()) {
+        body = rewrite_deployments(&body, &rollouts.0, &rollouts.1);
     }
     write_response(&mut out, status, &reason, &ctype, &body)
 }
@@ -331,10 +338,12 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn rewrite_deployments(body: &[u8], mode: Rollouts) -> Vec<u8> {
+fn rewrite_deployments(body: &[u8], default: &Rollouts, per_service: &BTreeMap<String, Rollouts>) -> Vec<u8> {
     let Ok(mut v) = serde_json::from_slice::<Value>(body) else { return body.to_vec() };
     if let Some(services) = v.get_mut("services").and_then(Value::as_array_mut) {
         for s in services {
+            let name = s.get("serviceName").and_then(Value::as_str).unwrap_or_default();
+            let mode = *per_service.get(name).unwrap_or(default);
             let td = s.get("taskDefinition").cloned().unwrap_or(Value::Null);
             let desired = s.get("desiredCount").cloned().unwrap_or(Value::from(1));
             let dep = |id: &str, status: &str, td: Value, state: &str, reason: &str| {
