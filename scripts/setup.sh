@@ -3,7 +3,8 @@
 # - a Python virtualenv with the pinned moto server (the AWS emulator), boto3, awscli and
 #   prometheus_client, at ${BERTH_VENV:-$HOME/.cache/berth/venv};
 # - Debian packages only when missing (pkg-config + OpenSSL headers for git2, systemd's
-#   systemd-analyze for the packaging tests, python3-venv);
+#   systemd-analyze for the packaging tests, prometheus's promtool for the alert rules,
+#   python3-venv);
 # - CARGO_TARGET_DIR defaults to $HOME/.cache/berth/target, reused across clones.
 # It exports BERTH_MOTO_SERVER and BERTH_AWS_CLI (how tests/it/support/moto.rs finds them).
 set -euo pipefail
@@ -63,6 +64,22 @@ if command -v systemd-analyze >/dev/null; then
   echo "systemd-analyze present ($(systemd-analyze --version | head -n 1))"
 else
   apt_install systemd
+fi
+# scripts/test.sh checks and unit-tests deploy/observability/berth-rules.yaml with promtool,
+# which Debian ships in the prometheus package. Only the tool is wanted: where systemd
+# runs, the server the package starts (on :9090) is stopped and disabled again.
+if command -v promtool >/dev/null; then
+  echo "promtool present ($(promtool --version 2>&1 | head -n 1))"
+else
+  apt_install prometheus
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then
+      systemctl disable --now prometheus.service || echo "could not stop prometheus.service" >&2
+    else
+      sudo systemctl disable --now prometheus.service || echo "could not stop prometheus.service" >&2
+    fi
+  fi
+  echo "promtool installed ($(promtool --version 2>&1 | head -n 1))"
 fi
 
 step "python virtualenv: $VENV"

@@ -8,3 +8,10 @@ step "cargo test --all-targets --locked"
 test_start=$SECONDS
 cargo test --all-targets --locked
 echo "tests took $((SECONDS - test_start)) s"
+
+step "promtool: deploy/observability/berth-rules.yaml"
+promtool check rules deploy/observability/berth-rules.yaml
+promtool test rules deploy/observability/berth-rules.test.yaml
+step "grafana dashboard is valid JSON"
+python3 -m json.tool deploy/observability/grafana-dashboard.json >/dev/null
+echo "deploy/observability/grafana-dashboard.json ok"
