@@ -162,6 +162,7 @@ fn converged(desired: &Desired) -> LiveState {
             .iter()
             .map(|s| LivePolicy { arn: "arn:aws:autoscaling:policy".into(), policy: s.scaling_policy.clone() })
             .collect(),
+        held: None,
     }
 }
 

@@ -158,6 +158,17 @@ impl Aws {
         Ok(convert::service_from_sdk(svc))
     }
 
+    pub async fn untag_resource(&self, arn: &str, keys: &[&str]) -> Result<(), AwsError> {
+        self.ecs
+            .untag_resource()
+            .resource_arn(arn)
+            .set_tag_keys(Some(keys.iter().map(|k| k.to_string()).collect()))
+            .send()
+            .await
+            .map_err(|e| classify("UntagResource", e))?;
+        Ok(())
+    }
+
     pub async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<(), AwsError> {
         self.ecs
             .tag_resource()

@@ -58,6 +58,26 @@ pub struct Verified {
     pub secure_variables: BTreeSet<String>,
     pub secret_arns: BTreeMap<String, String>,
     pub missing_images: BTreeSet<EcrImage>,
+    /// Lookups that failed, per item (a failed batch fails each of its items): the
+    /// services that reference them fail, the others go on.
+    pub failed: BTreeMap<Item, AwsError>,
+}
+
+/// One thing verification looks up.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Item {
+    /// An SSM parameter, by name.
+    Parameter(String),
+    /// A Secrets Manager secret, by the id the spec gives.
+    Secret(String),
+    Image(EcrImage),
+}
+
+impl Item {
+    /// An SSM parameter referenced by name or ARN (looked up by name).
+    pub fn parameter(name_or_arn: &str) -> Item {
+        Item::Parameter(ssm_name(name_or_arn))
+    }
 }
 
 fn ssm_name(name_or_arn: &str) -> String {
@@ -83,8 +103,8 @@ impl Aws {
     /// Verifies references and images. With `fresh`, everything is asked of AWS (before an
     /// apply); without, what was found before is taken from the cache (a steady-state poll
     /// then costs no verification requests). `ssm:` variable values are always read: a
-    /// changed parameter is drift.
-    pub async fn verify(&self, req: &VerifyRequest, fresh: bool) -> Result<Verified, AwsError> {
+    /// changed parameter is drift. A lookup that fails is in [`Verified::failed`].
+    pub async fn verify(&self, req: &VerifyRequest, fresh: bool) -> Verified {
         let mut ask = req.clone();
         let mut cached = Verified::default();
         if !fresh {
@@ -100,9 +120,12 @@ impl Aws {
                 .filter_map(|id| cache.secret_arns.get(id).map(|a| (id.clone(), a.clone())))
                 .collect();
         }
-        let mut out = self.verify_uncached(&ask).await?;
+        let mut out = self.verify_uncached(&ask).await;
         let mut cache = self.verify_cache.lock().expect("cache lock");
         for n in ask.ssm_secrets.iter().map(|n| ssm_name(n)) {
+            if out.failed.contains_key(&Item::Parameter(n.clone())) {
+                continue;
+            }
             if out.existing_ssm.contains(&n) {
                 cache.ssm.insert(n);
             } else {
@@ -110,6 +133,9 @@ impl Aws {
             }
         }
         for id in &ask.secret_ids {
+            if out.failed.contains_key(&Item::Secret(id.clone())) {
+                continue;
+            }
             match out.secret_arns.get(id) {
                 Some(arn) => {
                     cache.secret_arns.insert(id.clone(), arn.clone());
@@ -120,6 +146,9 @@ impl Aws {
             }
         }
         for i in &ask.images {
+            if out.failed.contains_key(&Item::Image(i.clone())) {
+                continue;
+            }
             if out.missing_images.contains(i) {
                 cache.images.remove(i);
             } else {
@@ -128,7 +157,7 @@ impl Aws {
         }
         out.existing_ssm.extend(cached.existing_ssm);
         out.secret_arns.extend(cached.secret_arns);
-        Ok(out)
+        out
     }
 
     /// Which of up to 50 parameter names exist (DescribeParameters: metadata, never a value).
@@ -159,30 +188,45 @@ impl Aws {
         }
     }
 
-    async fn verify_uncached(&self, req: &VerifyRequest) -> Result<Verified, AwsError> {
+    async fn verify_uncached(&self, req: &VerifyRequest) -> Verified {
         let mut out = Verified::default();
         let names: Vec<String> =
             req.ssm_secrets.iter().map(|n| ssm_name(n)).collect::<BTreeSet<_>>().into_iter().collect();
-        // Chunks of names in parallel; the pages of one chunk follow its token.
-        let existing = concurrently(names.chunks(50).map(|chunk| self.existing_parameters(chunk))).await;
-        for names in existing {
-            out.existing_ssm.extend(names?);
+        // Chunks of names in parallel; the pages of one chunk follow its token. (Owned
+        // chunks: a future borrowing through a closure over `&[String]` is not `Send` for
+        // every lifetime, which the engine's spawned tasks need.)
+        let existing = concurrently(names.chunks(50).map(<[String]>::to_vec).map(|chunk| async move {
+            let found = self.existing_parameters(&chunk).await;
+            (chunk, found)
+        }))
+        .await;
+        for (chunk, names) in existing {
+            match names {
+                Ok(names) => out.existing_ssm.extend(names),
+                Err(e) => out.fail(chunk.iter().map(|n| Item::Parameter(n.clone())), &e),
+            }
         }
         let vars: Vec<String> = req.ssm_variables.iter().cloned().collect();
-        let values = concurrently(vars.chunks(10).map(|chunk| async move {
+        let values = concurrently(vars.chunks(10).map(<[String]>::to_vec).map(|chunk| async move {
             let resp = self
                 .ssm
                 .get_parameters()
-                .set_names(Some(chunk.to_vec()))
+                .set_names(Some(chunk.clone()))
                 .with_decryption(false)
                 .send()
                 .await
-                .map_err(|e| classify("GetParameters", e))?;
-            Ok::<_, AwsError>((chunk, resp))
+                .map_err(|e| classify("GetParameters", e));
+            (chunk, resp)
         }))
         .await;
-        for answer in values {
-            let (chunk, resp) = answer?;
+        for (chunk, resp) in values {
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    out.fail(chunk.iter().map(|n| Item::Parameter(n.clone())), &e);
+                    continue;
+                }
+            };
             for p in resp.parameters() {
                 let (Some(name), Some(value)) = (p.name(), p.value()) else { continue };
                 let asked = chunk.iter().find(|c| ssm_name(c) == name || *c == name || p.arn() == Some(c.as_str()));
@@ -195,9 +239,10 @@ impl Aws {
             }
         }
         // One request per secret or repository, a few at a time.
-        let secrets = concurrently(
-            req.secret_ids.iter().map(|id| async move { (id, self.sm.describe_secret().secret_id(id).send().await) }),
-        )
+        let secrets = concurrently(req.secret_ids.iter().cloned().map(|id| async move {
+            let answer = self.sm.describe_secret().secret_id(&id).send().await;
+            (id, answer)
+        }))
         .await;
         for (id, result) in secrets {
             match result {
@@ -209,14 +254,14 @@ impl Aws {
                     }
                 }
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {}
-                Err(e) => return Err(classify("DescribeSecret", e)),
+                Err(e) => out.fail([Item::Secret(id.clone())], &classify("DescribeSecret", e)),
             }
         }
-        let mut by_repo: BTreeMap<(String, String), Vec<&EcrImage>> = BTreeMap::new();
+        let mut by_repo: BTreeMap<(String, String), Vec<EcrImage>> = BTreeMap::new();
         for image in &req.images {
-            by_repo.entry((image.registry_id.clone(), image.repository.clone())).or_default().push(image);
+            by_repo.entry((image.registry_id.clone(), image.repository.clone())).or_default().push(image.clone());
         }
-        let batches: Vec<(String, String, Vec<&EcrImage>)> = by_repo
+        let batches: Vec<(String, String, Vec<EcrImage>)> = by_repo
             .into_iter()
             .flat_map(|((registry, repo), images)| {
                 images.chunks(100).map(|c| (registry.clone(), repo.clone(), c.to_vec())).collect::<Vec<_>>()
@@ -265,14 +310,25 @@ impl Aws {
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_repository_not_found_exception()) => {
                     out.missing_images.extend(chunk.iter().map(|i| (*i).clone()));
                 }
-                Err(e) => return Err(classify("BatchGetImage", e)),
+                Err(e) => out.fail(chunk.iter().map(|i| Item::Image((*i).clone())), &classify("BatchGetImage", e)),
             }
         }
-        Ok(out)
+        out
     }
 }
 
 impl Verified {
+    fn fail(&mut self, items: impl IntoIterator<Item = Item>, error: &AwsError) {
+        for i in items {
+            self.failed.insert(i, error.clone());
+        }
+    }
+
+    /// The first failed lookup of `items`, if any.
+    pub fn failure<'a>(&'a self, items: impl IntoIterator<Item = &'a Item>) -> Option<&'a AwsError> {
+        items.into_iter().find_map(|i| self.failed.get(i))
+    }
+
     pub fn ssm_exists(&self, name_or_arn: &str) -> bool {
         self.existing_ssm.contains(&ssm_name(name_or_arn))
     }

@@ -20,7 +20,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 pub use cloudwatch::Datum;
-pub use lookups::{EcrImage, Verified, VerifyRequest};
+pub use lookups::{EcrImage, Item, Verified, VerifyRequest};
 
 /// The ECR image an image reference names, when it is in this region's ECR.
 pub fn lookups_image(image: &str, region: &str) -> Option<EcrImage> {
@@ -32,7 +32,7 @@ use crate::core::config::AwsConfig;
 
 /// An AWS failure, classified: the scheduler's retry decision and the metrics' `result`
 /// label come from the class.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AwsError {
     #[error("{operation}: throttled: {message}")]
     Throttled { operation: String, message: String },
@@ -40,6 +40,9 @@ pub enum AwsError {
     NotFound { operation: String, message: String },
     #[error("{operation}: access denied: {message}")]
     AccessDenied { operation: String, message: String },
+    /// No answer, a timeout or a 5xx: AWS (or the way to it) is not available.
+    #[error("{operation}: unavailable: {message}")]
+    Unavailable { operation: String, message: String },
     #[error("{operation}: {message}")]
     Other { operation: String, message: String },
 }
@@ -49,15 +52,21 @@ impl AwsError {
         matches!(self, AwsError::Throttled { .. })
     }
 
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, AwsError::Unavailable { .. })
+    }
+
     pub(crate) fn other(operation: &str, message: impl Into<String>) -> AwsError {
         AwsError::Other { operation: operation.into(), message: message.into() }
     }
 }
 
-pub(crate) fn classify<E, R>(operation: &str, err: SdkError<E, R>) -> AwsError
+pub(crate) fn classify<E>(
+    operation: &str,
+    err: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let code = err.code().unwrap_or_default().to_string();
     let message = match err.message() {
@@ -65,6 +74,9 @@ where
         None => aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
     };
     let operation = operation.to_string();
+    let server_error = err.raw_response().is_some_and(|r| r.status().is_server_error());
+    let unanswered =
+        matches!(err, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_));
     if stats::is_throttling_code(&code) {
         AwsError::Throttled { operation, message }
     } else if code.contains("NotFound") || code == "ResourceNotFoundException" || code == "ParameterNotFound" {
@@ -72,6 +84,8 @@ where
     } else if code.contains("AccessDenied") || code == "UnauthorizedOperation" || code == "UnrecognizedClientException"
     {
         AwsError::AccessDenied { operation, message }
+    } else if unanswered || server_error {
+        AwsError::Unavailable { operation, message }
     } else {
         AwsError::Other { operation, message }
     }

@@ -65,6 +65,24 @@ pub fn is_throttling_code(code: &str) -> bool {
     )
 }
 
+/// The error code of a failed answer, before the SDK parses it: the `X-Amzn-ErrorType`
+/// header or the JSON `__type` (`ns#Code` or `Code:url`), or the Query/XML `<Code>`.
+fn error_code(header: Option<&str>, body: &[u8]) -> Option<String> {
+    let trim = |c: &str| {
+        let c = c.split(':').next().unwrap_or(c);
+        c.rsplit('#').next().unwrap_or(c).trim().to_string()
+    };
+    if let Some(h) = header.filter(|h| !h.is_empty()) {
+        return Some(trim(h));
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]);
+    if let Some(rest) = text.split("\"__type\"").nth(1) {
+        return rest.split('"').nth(1).map(trim);
+    }
+    let code = text.split("<Code>").nth(1)?.split("</Code>").next()?;
+    Some(trim(code))
+}
+
 fn api_label(service: &str) -> String {
     match service {
         "ECS" => "ecs".into(),
@@ -97,14 +115,8 @@ impl Intercept for Counter {
             Some(resp) if resp.status().is_success() => "ok",
             Some(resp) => {
                 let body = resp.body().bytes().unwrap_or_default();
-                let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
-                let header = resp.headers().get("x-amzn-errortype").unwrap_or_default();
-                if resp.status().as_u16() == 429
-                    || text.contains("Throttl")
-                    || header.contains("Throttl")
-                    || text.contains("TooManyRequests")
-                    || text.contains("RequestLimitExceeded")
-                {
+                let code = error_code(resp.headers().get("x-amzn-errortype"), body);
+                if resp.status().as_u16() == 429 || code.as_deref().is_some_and(is_throttling_code) {
                     "throttled"
                 } else {
                     "error"
@@ -114,5 +126,24 @@ impl Intercept for Counter {
         };
         self.0.record(&api_label(meta.service()), meta.name(), result);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_come_from_the_header_json_or_xml() {
+        assert_eq!(
+            error_code(Some("ThrottlingException:http://internal"), b"").as_deref(),
+            Some("ThrottlingException")
+        );
+        let json = br#"{"__type":"com.amazonaws.ecs#ThrottlingException","message":"Rate exceeded"}"#;
+        assert_eq!(error_code(None, json).as_deref(), Some("ThrottlingException"));
+        let xml = b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code></Error></ErrorResponse>";
+        assert_eq!(error_code(None, xml).as_deref(), Some("Throttling"));
+        assert_eq!(error_code(None, b"oops"), None);
+        assert!(is_throttling_code("Throttling") && !is_throttling_code("AccessDeniedException"));
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::aws::{Aws, ClientOptions, RequestStats};
 use crate::cli::{ApplyArgs, ConvergeArgs, OutputFormat};
 use crate::commands::{Exit, load_config};
+use crate::engine::outcome::Verdict;
 use crate::engine::reconcile::{self, EnvInput, Mode, Outcome, ServiceReport};
 use crate::source::checkout::{local_checkout, remote_checkout};
 
@@ -20,32 +21,16 @@ struct Report<'a> {
     services: &'a [ServiceReport],
 }
 
-fn outcome_label(o: &Outcome) -> String {
-    match o {
-        Outcome::Synced => "Synced".into(),
-        Outcome::Applied => "Applied".into(),
-        Outcome::OutOfSync => "OutOfSync".into(),
-        Outcome::WaitingForImage(i) => format!("WaitingForImage ({i})"),
-        Outcome::Unmanaged(_) => "Unmanaged".into(),
-        Outcome::Failed(_) => "Failed".into(),
-        Outcome::Skipped(_) => "Skipped".into(),
-        Outcome::Held(_) => "Held".into(),
-        Outcome::Progressing => "Progressing".into(),
-    }
-}
-
 /// The human report: one block per service, drift as `~ path: live → desired`.
 pub fn render_text(env: &str, checkout_ref: &str, commit: &str, reports: &[ServiceReport], show_plan: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "environment {env} at {checkout_ref} ({})", &commit[..commit.len().min(12)]);
     for r in reports {
-        let _ = writeln!(out, "{:<24} {}", r.name, outcome_label(&r.outcome));
+        let _ = writeln!(out, "{:<24} {}", r.name, r.outcome.label());
         for c in &r.drift {
             let _ = writeln!(out, "    {c}");
         }
-        if let Outcome::Failed(reason) | Outcome::Unmanaged(reason) | Outcome::Skipped(reason) | Outcome::Held(reason) =
-            &r.outcome
-        {
+        if let Some(reason) = r.outcome.reason() {
             for line in reason.lines() {
                 let _ = writeln!(out, "    ! {line}");
             }
@@ -108,30 +93,11 @@ async fn run(args: &ConvergeArgs, mode: Mode) -> anyhow::Result<(Exit, Vec<Servi
     for (key, n) in aws.stats.snapshot() {
         tracing::debug!(api = %key.api, operation = %key.operation, result = key.result, count = n, "aws requests");
     }
-    let exit = match mode {
-        Mode::Diff => {
-            if reports.iter().any(|r| matches!(r.outcome, Outcome::Failed(_) | Outcome::Skipped(_))) {
-                Exit::Failed
-            } else if reports.iter().any(|r| r.outcome != Outcome::Synced) {
-                Exit::Drift
-            } else {
-                Exit::Ok
-            }
-        }
-        Mode::DryRun => {
-            if reports.iter().any(|r| matches!(r.outcome, Outcome::Failed(_))) {
-                Exit::Failed
-            } else {
-                Exit::Ok
-            }
-        }
-        Mode::Apply => {
-            if reports.iter().all(|r| matches!(r.outcome, Outcome::Synced | Outcome::Applied)) {
-                Exit::Ok
-            } else {
-                Exit::Failed
-            }
-        }
+    let verdict = reports.iter().map(|r| r.outcome.verdict(mode)).max().unwrap_or(Verdict::Ok);
+    let exit = match verdict {
+        Verdict::Ok => Exit::Ok,
+        Verdict::Drift => Exit::Drift,
+        Verdict::Failed => Exit::Failed,
     };
     Ok((exit, reports))
 }

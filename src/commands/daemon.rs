@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::DaemonArgs;
 use crate::commands::{Exit, load_config};
+use crate::engine::cloud::ConnectAws;
 use crate::engine::daemon::{Daemon, Shared, watch_config};
 use crate::server;
 
@@ -64,7 +65,7 @@ pub fn run(args: &DaemonArgs) -> anyhow::Result<Exit> {
             });
         }
 
-        Daemon { shared, cancel: cancel.clone(), reloads }.run().await?;
+        Daemon { shared, cancel: cancel.clone(), reloads, connect: ConnectAws }.run().await?;
         cancel.cancel();
         for s in servers {
             let _ = s.await;

@@ -222,12 +222,24 @@ pub struct Desired {
     pub scaling: Option<Scaling>,
 }
 
+/// The Application Auto Scaling resource id of an ECS service.
+pub fn scaling_resource_id(cluster: &str, service: &str) -> String {
+    format!("service/{cluster}/{service}")
+}
+
 pub mod tags {
     pub const MANAGED: &str = "berth:managed";
     pub const ENV: &str = "berth:env";
     pub const COMMIT: &str = "berth:commit";
     pub const SPEC_HASH: &str = "berth:spec-hash";
     pub const SERVICE: &str = "berth:service";
+    /// On a service: the spec hash whose rollout failed (held until git changes it).
+    pub const HELD: &str = "berth:held";
+
+    /// Tags that record berth's state of a service rather than what git says: never drift.
+    pub fn is_state(key: &str) -> bool {
+        key == HELD
+    }
 }
 
 impl Desired {

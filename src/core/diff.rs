@@ -194,7 +194,10 @@ pub fn task_definition_matches(live: &LiveTaskDefinition, desired: &TaskDefiniti
 }
 
 fn berth_tags(tags: &[Tag]) -> Value {
-    obj(tags.iter().filter(|t| t.key.starts_with("berth:")).map(|t| (t.key.clone(), json!(t.value))))
+    obj(tags
+        .iter()
+        .filter(|t| t.key.starts_with("berth:") && !super::desired::tags::is_state(&t.key))
+        .map(|t| (t.key.clone(), json!(t.value))))
 }
 
 /// The comparable service settings. Fields the live side does not report at all are

@@ -74,6 +74,8 @@ pub struct LiveState {
     pub scalable_target: Option<LiveScalableTarget>,
     /// The scaling policies on the service's resource id.
     pub policies: Vec<LivePolicy>,
+    /// The spec hash whose rollout failed, from the service's `berth:held` tag.
+    pub held: Option<String>,
 }
 
 impl LiveState {
@@ -86,6 +88,7 @@ impl LiveState {
             self.latest_revision.as_deref(),
             &self.scalable_target,
             &self.policies,
+            &self.held,
         );
         let digest = super::render::sha256_of_json(&fields);
         let mut out = [0; 16];

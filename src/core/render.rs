@@ -194,7 +194,7 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
         tags: Vec::new(),
     };
     let scaling = spec.autoscaling.as_ref().map(|a| {
-        let resource_id = format!("service/{}/{}", env.cluster, spec.name);
+        let resource_id = scaling_resource_id(&env.cluster, &spec.name);
         let (metric, short) = match a.resource {
             ScaleResource::Cpu => ("ECSServiceAverageCPUUtilization", "cpu"),
             ScaleResource::Memory => ("ECSServiceAverageMemoryUtilization", "memory"),

@@ -1,188 +1,237 @@
-//! Per-(environment, service) scheduling state: exponential backoff with jitter after
-//! failures (reset on success), and the failed-rollout hold. Pure: time is passed in.
+//! What the daemon keeps per (environment, service), in one map: the backoff after failed
+//! attempts, whether the service is settled at its spec, the rollout being watched, the
+//! error last logged. Pure: time and jitter are passed in.
+//!
+//! The hold of a failed rollout is not here: it is written on the ECS service
+//! (`berth:held`) and read back with the live state, so it survives a restart.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use backon::BackoffBuilder;
+use tokio::time::Instant;
 
-#[derive(Clone, Debug, Default)]
-struct KeyState {
-    failures: u32,
-    retry_at: Option<Instant>,
-    /// The spec hash whose rollout failed: not applied again until git changes it.
-    held_spec: Option<String>,
-}
+use tokio_util::sync::CancellationToken;
 
-/// The scheduler of one daemon; keys are (env, service).
+use super::outcome::{Hold, Outcome, retry_delay};
+use super::reconcile::ServiceReport;
+
+/// A rollout the daemon watches: its spec, and how to stop watching it when a newer apply
+/// of the service supersedes it.
 #[derive(Debug)]
-pub struct Scheduler {
-    keys: BTreeMap<(String, String), KeyState>,
-    min_delay: Duration,
-    max_delay: Duration,
+pub struct Watch {
+    pub id: u64,
+    pub spec_hash: String,
+    pub stop: CancellationToken,
 }
 
-impl Scheduler {
-    pub fn new(min_delay: Duration, max_delay: Duration) -> Scheduler {
-        Scheduler { keys: BTreeMap::new(), min_delay, max_delay }
+#[derive(Debug, Default)]
+pub struct ServiceState {
+    /// Failed attempts since the last success (or since git last changed the spec).
+    pub attempts: u32,
+    pub retry_at: Option<Instant>,
+    /// The spec hash of the last report.
+    pub spec_hash: Option<String>,
+    /// Last seen in sync (or applied) at `spec_hash`, with nothing attempted since.
+    pub settled: bool,
+    pub logged_error: Option<String>,
+    pub watch: Option<Watch>,
+}
+
+/// The daemon's services, by (env, service).
+#[derive(Debug, Default)]
+pub struct Services {
+    map: BTreeMap<(String, String), ServiceState>,
+}
+
+fn key(env: &str, service: &str) -> (String, String) {
+    (env.to_string(), service.to_string())
+}
+
+impl Services {
+    pub fn get(&self, env: &str, service: &str) -> Option<&ServiceState> {
+        self.map.get(&key(env, service))
     }
 
-    fn key(env: &str, service: &str) -> (String, String) {
-        (env.to_string(), service.to_string())
+    pub fn entry(&mut self, env: &str, service: &str) -> &mut ServiceState {
+        self.map.entry(key(env, service)).or_default()
     }
 
-    /// Whether `service` may be applied now with spec `hash`.
-    pub fn may_apply(&self, env: &str, service: &str, hash: &str, now: Instant) -> Result<(), String> {
-        let Some(k) = self.keys.get(&Self::key(env, service)) else { return Ok(()) };
-        if k.held_spec.as_deref() == Some(hash) {
-            return Err(format!(
-                "the rollout of spec {hash} failed; berth will not retry it until git changes the service"
-            ));
-        }
-        match k.retry_at {
-            Some(t) if t > now => Err(format!(
-                "backing off after {} failure(s); next attempt in {}s",
-                k.failures,
-                (t - now).as_secs().max(1)
-            )),
+    /// Whether `service` may be attempted now with spec `hash`: a spec other than the one
+    /// that failed always may (a fix in git is attempted at once).
+    pub fn gate(&self, env: &str, service: &str, hash: &str, now: Instant) -> Result<(), Hold> {
+        let Some(s) = self.get(env, service) else { return Ok(()) };
+        match s.retry_at {
+            Some(t) if t > now && s.spec_hash.as_deref() == Some(hash) => {
+                Err(Hold::Backoff { attempts: s.attempts, retry_in: t - now })
+            }
             _ => Ok(()),
         }
     }
 
-    pub fn is_held(&self, env: &str, service: &str, hash: Option<&str>) -> bool {
-        let held = self.keys.get(&Self::key(env, service)).and_then(|k| k.held_spec.as_deref());
-        held.is_some() && held == hash
-    }
-
-    /// The delay before attempt `failures + 1`: exponential from `min_delay`, capped at
-    /// `max_delay`, with jitter.
-    fn delay(&self, failures: u32) -> Duration {
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_jitter()
-            .without_max_times()
-            .build();
-        let mut d = self.min_delay;
-        for _ in 0..failures.max(1) {
-            d = backoff.next().unwrap_or(self.max_delay);
+    /// Folds one report in; returns the retry delay when a failed attempt scheduled one.
+    /// A report at a new spec hash starts the service's backoff afresh (git changed it).
+    pub fn record(&mut self, env: &str, r: &ServiceReport, now: Instant, jitter: f64) -> Option<Duration> {
+        let s = self.entry(env, &r.name);
+        if r.spec_hash.is_some() && s.spec_hash != r.spec_hash {
+            s.spec_hash = r.spec_hash.clone();
+            s.attempts = 0;
+            s.retry_at = None;
         }
-        d
-    }
-
-    pub fn record_success(&mut self, env: &str, service: &str) {
-        let k = self.keys.entry(Self::key(env, service)).or_default();
-        k.failures = 0;
-        k.retry_at = None;
-    }
-
-    pub fn record_failure(&mut self, env: &str, service: &str, now: Instant) -> Duration {
-        let failures = self.keys.get(&Self::key(env, service)).map_or(0, |k| k.failures) + 1;
-        let delay = self.delay(failures);
-        let k = self.keys.entry(Self::key(env, service)).or_default();
-        k.failures = failures;
-        k.retry_at = Some(now + delay);
-        delay
-    }
-
-    pub fn hold(&mut self, env: &str, service: &str, hash: &str) {
-        let k = self.keys.entry(Self::key(env, service)).or_default();
-        k.held_spec = Some(hash.to_string());
-        k.failures = 0;
-        k.retry_at = None;
-    }
-
-    /// Releases a hold when git has moved the service to another spec.
-    pub fn observe_spec(&mut self, env: &str, service: &str, hash: &str) {
-        if let Some(k) = self.keys.get_mut(&Self::key(env, service))
-            && k.held_spec.as_deref().is_some_and(|h| h != hash)
-        {
-            k.held_spec = None;
+        s.settled = matches!(r.outcome, Outcome::Synced | Outcome::Applied) && r.spec_hash.is_some();
+        match &r.outcome {
+            Outcome::Synced | Outcome::Applied | Outcome::Progressing => {
+                s.attempts = 0;
+                s.retry_at = None;
+                None
+            }
+            Outcome::Failed(f) if f.attempted() => {
+                s.attempts += 1;
+                let delay = retry_delay(f.class(), s.attempts, jitter);
+                s.retry_at = delay.map(|d| now + d);
+                delay
+            }
+            // Backoff: the retry time is still ahead.
+            Outcome::Held(Hold::Backoff { .. }) => None,
+            // Nothing was attempted (a read failed, a dependency did not converge, the image
+            // is missing, …): a retry that was due is used up, so the loop does not wake for
+            // it again; the attempt count stays.
+            _ => {
+                if s.retry_at.is_some_and(|t| t <= now) {
+                    s.retry_at = None;
+                }
+                None
+            }
         }
     }
 
-    /// A cycle looked at the service and did not attempt it (a dependency failed, its
-    /// image is missing, it is out of sync in a manual environment, …): a retry that was
-    /// due is used up, so the loop does not wake for it again. The failure count stays, so
-    /// the next failed attempt backs off further.
-    pub fn record_not_attempted(&mut self, env: &str, service: &str, now: Instant) {
-        if let Some(k) = self.keys.get_mut(&Self::key(env, service))
-            && k.retry_at.is_some_and(|t| t <= now)
-        {
-            k.retry_at = None;
+    /// Ends the backoff of the services that depend on `changed` (git changed a dependency:
+    /// they are attempted with it).
+    pub fn forgive_dependents(&mut self, env: &str, changed: &BTreeSet<String>, reports: &[ServiceReport]) {
+        for r in reports.iter().filter(|r| r.depends_on.iter().any(|d| changed.contains(d))) {
+            let s = self.entry(env, &r.name);
+            s.attempts = 0;
+            s.retry_at = None;
         }
     }
 
-    /// The earliest time a backed-off key may retry.
+    /// The earliest time a backed-off service may be attempted.
     pub fn next_retry(&self) -> Option<Instant> {
-        self.keys.values().filter_map(|k| k.retry_at).min()
+        self.map.values().filter_map(|s| s.retry_at).min()
     }
 
-    /// Forgets keys of services or environments that no longer exist.
+    /// The services whose retry is due, by environment.
+    pub fn due(&self, now: Instant) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for ((e, s), st) in &self.map {
+            if st.retry_at.is_some_and(|t| t <= now) {
+                out.entry(e.clone()).or_default().insert(s.clone());
+            }
+        }
+        out
+    }
+
+    /// The services of `env` settled at their spec hash (name → hash).
+    pub fn settled(&self, env: &str) -> BTreeMap<String, String> {
+        self.of(env).filter(|(_, s)| s.settled).filter_map(|(n, s)| Some((n.clone(), s.spec_hash.clone()?))).collect()
+    }
+
+    /// The services of `env` whose rollout is watched (name → spec hash).
+    pub fn watching(&self, env: &str) -> BTreeMap<String, String> {
+        self.of(env).filter_map(|(n, s)| Some((n.clone(), s.watch.as_ref()?.spec_hash.clone()))).collect()
+    }
+
+    fn of<'a>(&'a self, env: &'a str) -> impl Iterator<Item = (&'a String, &'a ServiceState)> + 'a {
+        self.map.iter().filter(move |((e, _), _)| e == env).map(|((_, n), s)| (n, s))
+    }
+
+    /// Whether any environment has had a full reconcile recorded (a push-scoped cycle needs one).
+    pub fn knows(&self, env: &str) -> bool {
+        self.of(env).next().is_some()
+    }
+
+    /// Forgets services or environments that no longer exist (stopping their watches).
     pub fn retain(&mut self, live: impl Fn(&str, &str) -> bool) {
-        self.keys.retain(|(e, s), _| live(e, s));
+        self.map.retain(|(e, s), st| {
+            let keep = live(e, s);
+            if let (false, Some(w)) = (keep, &st.watch) {
+                w.stop.cancel();
+            }
+            keep
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::AwsError;
+    use crate::engine::outcome::Failure;
+
+    fn report(name: &str, hash: &str, outcome: Outcome) -> ServiceReport {
+        let mut r = ServiceReport::new(name);
+        r.spec_hash = Some(hash.into());
+        r.outcome = outcome;
+        r
+    }
+
+    fn failed_write() -> Outcome {
+        let error = AwsError::Other { operation: "UpdateService".into(), message: "boom".into() };
+        Outcome::Failed(Failure::Aws { context: "applying", error, applying: true })
+    }
 
     #[test]
-    fn backoff_grows_with_jitter_and_resets_on_success() {
-        let mut s = Scheduler::new(Duration::from_secs(5), Duration::from_secs(300));
+    fn backoff_counts_attempts_and_a_new_spec_ends_it() {
+        let mut s = Services::default();
         let t0 = Instant::now();
-        let d1 = s.record_failure("pre", "web", t0);
-        assert!(d1 >= Duration::from_secs(5) && d1 <= Duration::from_secs(10), "{d1:?}");
-        assert!(s.may_apply("pre", "web", "h", t0).is_err());
-        assert!(s.may_apply("pre", "web", "h", t0 + d1 + Duration::from_millis(1)).is_ok());
-        let mut last = d1;
-        for _ in 0..3 {
-            let d = s.record_failure("pre", "web", t0);
-            assert!(d >= last.mul_f64(0.5), "{d:?} after {last:?}");
-            last = d;
-        }
-        assert!(last >= Duration::from_secs(40), "{last:?}");
-        for _ in 0..20 {
-            s.record_failure("pre", "web", t0);
-        }
-        assert!(s.record_failure("pre", "web", t0) <= Duration::from_secs(600));
-        s.record_success("pre", "web");
-        assert!(s.may_apply("pre", "web", "h", t0).is_ok());
-        // Other keys are independent.
-        s.record_failure("pre", "api", t0);
-        assert!(s.may_apply("prod", "api", "h", t0).is_ok());
+        let d1 = s.record("pre", &report("web", "a", failed_write()), t0, 0.0).unwrap();
+        assert_eq!(d1, Duration::from_secs(5));
+        assert!(matches!(s.gate("pre", "web", "a", t0), Err(Hold::Backoff { attempts: 1, .. })));
+        // A poll that attempts nothing (a read failed) does not grow the backoff.
+        let read = Outcome::Failed(Failure::Aws {
+            context: "reading live state",
+            error: AwsError::Unavailable { operation: "DescribeServices".into(), message: "down".into() },
+            applying: false,
+        });
+        s.record("pre", &report("web", "a", read), t0, 0.0);
+        assert_eq!(s.get("pre", "web").unwrap().attempts, 1);
+        let d2 = s.record("pre", &report("web", "a", failed_write()), t0 + d1, 0.0).unwrap();
+        assert_eq!(d2, Duration::from_secs(10));
+        // A fix in git (another spec hash) is attempted at once.
+        assert!(s.gate("pre", "web", "b", t0).is_ok());
+        s.record("pre", &report("web", "b", Outcome::Synced), t0, 0.0);
+        assert_eq!((s.get("pre", "web").unwrap().attempts, s.next_retry()), (0, None));
+        // Other services and environments are independent.
+        assert!(s.gate("prod", "web", "a", t0).is_ok());
     }
 
     #[test]
     fn a_due_retry_that_is_not_attempted_is_used_up() {
-        let mut s = Scheduler::new(Duration::from_secs(5), Duration::from_secs(300));
+        let mut s = Services::default();
         let t0 = Instant::now();
-        let d = s.record_failure("pre", "web", t0);
+        let d = s.record("pre", &report("web", "a", failed_write()), t0, 0.0).unwrap();
         let due = t0 + d;
-        // Not attempted before the retry is due: the retry stays.
-        s.record_not_attempted("pre", "web", t0);
+        assert_eq!(s.due(due).get("pre").map(|d| d.len()), Some(1));
+        // Considered before the retry was due: the retry stays.
+        s.record("pre", &report("web", "a", Outcome::Skipped("dependency".into())), t0, 0.0);
         assert_eq!(s.next_retry(), Some(due));
-        // Considered once it was due (skipped, waiting for an image): no retry left in the past.
-        s.record_not_attempted("pre", "web", due);
+        // Considered once due, and not attempted (waiting for an image): no retry left in the past.
+        s.record("pre", &report("web", "a", Outcome::WaitingForImage("i".into())), due, 0.0);
         assert_eq!(s.next_retry(), None);
-        assert!(s.may_apply("pre", "web", "h", due).is_ok());
-        // The failure count stays: the next failure backs off further.
-        assert!(s.record_failure("pre", "web", due) >= Duration::from_secs(5));
-        assert_eq!(s.keys[&Scheduler::key("pre", "web")].failures, 2);
+        assert!(s.gate("pre", "web", "a", due).is_ok());
+        assert_eq!(s.get("pre", "web").unwrap().attempts, 1, "the attempt count stays");
     }
 
     #[test]
-    fn a_failed_rollout_holds_its_spec_until_git_changes_it() {
-        let mut s = Scheduler::new(Duration::from_secs(5), Duration::from_secs(300));
-        let now = Instant::now();
-        s.hold("pre", "web", "aaa");
-        assert!(s.may_apply("pre", "web", "aaa", now + Duration::from_secs(3600)).is_err());
-        assert!(s.is_held("pre", "web", Some("aaa")));
-        s.observe_spec("pre", "web", "aaa");
-        assert!(s.may_apply("pre", "web", "aaa", now).is_err());
-        s.observe_spec("pre", "web", "bbb");
-        assert!(s.may_apply("pre", "web", "bbb", now).is_ok());
-        assert!(!s.is_held("pre", "web", Some("bbb")));
+    fn dependents_of_a_changed_service_are_forgiven_and_settled_services_listed() {
+        let mut s = Services::default();
+        let t0 = Instant::now();
+        let mut api = report("api", "x", failed_write());
+        api.depends_on = vec!["db".into()];
+        s.record("pre", &api, t0, 0.0);
+        s.record("pre", &report("db", "d", Outcome::Synced), t0, 0.0);
+        assert!(s.gate("pre", "api", "x", t0).is_err());
+        s.forgive_dependents("pre", &["db".to_string()].into(), &[api]);
+        assert!(s.gate("pre", "api", "x", t0).is_ok());
+        assert_eq!(s.settled("pre"), [("db".to_string(), "d".to_string())].into());
     }
 }

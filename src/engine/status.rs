@@ -109,50 +109,27 @@ impl Status {
     }
 }
 
-/// The status of a service from its latest report. `previous` keeps what a cycle that
-/// did not look at the service (none today) would leave.
-pub fn service_status(report: &ServiceReport, held: bool, now: f64, previous: Option<&ServiceStatus>) -> ServiceStatus {
+/// The status of a service from its latest report. `previous` keeps what a report that
+/// does not say (a commit, a task definition, the last sync) leaves as it was.
+pub fn service_status(report: &ServiceReport, now: f64, previous: Option<&ServiceStatus>) -> ServiceStatus {
+    let o = &report.outcome;
     // Drift that an apply healed is gone.
-    let drift: Vec<String> = match report.outcome {
-        Outcome::Applied | Outcome::Synced => Vec::new(),
+    let drift: Vec<String> = match o {
+        Outcome::Applied | Outcome::Synced | Outcome::Progressing => Vec::new(),
         _ => report.drift.iter().map(|c| c.path.clone()).collect(),
     };
     let missing = report.ownership == Some(crate::core::plan::Ownership::Missing);
-    let (sync, health, error) = match &report.outcome {
-        // A spec whose rollout failed is Degraded even where ECS left it running.
-        Outcome::Synced | Outcome::Applied if held => (
-            Sync::Synced,
-            Health::Degraded,
-            previous.and_then(|p| p.last_error.clone()).or_else(|| {
-                Some("the rollout of this spec failed; berth will not retry it until git changes the service".into())
-            }),
-        ),
-        Outcome::Synced | Outcome::Applied => (Sync::Synced, Health::Healthy, None),
-        Outcome::Progressing => (Sync::Synced, Health::Progressing, None),
-        Outcome::OutOfSync => (Sync::OutOfSync, if missing { Health::Missing } else { Health::Healthy }, None),
-        Outcome::WaitingForImage(image) => {
-            (Sync::OutOfSync, Health::Progressing, Some(format!("waiting for image {image}")))
-        }
-        Outcome::Skipped(reason) => (Sync::OutOfSync, Health::Progressing, Some(reason.clone())),
-        Outcome::Unmanaged(reason) => (Sync::OutOfSync, Health::Unmanaged, Some(reason.clone())),
-        Outcome::Held(reason) if held => (Sync::OutOfSync, Health::Degraded, Some(reason.clone())),
-        Outcome::Held(reason) => {
-            (Sync::OutOfSync, if missing { Health::Missing } else { Health::Progressing }, Some(reason.clone()))
-        }
-        Outcome::Failed(reason) if report.rollout_failed => (Sync::OutOfSync, Health::Degraded, Some(reason.clone())),
-        Outcome::Failed(reason) => {
-            (Sync::Unknown, if missing { Health::Missing } else { Health::Unknown }, Some(reason.clone()))
-        }
-    };
+    let held = report.held();
+    let sync = o.sync();
     let last_sync = if sync == Sync::Synced { Some(now) } else { previous.and_then(|p| p.last_sync) };
     ServiceStatus {
         name: report.name.clone(),
         sync,
-        health,
+        health: o.health(missing, held),
         commit: report.commit.clone().or_else(|| previous.and_then(|p| p.commit.clone())),
         task_definition: report.task_definition.clone().or_else(|| previous.and_then(|p| p.task_definition.clone())),
         drift,
-        last_error: error,
+        last_error: o.error_text(),
         spec_hash: report.spec_hash.clone(),
         last_sync,
         held,

@@ -73,10 +73,7 @@ pub fn local_checkout(dir: &Path, config: &Config, env: &EnvConfig) -> anyhow::R
 
 /// Resolves the environment's ref on `repo.url`, fetching into the work directory.
 pub fn remote_checkout(config: &Config, env: &EnvConfig) -> anyhow::Result<Checkout> {
-    let auth = git::Auth {
-        token: config.repo.token_env.as_ref().and_then(|v| std::env::var(v).ok()),
-        ssh_key: config.repo.ssh_key.as_ref().map(Into::into),
-    };
+    let auth = git::Auth::from_env(&config.repo);
     let mirror = git::Mirror::open(&config.repo.url, &Path::new(&config.repo.workdir).join("mirror.git"), auth)?;
     let refs = mirror.list_remote()?;
     let resolved = git::resolve(&refs, &env.source)?;

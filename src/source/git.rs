@@ -135,6 +135,16 @@ pub struct Auth {
     pub ssh_key: Option<std::path::PathBuf>,
 }
 
+impl Auth {
+    /// The credentials the repo config names, read from the environment (the edge).
+    pub fn from_env(repo: &crate::core::config::RepoConfig) -> Auth {
+        Auth {
+            token: repo.token_env.as_ref().and_then(|v| std::env::var(v).ok()),
+            ssh_key: repo.ssh_key.as_ref().map(Into::into),
+        }
+    }
+}
+
 /// An environment's ref, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {

@@ -4,6 +4,7 @@ mod aws_cli;
 mod cli;
 mod converge;
 mod daemon;
+mod engine;
 mod packaging;
 mod parse_props;
 mod render_snapshots;

@@ -148,7 +148,10 @@ impl Repo {
     }
 
     fn check_dependencies(&mut self) {
-        let known: BTreeSet<String> = self.services.iter().map(|s| s.name.clone()).collect();
+        // A service whose own files are broken is still known: its dependents are not at
+        // fault (the reconcile skips them, naming the broken dependency).
+        let known: BTreeSet<String> =
+            self.services.iter().map(|s| s.name.clone()).chain(self.broken.iter().map(|b| b.key.clone())).collect();
         let graph: BTreeMap<String, Vec<String>> =
             self.services.iter().map(|s| (s.name.clone(), base_deps(&s.spec, &s.name))).collect();
         let mut new_errors: Vec<(usize, Diagnostic)> = Vec::new();

@@ -1,0 +1,46 @@
+//! Why a plan cannot converge its service: each reason, and the text users see for it.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// One reason a service cannot be converged. A plan with a blocker has no actions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "blocker", rename_all = "snake_case")]
+pub enum Blocker {
+    /// A same-named service berth did not create, and the env config does not say `adopt: true`.
+    Unmanaged { service: String, cluster: String },
+    /// Fargate needs an execution role for awslogs, ECR and secrets: AWS would reject the revision.
+    NoExecutionRole,
+    /// The service must be created, and the environment defaults give no network settings.
+    NoNetworkSettings { service: String },
+    /// A live setting that ECS cannot change in place (`reason` names it).
+    NeedsReplacement { reason: String },
+    /// The rollout of this spec failed; it is not applied again until git changes the service.
+    Held { spec_hash: String },
+}
+
+impl fmt::Display for Blocker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Blocker::Unmanaged { service, cluster } => write!(
+                f,
+                "a service named `{service}` exists in cluster `{cluster}` without the tag berth:managed=true; berth leaves it alone (set `adopt: true` in the env config to take it over)"
+            ),
+            Blocker::NoExecutionRole => f.write_str(
+                "no execution role: set `execution_role` under environments.<env>.defaults in the agent config (Fargate needs it for awslogs, ECR and secrets)",
+            ),
+            Blocker::NoNetworkSettings { service } => write!(
+                f,
+                "service `{service}` does not exist and environment defaults give no network settings: set `subnets` and `security_groups` under environments.<env>.defaults in the agent config"
+            ),
+            Blocker::NeedsReplacement { reason } => {
+                write!(f, "needs replacement: {reason}; berth does not replace services (delete it, or rename the service)")
+            }
+            Blocker::Held { spec_hash } => write!(
+                f,
+                "the rollout of spec {spec_hash} failed; berth will not retry it until git changes the service"
+            ),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Planning: from desired and live state, the ordered actions that converge one service.
+//!
+//! [`plan`] runs one step per resource kind ([`task_definition`], [`service`], [`scaling`]),
+//! in the order their actions must run; each adds its actions and drift to the plan, or
+//! stops it with [`Blocker`]s. An action needing what an earlier one returns (the revision
+//! a registration creates) names that action by its [`ActionId`]; the executor keeps the
+//! returned values in [`Outputs`]. A new resource kind is a new step file and one line in
+//! [`plan`].
+//!
+//! The executor makes one attempt at the plan; retries are the scheduler's business.
+
+mod blocker;
+mod scaling;
+mod service;
+mod task_definition;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use blocker::Blocker;
+
+use super::desired::{Desired, ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition, tags};
+use super::diff::{Change, NormContext};
+use super::live::{LiveService, LiveState};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Ownership {
+    /// No such service yet: berth creates it.
+    Missing,
+    /// Tagged `berth:managed=true`.
+    Managed,
+    /// A same-named service berth did not create: left alone unless the env config says `adopt: true`.
+    Unmanaged,
+    /// Unmanaged, and taken over because of `adopt: true`.
+    Adopted,
+}
+
+/// An action's place in [`Plan::actions`]: how a later action names its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ActionId(pub usize);
+
+/// Which revision a service create or update points at.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Revision {
+    /// The ARN returned by the plan's RegisterTaskDefinition with this id.
+    Output(ActionId),
+    /// An existing revision with the desired content.
+    Existing(String),
+}
+
+/// What the actions of one plan returned so far, by id (a RegisterTaskDefinition returns
+/// its revision's ARN; the other actions return nothing a later one needs). The executor
+/// records each output as its action succeeds and resolves later actions' references here.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outputs(BTreeMap<ActionId, String>);
+
+impl Outputs {
+    pub fn record(&mut self, id: ActionId, output: String) {
+        self.0.insert(id, output);
+    }
+
+    pub fn get(&self, id: ActionId) -> Option<&str> {
+        self.0.get(&id).map(String::as_str)
+    }
+
+    /// The revision ARN `revision` stands for: `None` while the action it names has not
+    /// returned (never, when the actions run in order and stop at the first failure).
+    pub fn resolve<'a>(&'a self, revision: &'a Revision) -> Option<&'a str> {
+        match revision {
+            Revision::Existing(arn) => Some(arn),
+            Revision::Output(id) => self.get(*id),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "action")]
+pub enum Action {
+    RegisterTaskDefinition { task_definition: Arc<TaskDefinition> },
+    CreateService { settings: Arc<ServiceSettings>, revision: Revision, desired_count: i32 },
+    UpdateService { settings: Arc<ServiceSettings>, revision: Revision, set_desired_count: bool },
+    TagService { arn: String, tags: Vec<Tag> },
+    RegisterScalableTarget { target: ScalableTarget },
+    PutScalingPolicy { policy: ScalingPolicy },
+    DeleteScalingPolicy { policy_name: String, resource_id: String },
+    DeregisterScalableTarget { resource_id: String },
+}
+
+impl Action {
+    /// A one-line description for the plan printout.
+    pub fn summary(&self) -> String {
+        match self {
+            Action::RegisterTaskDefinition { task_definition } => {
+                format!("register task definition {} (new revision)", task_definition.family)
+            }
+            Action::CreateService { settings, desired_count, .. } => {
+                format!(
+                    "create service {} in cluster {} ({} tasks)",
+                    settings.service_name, settings.cluster, desired_count
+                )
+            }
+            Action::UpdateService { settings, revision, .. } => match revision {
+                Revision::Output(_) => format!("update service {} to the new revision", settings.service_name),
+                Revision::Existing(arn) => format!("update service {} ({arn})", settings.service_name),
+            },
+            Action::TagService { tags, .. } => {
+                format!(
+                    "tag service ({})",
+                    tags.iter().map(|t| format!("{}={}", t.key, t.value)).collect::<Vec<_>>().join(", ")
+                )
+            }
+            Action::RegisterScalableTarget { target } => {
+                format!(
+                    "register scalable target {} (min {}, max {})",
+                    target.resource_id, target.min_capacity, target.max_capacity
+                )
+            }
+            Action::PutScalingPolicy { policy } => format!("put scaling policy {}", policy.policy_name),
+            Action::DeleteScalingPolicy { policy_name, .. } => format!("delete scaling policy {policy_name}"),
+            Action::DeregisterScalableTarget { resource_id } => format!("deregister scalable target {resource_id}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    pub ownership: Ownership,
+    pub drift: Vec<Change>,
+    pub actions: Vec<Action>,
+    /// Why the service cannot be converged; when there are any, `actions` is empty.
+    pub blockers: Vec<Blocker>,
+}
+
+impl Plan {
+    pub fn in_sync(&self) -> bool {
+        self.drift.is_empty() && self.actions.is_empty() && self.blockers.is_empty()
+    }
+
+    /// The blockers' texts, joined by `; `.
+    pub fn blocker_text(&self) -> String {
+        self.blockers.iter().map(Blocker::to_string).collect::<Vec<_>>().join("; ")
+    }
+
+    /// The actions with their ids, in the order they run.
+    pub fn actions_with_ids(&self) -> impl Iterator<Item = (ActionId, &Action)> {
+        self.actions.iter().enumerate().map(|(i, a)| (ActionId(i), a))
+    }
+
+    /// The id of the plan's RegisterTaskDefinition, if it has one.
+    pub fn registration(&self) -> Option<ActionId> {
+        self.actions_with_ids().find(|(_, a)| matches!(a, Action::RegisterTaskDefinition { .. })).map(|(id, _)| id)
+    }
+
+    /// Appends `action`; its id is how later actions name its output.
+    fn push(&mut self, action: Action) -> ActionId {
+        self.actions.push(action);
+        ActionId(self.actions.len() - 1)
+    }
+}
+
+/// What every step reads.
+struct Input<'a> {
+    desired: &'a Desired,
+    live: &'a LiveState,
+    ctx: &'a NormContext,
+}
+
+impl Input<'_> {
+    /// The live service, unless there is none to converge (missing or INACTIVE).
+    fn service(&self) -> Option<&LiveService> {
+        self.live.service.as_ref().filter(|s| s.status != "INACTIVE")
+    }
+}
+
+/// A step's result: `Err` stops the plan, whose actions are then dropped.
+type Step<T = ()> = Result<T, Vec<Blocker>>;
+
+/// Plans one service. `adopt` is the env config's `adopt: true`.
+pub fn plan(desired: &Desired, live: &LiveState, adopt: bool, ctx: &NormContext) -> Plan {
+    let input = Input { desired, live, ctx };
+    let mut plan =
+        Plan { ownership: ownership(&input, adopt), drift: Vec::new(), actions: Vec::new(), blockers: Vec::new() };
+    if let Err(blockers) = do_plan(&mut plan, &input) {
+        plan.actions.clear();
+        plan.blockers = blockers;
+    }
+    plan
+}
+
+/// The steps, in the order their actions run.
+fn do_plan(plan: &mut Plan, input: &Input) -> Step {
+    if plan.ownership == Ownership::Unmanaged {
+        let service = &input.desired.service;
+        return Err(vec![Blocker::Unmanaged {
+            service: service.service_name.clone(),
+            cluster: service.cluster.clone(),
+        }]);
+    }
+    let revision = task_definition::step(plan, input)?;
+    service::step(plan, input, revision)?;
+    scaling::step(plan, input);
+    Ok(())
+}
+
+fn ownership(input: &Input, adopt: bool) -> Ownership {
+    match input.service() {
+        None => Ownership::Missing,
+        Some(s) if s.tag(tags::MANAGED) == Some("true") => Ownership::Managed,
+        Some(_) if adopt => Ownership::Adopted,
+        Some(_) => Ownership::Unmanaged,
+    }
+}

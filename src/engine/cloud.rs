@@ -1,0 +1,145 @@
+//! The engine's port to AWS: the calls a reconcile and the daemon make, in berth's own
+//! types. [`Aws`] is the implementation; tests drive the engine and the daemon loop
+//! in-process through another (with paused time), and moto judges the adapter.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::aws::{Aws, AwsError, Datum, Verified, VerifyRequest};
+use crate::core::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition};
+use crate::core::live::{LivePolicy, LiveScalableTarget, LiveService, LiveTaskDefinition};
+
+pub trait Cloud: Send + Sync + 'static {
+    /// The account id (from the config, else asked once).
+    fn account_id(&self) -> impl Future<Output = Result<String, AwsError>> + Send;
+    /// References and images (see [`Aws::verify`]); failures are per item.
+    fn verify(&self, req: &VerifyRequest, fresh: bool) -> impl Future<Output = Verified> + Send;
+    /// The named services of a cluster; a name not found is absent.
+    fn describe_services(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, LiveService>, AwsError>> + Send;
+    fn describe_scalable_targets(
+        &self,
+        resource_ids: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, LiveScalableTarget>, AwsError>> + Send;
+    fn describe_scaling_policies(
+        &self,
+        resource_ids: &BTreeSet<String>,
+    ) -> impl Future<Output = Result<BTreeMap<String, Vec<LivePolicy>>, AwsError>> + Send;
+    /// By ARN (cached) or by family (its newest ACTIVE revision); `None` when absent.
+    fn describe_task_definition(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Arc<LiveTaskDefinition>>, AwsError>> + Send;
+    fn register_task_definition(&self, td: &TaskDefinition) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn create_service(
+        &self,
+        s: &ServiceSettings,
+        revision: &str,
+        desired_count: i32,
+    ) -> impl Future<Output = Result<LiveService, AwsError>> + Send;
+    fn update_service(
+        &self,
+        s: &ServiceSettings,
+        revision: &str,
+        set_count: bool,
+    ) -> impl Future<Output = Result<LiveService, AwsError>> + Send;
+    fn tag_resource(&self, arn: &str, tags: &[Tag]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn untag_resource(&self, arn: &str, keys: &[&str]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn register_scalable_target(&self, t: &ScalableTarget) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn put_scaling_policy(&self, p: &ScalingPolicy) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn delete_scaling_policy(&self, name: &str, resource_id: &str)
+    -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn deregister_scalable_target(&self, resource_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn put_metric_data(&self, namespace: &str, data: &[Datum]) -> impl Future<Output = Result<usize, AwsError>> + Send;
+    /// Drops cached revisions no service used for `idle`.
+    fn forget_unused(&self, idle: std::time::Duration);
+}
+
+impl Cloud for Aws {
+    async fn account_id(&self) -> Result<String, AwsError> {
+        Aws::account_id(self).await
+    }
+    async fn verify(&self, req: &VerifyRequest, fresh: bool) -> Verified {
+        Aws::verify(self, req, fresh).await
+    }
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<BTreeMap<String, LiveService>, AwsError> {
+        Aws::describe_services(self, cluster, names).await
+    }
+    async fn describe_scalable_targets(
+        &self,
+        resource_ids: &[String],
+    ) -> Result<BTreeMap<String, LiveScalableTarget>, AwsError> {
+        Aws::describe_scalable_targets(self, resource_ids).await
+    }
+    async fn describe_scaling_policies(
+        &self,
+        resource_ids: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Vec<LivePolicy>>, AwsError> {
+        Aws::describe_scaling_policies(self, resource_ids).await
+    }
+    async fn describe_task_definition(&self, id: &str) -> Result<Option<Arc<LiveTaskDefinition>>, AwsError> {
+        Aws::describe_task_definition(self, id).await
+    }
+    async fn register_task_definition(&self, td: &TaskDefinition) -> Result<String, AwsError> {
+        Aws::register_task_definition(self, td).await
+    }
+    async fn create_service(&self, s: &ServiceSettings, revision: &str, count: i32) -> Result<LiveService, AwsError> {
+        Aws::create_service(self, s, revision, count).await
+    }
+    async fn update_service(&self, s: &ServiceSettings, revision: &str, set: bool) -> Result<LiveService, AwsError> {
+        Aws::update_service(self, s, revision, set).await
+    }
+    async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<(), AwsError> {
+        Aws::tag_resource(self, arn, tags).await
+    }
+    async fn untag_resource(&self, arn: &str, keys: &[&str]) -> Result<(), AwsError> {
+        Aws::untag_resource(self, arn, keys).await
+    }
+    async fn register_scalable_target(&self, t: &ScalableTarget) -> Result<(), AwsError> {
+        Aws::register_scalable_target(self, t).await
+    }
+    async fn put_scaling_policy(&self, p: &ScalingPolicy) -> Result<(), AwsError> {
+        Aws::put_scaling_policy(self, p).await
+    }
+    async fn delete_scaling_policy(&self, name: &str, resource_id: &str) -> Result<(), AwsError> {
+        Aws::delete_scaling_policy(self, name, resource_id).await
+    }
+    async fn deregister_scalable_target(&self, resource_id: &str) -> Result<(), AwsError> {
+        Aws::deregister_scalable_target(self, resource_id).await
+    }
+    async fn put_metric_data(&self, namespace: &str, data: &[Datum]) -> Result<usize, AwsError> {
+        Aws::put_metric_data(self, namespace, data).await
+    }
+    fn forget_unused(&self, idle: std::time::Duration) {
+        self.forget_task_definitions_unused_for(idle)
+    }
+}
+
+/// Makes the [`Cloud`] of a config (again when the config's AWS settings change).
+pub trait Connect: Send + Sync + 'static {
+    type Cloud: Cloud;
+    fn connect(
+        &self,
+        config: &crate::core::config::Config,
+        stats: Arc<crate::aws::RequestStats>,
+    ) -> impl Future<Output = Arc<Self::Cloud>> + Send;
+}
+
+/// The SDK clients, from the default credential chain.
+pub struct ConnectAws;
+
+impl Connect for ConnectAws {
+    type Cloud = Aws;
+    async fn connect(&self, config: &crate::core::config::Config, stats: Arc<crate::aws::RequestStats>) -> Arc<Aws> {
+        let options = crate::aws::ClientOptions { max_attempts: config.aws.max_attempts, ..Default::default() };
+        Arc::new(Aws::connect(&config.aws, &options, stats).await)
+    }
+}

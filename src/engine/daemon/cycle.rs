@@ -1,0 +1,269 @@
+//! One cycle of the daemon: poll git once, reconcile the due environments in parallel,
+//! and fold each environment's reports into the services' state, the status and the
+//! metrics.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use super::{Daemon, Due, LoopState};
+use crate::core::config::{Config, EnvConfig, SyncMode};
+use crate::engine::cloud::{Cloud, Connect};
+use crate::engine::metrics::labels;
+use crate::engine::outcome::cloudwatch_values;
+use crate::engine::reconcile::{self, EnvInput, Mode, Scope, ServiceReport};
+use crate::engine::status::{EnvStatus, ServiceStatus, service_status};
+use crate::source::checkout::Checkout;
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One environment's part of a cycle.
+struct Work {
+    env: EnvConfig,
+    checkout: Arc<Checkout>,
+    fetch_error: Option<String>,
+    due: Due,
+    settled: BTreeMap<String, String>,
+    watching: BTreeMap<String, String>,
+}
+
+impl<K: Connect> Daemon<K> {
+    /// One pass: poll git once, then reconcile the due environments in parallel.
+    pub(super) async fn cycle(&self, st: &mut LoopState<K::Cloud>, config: &Arc<Config>, due: &BTreeMap<String, Due>) {
+        let envs: Vec<EnvConfig> =
+            config.environments.values().filter(|e| due.contains_key(&e.name)).cloned().collect();
+        let work = self.poll(st, config, &envs, due).await;
+        for w in &work {
+            st.memos.entry(w.env.name.clone()).or_default();
+        }
+        let futures = work.into_iter().map(|w| {
+            let memo = st.memos.get(&w.env.name).cloned();
+            let (cloud, services, semaphore) = (st.cloud.clone(), st.services.clone(), st.semaphore.clone());
+            let (config, cancel) = (config.clone(), self.cancel.clone());
+            async move {
+                let started = Instant::now();
+                let env_name = w.env.name.clone();
+                let gate = move |service: &str, hash: &str| {
+                    services.lock().expect("services lock").gate(&env_name, service, hash, Instant::now())
+                };
+                let mode = if w.env.sync == SyncMode::Auto { Mode::Apply } else { Mode::Diff };
+                let scope = match &w.due {
+                    Due::All => Scope::All,
+                    Due::Changed => Scope::Changed(&w.settled),
+                    Due::Retry(names) => Scope::Only(names),
+                };
+                let input = EnvInput {
+                    gate: Some(&gate),
+                    semaphore: Some(semaphore),
+                    cancel,
+                    scope,
+                    memo: memo.as_deref(),
+                    detach_rollouts: true,
+                    watching: Some(&w.watching),
+                    ..EnvInput::new(&config, &w.env, &w.checkout, mode)
+                };
+                let reports = reconcile::reconcile_env(&*cloud, &input).await;
+                (w, reports, started.elapsed())
+            }
+        });
+        let mut data = Vec::new();
+        for (w, reports, took) in futures::future::join_all(futures).await {
+            let key = labels(&[("env", &w.env.name)]);
+            self.shared.metrics.reconcile_duration.get_or_create(&key).observe(took.as_secs_f64());
+            self.record(st, &w.env.name, &w.checkout, w.fetch_error, &reports, w.due != Due::All);
+            data.extend(self.cloudwatch_data(&w.env.name));
+        }
+        if let Some(namespace) = &config.cloudwatch_namespace
+            && !data.is_empty()
+            && let Err(e) = st.cloud.put_metric_data(namespace, &data).await
+        {
+            tracing::warn!(error = %e, "cannot publish to CloudWatch");
+        }
+    }
+
+    /// Polls git once for the due environments: each gets its checkout (the last good one
+    /// when the poll failed) or, without any, an error in its status.
+    async fn poll(
+        &self,
+        st: &LoopState<K::Cloud>,
+        config: &Arc<Config>,
+        envs: &[EnvConfig],
+        due: &BTreeMap<String, Due>,
+    ) -> Vec<Work> {
+        let (poller, cfg, envs_for_poll) = (st.poller.clone(), config.clone(), envs.to_vec());
+        let started = Instant::now();
+        let polled = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&_> = envs_for_poll.iter().collect();
+            poller.lock().expect("poller lock").poll(&cfg, &refs)
+        })
+        .await
+        .unwrap_or_default();
+        let fetch_secs = started.elapsed().as_secs_f64();
+        let services = st.services.lock().expect("services lock");
+        let mut work = Vec::new();
+        for env in envs {
+            let m = &self.shared.metrics;
+            m.git_fetch_duration.get_or_create(&labels(&[("env", &env.name)])).observe(fetch_secs);
+            let (checkout, error) = match polled.get(&env.name) {
+                Some(Ok(p)) => {
+                    m.git_fetch.get_or_create(&labels(&[("env", &env.name), ("result", "ok")])).inc();
+                    if p.changed {
+                        tracing::info!(env = %env.name, r#ref = %p.checkout.ref_name, commit = %p.checkout.commit, read_ms = p.read.as_millis() as u64, "new commit");
+                    }
+                    (Some(p.checkout.clone()), None)
+                }
+                Some(Err(e)) => {
+                    m.git_fetch.get_or_create(&labels(&[("env", &env.name), ("result", "error")])).inc();
+                    tracing::warn!(env = %env.name, error = %e, "git poll failed; keeping the last good commit");
+                    (st.poller.lock().expect("poller lock").last(&env.name), Some(e.clone()))
+                }
+                None => (None, Some("not polled".to_string())),
+            };
+            match checkout {
+                Some(checkout) => work.push(Work {
+                    env: env.clone(),
+                    checkout,
+                    fetch_error: error,
+                    due: due.get(&env.name).cloned().unwrap_or(Due::All),
+                    settled: services.settled(&env.name),
+                    watching: services.watching(&env.name),
+                }),
+                None => self.set_env_error(&env.name, error.unwrap_or_default()),
+            }
+        }
+        work
+    }
+
+    fn set_env_error(&self, env: &str, error: String) {
+        let mut status = self.shared.status.write().expect("status lock");
+        match status.environments.iter_mut().find(|e| e.name == env) {
+            Some(e) => e.last_fetch_error = Some(error),
+            None => status.environments.push(EnvStatus {
+                name: env.to_string(),
+                ref_name: None,
+                commit: None,
+                services: Vec::new(),
+                last_fetch_error: Some(error),
+                ready: false,
+            }),
+        }
+        status.environments.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Folds an environment's reports into the services' state, the logs, the counters and
+    /// the status. A `partial` cycle reported only some services: the others keep theirs.
+    fn record(
+        &self,
+        st: &mut LoopState<K::Cloud>,
+        env: &str,
+        checkout: &Checkout,
+        fetch_error: Option<String>,
+        reports: &[ServiceReport],
+        partial: bool,
+    ) {
+        self.record_services(st, env, reports);
+        for r in reports {
+            if let Some(watch) = &r.rollout {
+                self.watch(st, env, &r.name, watch.clone());
+            }
+        }
+        let ts = now_secs();
+        let mut status = self.shared.status.write().expect("status lock");
+        // The previous entries are moved out (not copied), each found once, and kept where
+        // nothing but the time of the last sync changed.
+        let mut previous: BTreeMap<String, ServiceStatus> = match status.environments.iter().position(|e| e.name == env)
+        {
+            Some(i) => status.environments.remove(i).services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            None => BTreeMap::new(),
+        };
+        let mut services: Vec<ServiceStatus> = reports
+            .iter()
+            .map(|r| {
+                let prev = previous.remove(&r.name);
+                let new = service_status(r, ts, prev.as_ref());
+                match prev {
+                    Some(mut p) => {
+                        p.last_sync = new.last_sync;
+                        if p == new { p } else { new }
+                    }
+                    None => new,
+                }
+            })
+            .collect();
+        if partial {
+            let deployed: BTreeSet<&str> =
+                checkout.repo.services.iter().filter(|d| d.envs.contains_key(env)).map(|d| d.name.as_str()).collect();
+            services.extend(previous.into_values().filter(|s| deployed.contains(s.name.as_str())));
+            services.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        st.services.lock().expect("services lock").retain(|e, s| e != env || names.contains(s));
+        let entry = EnvStatus {
+            name: env.to_string(),
+            ref_name: Some(checkout.ref_name.clone()),
+            commit: Some(checkout.commit.clone()),
+            services,
+            last_fetch_error: fetch_error,
+            ready: true,
+        };
+        status.environments.retain(|e| e.name != env);
+        status.environments.push(entry);
+        status.environments.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// The services' state, the error log (once per new error) and the counters.
+    fn record_services(&self, st: &mut LoopState<K::Cloud>, env: &str, reports: &[ServiceReport]) {
+        let now = Instant::now();
+        let mut services = st.services.lock().expect("services lock");
+        let mut changed = BTreeSet::new();
+        for r in reports {
+            let before = services.get(env, &r.name).and_then(|s| s.spec_hash.clone());
+            if r.spec_hash.is_some() && before.is_some() && before != r.spec_hash {
+                changed.insert(r.name.clone());
+            }
+            let delay = services.record(env, r, now, rand::random::<f64>());
+            let s = services.entry(env, &r.name);
+            match r.outcome.failure() {
+                Some(f) => {
+                    let text = f.to_string();
+                    if s.logged_error.as_deref() != Some(text.as_str()) {
+                        tracing::error!(env, service = %r.name, class = ?f.class(), retry_in = ?delay, error = %text, "service failed");
+                        s.logged_error = Some(text);
+                    }
+                }
+                None => s.logged_error = None,
+            }
+            for a in &r.applied {
+                tracing::info!(env, service = %r.name, action = %a, "applied");
+            }
+            let result = r.outcome.metric_result(!r.applied.is_empty());
+            let key = labels(&[("env", env), ("service", &r.name), ("result", result)]);
+            self.shared.metrics.reconcile.get_or_create(&key).inc();
+        }
+        if !changed.is_empty() {
+            services.forgive_dependents(env, &changed, reports);
+        }
+    }
+
+    /// The CloudWatch gauges of one environment, from its status.
+    fn cloudwatch_data(&self, env: &str) -> Vec<crate::aws::Datum> {
+        let status = self.shared.status.read().expect("status lock");
+        let Some(e) = status.environments.iter().find(|e| e.name == env) else { return Vec::new() };
+        let mut out = Vec::new();
+        for s in &e.services {
+            for (name, on) in cloudwatch_values(s.sync, s.health, s.last_error.is_some()) {
+                out.push(crate::aws::Datum {
+                    name,
+                    env: env.to_string(),
+                    service: s.name.clone(),
+                    value: f64::from(u8::from(on)),
+                });
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,253 @@
+//! The long-running agent: poll git, reconcile every environment, heal drift, serve
+//! status and metrics, take webhooks and config reloads, and shut down cleanly.
+//!
+//! One loop drives everything. It wakes on the poll timer, a due retry, a webhook, a
+//! config reload or the end of a watched rollout, and nothing else. Each cycle polls the
+//! repository once (one ref negotiation for all environments), then reconciles the due
+//! environments in parallel, each in its [`Scope`]: a timer poll looks at everything (drift
+//! included), a push at what it changed, a retry at the services that are due. Applies
+//! across environments share one concurrency bound; rollouts are watched beside the
+//! cycles ([`watch`]).
+
+mod cycle;
+mod process;
+mod watch;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub use process::{limit_malloc_arenas, watch_config};
+
+use super::cloud::{Cloud, Connect};
+use super::metrics::Metrics;
+use super::scheduler::Services;
+use super::status::Status;
+use crate::aws::RequestStats;
+use crate::core::config::Config;
+use crate::core::memo::Memo;
+use crate::source::checkout::Poller;
+use crate::source::git;
+
+/// How long in-flight work may take after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What the HTTP handlers share with the loop.
+pub struct Shared {
+    pub status: RwLock<Status>,
+    pub metrics: Metrics,
+    pub stats: Arc<RequestStats>,
+    pub config: RwLock<Arc<Config>>,
+    /// Environments a webhook (or the end of a rollout) asked to reconcile now.
+    pending: Mutex<BTreeSet<String>>,
+    wake: Notify,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>) -> Arc<Shared> {
+        Arc::new(Shared {
+            status: RwLock::new(Status::default()),
+            metrics: Metrics::default(),
+            stats: RequestStats::new(),
+            config: RwLock::new(config),
+            pending: Mutex::new(BTreeSet::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Marks environments as due now and wakes the loop.
+    pub fn trigger(&self, envs: impl IntoIterator<Item = String>) {
+        self.pending.lock().expect("pending lock").extend(envs);
+        self.wake.notify_one();
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("config lock").clone()
+    }
+
+    /// Every configured environment has finished its first full sync.
+    pub fn ready(&self) -> bool {
+        let status = self.status.read().expect("status lock");
+        let config = self.config();
+        config.environments.keys().all(|e| status.environments.iter().any(|s| &s.name == e && s.ready))
+    }
+
+    pub fn metrics_text(&self) -> String {
+        let status = self.status.read().expect("status lock").clone();
+        self.metrics.encode(&status, &self.stats)
+    }
+}
+
+/// The daemon; `K` makes its AWS clients (and makes them again when the config's AWS
+/// settings change).
+pub struct Daemon<K: Connect> {
+    pub shared: Arc<Shared>,
+    pub cancel: CancellationToken,
+    pub reloads: mpsc::Receiver<Arc<Config>>,
+    pub connect: K,
+}
+
+/// How much of an environment a cycle reconciles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Due {
+    /// Everything, drift included (the poll timer, a reload, the first cycle).
+    All,
+    /// What a push changed.
+    Changed,
+    /// The services whose retry is due (and their dependents).
+    Retry(BTreeSet<String>),
+}
+
+struct LoopState<C> {
+    cloud: Arc<C>,
+    poller: Arc<Mutex<Poller>>,
+    services: Arc<Mutex<Services>>,
+    semaphore: Arc<Semaphore>,
+    last_poll: Option<Instant>,
+    /// Per environment, the resolves, renders and plans of its last reconcile, reused for
+    /// the services whose inputs and live state did not change.
+    memos: BTreeMap<String, Arc<tokio::sync::Mutex<Memo>>>,
+    watch_ids: u64,
+    rollouts_done: mpsc::UnboundedSender<watch::RolloutDone>,
+}
+
+impl<K: Connect> Daemon<K> {
+    /// Runs until cancelled; then lets the cycle in flight finish within the grace period.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let config = self.shared.config();
+        let poller = Poller::open(&config, git::Auth::from_env(&config.repo))?;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let mut st = LoopState {
+            cloud: self.connect.connect(&config, self.shared.stats.clone()).await,
+            poller: Arc::new(Mutex::new(poller)),
+            services: Arc::new(Mutex::new(Services::default())),
+            semaphore: Arc::new(Semaphore::new(config.concurrency)),
+            last_poll: None,
+            memos: BTreeMap::new(),
+            watch_ids: 0,
+            rollouts_done: done_tx,
+        };
+        tracing::info!(repo = %config.repo.url, envs = ?config.environments.keys().collect::<Vec<_>>(), "berth daemon started");
+        loop {
+            let config = self.shared.config();
+            let now = Instant::now();
+            let next_poll = st.last_poll.map_or(now, |t| t + config.repo.poll_interval);
+            let retry = st.services.lock().expect("services lock").next_retry();
+            let wake_at = retry.map_or(next_poll, |r| r.min(next_poll)).max(now);
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                () = tokio::time::sleep_until(wake_at) => {}
+                () = self.shared.wake.notified() => {}
+                Some(new) = self.reloads.recv() => {
+                    self.apply_reload(&mut st, &config, new).await;
+                    continue;
+                }
+                Some(done) = done_rx.recv() => {
+                    self.rollout_done(&mut st, done);
+                    continue;
+                }
+            }
+            let config = self.shared.config();
+            let due = self.due(&mut st, &config, Instant::now());
+            if due.is_empty() {
+                continue;
+            }
+            let cycle = self.cycle(&mut st, &config, &due);
+            tokio::select! {
+                () = cycle => {}
+                () = async { self.cancel.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                    tracing::warn!("in-flight work did not finish within the shutdown grace period; abandoning it");
+                    break;
+                }
+            }
+            // Revisions unused for three poll intervals are ones no service runs now.
+            st.cloud.forget_unused(config.repo.poll_interval * 3 + Duration::from_secs(60));
+            process::release_freed_memory();
+            if self.cancel.is_cancelled() {
+                break;
+            }
+        }
+        tracing::info!("berth daemon stopped");
+        Ok(())
+    }
+
+    /// What is due now, per environment.
+    fn due(&self, st: &mut LoopState<K::Cloud>, config: &Config, now: Instant) -> BTreeMap<String, Due> {
+        let pushed: BTreeSet<String> = std::mem::take(&mut *self.shared.pending.lock().expect("pending lock"));
+        let mut due: BTreeMap<String, Due> = BTreeMap::new();
+        if st.last_poll.is_none_or(|t| now >= t + config.repo.poll_interval) {
+            st.last_poll = Some(now);
+            due.extend(config.environments.keys().map(|e| (e.clone(), Due::All)));
+            return due;
+        }
+        let services = st.services.lock().expect("services lock");
+        for env in pushed.into_iter().filter(|e| config.environments.contains_key(e)) {
+            // A push-scoped cycle needs a full one before it (what is settled).
+            let scope = if services.knows(&env) { Due::Changed } else { Due::All };
+            due.insert(env, scope);
+        }
+        for (env, names) in services.due(now) {
+            if !config.environments.contains_key(&env) {
+                continue;
+            }
+            match due.get(&env) {
+                None => {
+                    due.insert(env, Due::Retry(names));
+                }
+                Some(Due::Changed) => {
+                    due.insert(env, Due::All);
+                }
+                Some(_) => {}
+            }
+        }
+        due
+    }
+
+    async fn apply_reload(&self, st: &mut LoopState<K::Cloud>, old: &Config, new: Arc<Config>) {
+        if new.metrics_listen != old.metrics_listen || new.webhook != old.webhook {
+            tracing::warn!("listener addresses changed in the config: restart berth to apply them");
+        }
+        if new.aws != old.aws {
+            st.cloud = self.connect.connect(&new, self.shared.stats.clone()).await;
+        }
+        if new.repo != old.repo {
+            match Poller::open(&new, git::Auth::from_env(&new.repo)) {
+                Ok(p) => st.poller = Arc::new(Mutex::new(p)),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot open the repository of the new config; keeping the old one")
+                }
+            }
+        }
+        if new.concurrency != old.concurrency {
+            st.semaphore = Arc::new(Semaphore::new(new.concurrency));
+        }
+        {
+            let mut status = self.shared.status.write().expect("status lock");
+            status.environments.retain(|e| new.environments.contains_key(&e.name));
+        }
+        for gone in old.environments.keys().filter(|e| !new.environments.contains_key(*e)) {
+            st.poller.lock().expect("poller lock").forget(gone);
+        }
+        st.services.lock().expect("services lock").retain(|e, _| new.environments.contains_key(e));
+        st.memos.retain(|e, _| new.environments.contains_key(e));
+        *self.shared.config.write().expect("config lock") = new.clone();
+        tracing::info!(
+            poll_interval = %humantime::format_duration(new.repo.poll_interval),
+            envs = ?new.environments.keys().collect::<Vec<_>>(),
+            "configuration reloaded"
+        );
+        // New environments, and every one if the AWS settings changed, reconcile in full at
+        // once under the new config: the new settings may change any service.
+        let changed = |k: &String| new.aws != old.aws || old.environments.get(k) != new.environments.get(k);
+        let now_due: Vec<String> = new.environments.keys().filter(|k| changed(k)).cloned().collect();
+        if !now_due.is_empty() {
+            st.last_poll = None;
+            self.shared.wake.notify_one();
+        }
+    }
+}

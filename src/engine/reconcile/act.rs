@@ -1,0 +1,299 @@
+//! The act phase: one attempt at each plan, dependencies first, independent services in
+//! parallel; then the rollout wait (or its hand-off to the daemon).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use futures::StreamExt as _;
+use tokio::sync::Semaphore;
+
+use super::decide::desired;
+use super::table::{Stage, Table};
+use super::{EnvInput, Failure, Hold, Outcome, RolloutWatch};
+use crate::core::desired::{Desired, Tag, tags};
+use crate::core::plan::{Action, Outputs, Plan};
+use crate::core::rollout::{Rollout, rollout_state};
+use crate::engine::cloud::Cloud;
+
+/// Executes the table's plans with something to do, dependency layer by layer.
+pub async fn act<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_>) {
+    let semaphore =
+        input.semaphore.clone().unwrap_or_else(|| Arc::new(Semaphore::new(input.config.concurrency.max(1))));
+    for layer in dependency_layers(table) {
+        let runs: Vec<Run> = layer.iter().filter_map(|name| admit(table, name, input)).collect();
+        // Each apply's future (SDK calls, rollout wait) is a few KiB: at most `concurrency`
+        // of them exist at once (waiting for a permit of the semaphore the daemon shares
+        // across environments, or running), not one per service of a commit that changes
+        // a thousand.
+        let results: Vec<(String, Option<Execution>)> = futures::stream::iter(runs)
+            .map(|run| {
+                let (sem, cancel) = (semaphore.clone(), input.cancel.clone());
+                async move {
+                    let _permit = tokio::select! {
+                        permit = sem.acquire() => permit.expect("semaphore open"),
+                        () = cancel.cancelled() => return (run.name, None),
+                    };
+                    if cancel.is_cancelled() {
+                        return (run.name, None);
+                    }
+                    let ex = execute(cloud, input, &run).await;
+                    (run.name, Some(ex))
+                }
+            })
+            .buffer_unordered(input.config.concurrency.max(1))
+            .collect()
+            .await;
+        for (name, result) in results {
+            record(table, &name, result);
+        }
+    }
+}
+
+/// A plan about to be executed.
+struct Run {
+    name: String,
+    desired: Arc<Desired>,
+    plan: Plan,
+    spec_hash: String,
+    /// The live service carries a hold (of another spec): lifted once this one applies.
+    lift_hold: bool,
+}
+
+/// The run for `name`, if its plan has something to do and nothing stops it now (a
+/// dependency that did not converge, the gate); otherwise its outcome says why not.
+fn admit(table: &mut Table, name: &str, input: &EnvInput<'_>) -> Option<Run> {
+    let row = table.rows.get(name)?;
+    let Stage::Planned { spec, rendering, plan, .. } = &row.stage else { return None };
+    if plan.actions.is_empty() || !plan.blockers.is_empty() {
+        return None;
+    }
+    if let Some(reason) = waiting_on(table, &spec.depends_on) {
+        table.finish(name, Outcome::Skipped(reason));
+        return None;
+    }
+    if let Some(gate) = input.gate
+        && let Err(hold) = gate(name, &rendering.spec_hash)
+    {
+        table.finish(name, Outcome::Held(hold));
+        return None;
+    }
+    let row = table.rows.get_mut(name)?;
+    let Stage::Planned { rendering, plan, live_held, .. } = std::mem::take(&mut row.stage) else { return None };
+    row.stage = Stage::Done;
+    Some(Run {
+        name: name.to_string(),
+        desired: desired(&rendering).clone(),
+        spec_hash: rendering.spec_hash,
+        plan,
+        lift_hold: live_held,
+    })
+}
+
+/// Why the dependencies `deps` stop a dependent now, if they do: one did not converge
+/// (with its first diagnostic when its spec is invalid), or is still rolling out.
+fn waiting_on(table: &Table, deps: &[String]) -> Option<String> {
+    let failed: Vec<String> = deps
+        .iter()
+        .filter_map(|d| {
+            let r = table.report(d)?;
+            r.outcome.is_failure().then(|| match r.outcome.failure().and_then(Failure::first_diagnostic) {
+                Some(diag) => format!("{d} ({diag})"),
+                None => d.clone(),
+            })
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Some(format!("dependency {} did not converge", failed.join(", ")));
+    }
+    let rolling: Vec<&str> = deps
+        .iter()
+        .filter(|d| table.report(d).is_some_and(|r| r.outcome == Outcome::Progressing))
+        .map(String::as_str)
+        .collect();
+    (!rolling.is_empty()).then(|| format!("waiting for the rollout of {}", rolling.join(", ")))
+}
+
+fn record(table: &mut Table, name: &str, result: Option<Execution>) {
+    let Some(r) = table.rows.get_mut(name).map(|r| &mut r.report) else { return };
+    let Some(ex) = result else {
+        r.outcome = Outcome::Held(Hold::ShuttingDown);
+        return;
+    };
+    r.applied = ex.applied;
+    if let Some(td) = ex.task_definition {
+        r.task_definition = Some(td);
+    }
+    r.outcome = match ex.error {
+        Some(f) => Outcome::Failed(f),
+        None if ex.interrupted => Outcome::OutOfSync,
+        None if ex.rollout.is_some() => Outcome::Progressing,
+        None => Outcome::Applied,
+    };
+    r.rollout = ex.rollout;
+}
+
+#[derive(Default)]
+struct Execution {
+    interrupted: bool,
+    applied: Vec<String>,
+    task_definition: Option<String>,
+    error: Option<Failure>,
+    /// The rollout left to watch (detached).
+    rollout: Option<RolloutWatch>,
+}
+
+/// One attempt at a plan. Every step is idempotent against a re-plan: a revision
+/// registered before a failed update is found and reused next time.
+async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execution {
+    let mut ex = Execution::default();
+    let mut outputs = Outputs::default();
+    let mut registered: Option<String> = None;
+    let mut deployed: Option<String> = None;
+    let mut service_arn: Option<String> = None;
+    for (id, action) in run.plan.actions_with_ids() {
+        let result = match action {
+            Action::RegisterTaskDefinition { task_definition } => {
+                cloud.register_task_definition(task_definition).await.map(|arn| {
+                    outputs.record(id, arn.clone());
+                    registered = Some(arn.clone());
+                    format!("registered {arn}")
+                })
+            }
+            Action::CreateService { settings, revision, desired_count } => {
+                let arn = outputs.resolve(revision).unwrap_or_default().to_string();
+                cloud.create_service(settings, &arn, *desired_count).await.map(|live| {
+                    deployed = Some(arn.clone());
+                    service_arn = Some(live.arn);
+                    format!("created service {} ({arn})", settings.service_name)
+                })
+            }
+            Action::UpdateService { settings, revision, set_desired_count } => {
+                let arn = outputs.resolve(revision).unwrap_or_default().to_string();
+                cloud.update_service(settings, &arn, *set_desired_count).await.map(|before| {
+                    if before.settings.task_definition != arn || registered.is_some() {
+                        deployed = Some(arn.clone());
+                    }
+                    service_arn = Some(before.arn);
+                    format!("updated service {} ({arn})", settings.service_name)
+                })
+            }
+            Action::TagService { arn, tags } => {
+                service_arn.get_or_insert_with(|| arn.clone());
+                cloud.tag_resource(arn, tags).await.map(|_| "tagged service".to_string())
+            }
+            Action::RegisterScalableTarget { target } => cloud.register_scalable_target(target).await.map(|_| {
+                format!("registered scalable target (min {}, max {})", target.min_capacity, target.max_capacity)
+            }),
+            Action::PutScalingPolicy { policy } => {
+                cloud.put_scaling_policy(policy).await.map(|_| format!("put scaling policy {}", policy.policy_name))
+            }
+            Action::DeleteScalingPolicy { policy_name, resource_id } => cloud
+                .delete_scaling_policy(policy_name, resource_id)
+                .await
+                .map(|_| format!("deleted scaling policy {policy_name}")),
+            Action::DeregisterScalableTarget { resource_id } => {
+                cloud.deregister_scalable_target(resource_id).await.map(|_| "deregistered scalable target".to_string())
+            }
+        };
+        match result {
+            Ok(done) => ex.applied.push(done),
+            Err(error) => {
+                ex.error = Some(Failure::Aws { context: "applying", error, applying: true });
+                return ex;
+            }
+        }
+    }
+    ex.task_definition = deployed.clone().or(registered);
+    if let (true, Some(arn)) = (run.lift_hold, &service_arn) {
+        // Another spec than the held one is applied: the hold is over.
+        match cloud.untag_resource(arn, &[tags::HELD]).await {
+            Ok(()) => ex.applied.push("lifted the hold of a failed rollout".to_string()),
+            Err(e) => tracing::warn!(service = %run.name, error = %e, "cannot remove the berth:held tag"),
+        }
+    }
+    let env = input.env;
+    if let (Some(revision), true) = (deployed, env.rollout_wait) {
+        let watch = RolloutWatch {
+            cluster: run.desired.service.cluster.clone(),
+            service: run.desired.service.service_name.clone(),
+            service_arn: service_arn.unwrap_or_default(),
+            revision,
+            spec_hash: run.spec_hash.clone(),
+            timeout: env.rollout_timeout,
+            poll: env.rollout_poll,
+        };
+        if input.detach_rollouts {
+            ex.rollout = Some(watch);
+            return ex;
+        }
+        tokio::select! {
+            result = watch.wait(cloud) => match result {
+                Ok(()) => ex.applied.push("rollout completed".to_string()),
+                Err(reason) => ex.error = Some(Failure::Rollout(reason)),
+            },
+            () = input.cancel.cancelled() => {
+                ex.interrupted = true;
+                ex.applied.push("stopped waiting for the rollout (shutting down)".to_string());
+            }
+        }
+    }
+    ex
+}
+
+/// Writes the hold of a failed rollout on the service, where every berth process (a
+/// restarted one, another replica) reads it back with the service's tags.
+pub async fn write_hold<C: Cloud>(cloud: &C, service_arn: &str, spec_hash: &str) {
+    if service_arn.is_empty() {
+        return;
+    }
+    let tag = Tag { key: tags::HELD.to_string(), value: spec_hash.to_string() };
+    if let Err(e) = cloud.tag_resource(service_arn, &[tag]).await {
+        tracing::warn!(service = %service_arn, error = %e, "cannot write the hold of a failed rollout (berth:held)");
+    }
+}
+
+pub async fn wait_for_rollout<C: Cloud>(cloud: &C, watch: &RolloutWatch) -> Result<(), String> {
+    let start = Instant::now();
+    let (service, timeout) = (&watch.service, watch.timeout);
+    loop {
+        let services =
+            cloud.describe_services(&watch.cluster, std::slice::from_ref(service)).await.map_err(|e| e.to_string())?;
+        let Some(live) = services.get(service) else {
+            return Err(format!("service {service} disappeared"));
+        };
+        match rollout_state(live, &watch.revision) {
+            Rollout::Done => return Ok(()),
+            Rollout::Failed(reason) => return Err(reason),
+            Rollout::InProgress => {}
+        }
+        if start.elapsed() >= timeout {
+            return Err(format!("the deployment did not finish within {}", humantime::format_duration(timeout)));
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        tokio::time::sleep(watch.poll.min(left).max(Duration::from_millis(50))).await;
+    }
+}
+
+/// The planned services grouped so that each group's dependencies are in earlier groups.
+fn dependency_layers(table: &Table) -> Vec<Vec<String>> {
+    let planned: BTreeSet<&String> = table.rows.iter().filter(|(_, r)| r.stage.is_planned()).map(|(n, _)| n).collect();
+    let deps = |n: &String| table.rows[n].report.depends_on.clone();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut left: BTreeSet<String> = planned.iter().map(|n| (*n).clone()).collect();
+    let mut layers = Vec::new();
+    while !left.is_empty() {
+        let ready: Vec<String> =
+            left.iter().filter(|n| deps(n).iter().all(|d| done.contains(d) || !planned.contains(d))).cloned().collect();
+        // Cycles are rejected by validation; never spin on one anyway.
+        let ready = if ready.is_empty() { left.iter().cloned().collect() } else { ready };
+        for n in &ready {
+            left.remove(n);
+            done.insert(n.clone());
+        }
+        layers.push(ready);
+    }
+    layers
+}

@@ -1,0 +1,219 @@
+//! The collect phase: what the decisions need from AWS, read in batches. Every lookup
+//! answers per item: a failed batch fails the services in it, and no other.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::decide::{Decider, desired};
+use super::table::{Stage, Table};
+use super::{Failure, Outcome, Scope};
+use crate::aws::{AwsError, Verified, VerifyRequest, concurrently};
+use crate::core::desired::tags;
+use crate::core::live::{LivePolicy, LiveState};
+use crate::core::plan::Action;
+use crate::engine::cloud::Cloud;
+
+/// Services read and planned per batch. A multiple of the DescribeServices (10) and
+/// DescribeScalableTargets (50) batches, so a steady poll (every service exists) takes as
+/// many requests as reading all at once (services that do not exist yet can cost one
+/// DescribeScalableTargets more per batch, never more than ⌈N/50⌉ in all); small enough
+/// that a poll of 1,000 services never holds every live state (and the SDK answers they
+/// come from) at once.
+const LIVE_BATCH: usize = 100;
+
+/// DescribeServices takes ten names; DescribeScalableTargets pages of 50.
+const SERVICES_BATCH: usize = 10;
+const TARGETS_BATCH: usize = 50;
+
+/// Verifies the references and images of every resolved service, in batches across all
+/// of them; what was found before comes from the cache.
+pub async fn verify<C: Cloud>(cloud: &C, table: &mut Table, decider: &Decider<'_>) -> Verified {
+    let mut req = VerifyRequest::default();
+    for row in table.rows.values() {
+        if let Some(spec) = row.stage.spec() {
+            decider.verify_request(spec, &mut req);
+        }
+    }
+    cloud.verify(&req, false).await
+}
+
+/// Before applying, asks AWS afresh about the references of the services that will change
+/// (the poll may have answered from the cache). Image tags are not asked again: once
+/// pushed, a tag is there.
+pub async fn verify_changing<C: Cloud>(cloud: &C, table: &mut Table, decider: &Decider<'_>) {
+    let changing: Vec<String> = table
+        .rows
+        .iter()
+        .filter(|(_, r)| matches!(&r.stage, Stage::Planned { plan, .. } if !plan.actions.is_empty() && plan.blockers.is_empty()))
+        .map(|(n, _)| n.clone())
+        .collect();
+    if changing.is_empty() {
+        return;
+    }
+    let mut req = VerifyRequest::default();
+    for name in &changing {
+        if let Some(spec) = table.rows[name].stage.spec() {
+            decider.verify_request(spec, &mut req);
+        }
+    }
+    req.images.clear();
+    let fresh = cloud.verify(&req, true).await;
+    for name in changing {
+        let Some(spec) = table.rows[&name].stage.spec().cloned() else { continue };
+        if let Some(f) = decider.reference_failure(&spec, &fresh) {
+            table.finish(&name, Outcome::Failed(f));
+        }
+    }
+}
+
+/// Reads the live state of the rendered services and plans each, a batch at a time: only
+/// the states of services whose plan registers a revision outlive their batch.
+pub async fn read_and_plan<C: Cloud>(cloud: &C, table: &mut Table, decider: &mut Decider<'_>, cluster: &str) {
+    let names = table.at(Stage::is_rendered);
+    let mut reader = LiveReader::new(cloud, cluster, &names);
+    for batch in names.chunks(LIVE_BATCH) {
+        for (name, state) in reader.read(batch).await {
+            match state {
+                Ok(state) => decider.plan(table, &name, state),
+                Err(error) => {
+                    let failure = Failure::Aws { context: "reading live state", error, applying: false };
+                    table.finish(&name, Outcome::Failed(failure));
+                }
+            }
+        }
+    }
+}
+
+/// Before registering, looks for a revision with this content already (one registered by
+/// an attempt whose service update then failed): the families' newest revisions, a few
+/// lookups in flight at once. Services a push changed after they settled have none.
+pub async fn latest_revisions<C: Cloud>(cloud: &C, table: &mut Table, decider: &mut Decider<'_>, scope: Scope<'_>) {
+    let families: Vec<(String, String)> = table
+        .rows
+        .iter()
+        .filter_map(|(name, r)| match &r.stage {
+            Stage::Planned { rendering, plan, state: Some(_), .. }
+                if plan.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. })) =>
+            {
+                Some((name.clone(), desired(rendering).task_definition.family.clone()))
+            }
+            _ => None,
+        })
+        .filter(|(name, _)| !matches!(scope, Scope::Changed(settled) if settled.contains_key(name)))
+        .collect();
+    let latest = concurrently(families.into_iter().map(|(name, family)| async move {
+        let answer = cloud.describe_task_definition(&family).await;
+        (name, answer)
+    }))
+    .await;
+    for (name, answer) in latest {
+        match answer {
+            Ok(latest) => decider.replan(table, &name, latest),
+            Err(error) => {
+                let failure = Failure::Aws { context: "reading live state", error, applying: false };
+                table.finish(&name, Outcome::Failed(failure));
+            }
+        }
+    }
+}
+
+/// Reads the live state of an environment's services, a batch at a time.
+struct LiveReader<'a, C> {
+    cloud: &'a C,
+    cluster: &'a str,
+    /// The resource ids of every service to be read.
+    resource_ids: BTreeSet<String>,
+    /// The environment's scaling policies by resource id: read (one listing of the
+    /// namespace) when a batch first has a service that exists.
+    policies: Option<Result<BTreeMap<String, Vec<LivePolicy>>, AwsError>>,
+}
+
+type Answers = Vec<(String, Result<LiveState, AwsError>)>;
+
+impl<'a, C: Cloud> LiveReader<'a, C> {
+    fn new(cloud: &'a C, cluster: &'a str, names: &[String]) -> Self {
+        let resource_ids = names.iter().map(|n| crate::core::desired::scaling_resource_id(cluster, n)).collect();
+        LiveReader { cloud, cluster, resource_ids, policies: None }
+    }
+
+    /// The live state of each of `names`, or the error of the lookup that failed for it.
+    async fn read(&mut self, names: &[String]) -> Answers {
+        let (cloud, cluster) = (self.cloud, self.cluster);
+        let rid = |n: &str| crate::core::desired::scaling_resource_id(cluster, n);
+        let mut failed: BTreeMap<String, AwsError> = BTreeMap::new();
+        let mut services = BTreeMap::new();
+        let chunks = names.chunks(SERVICES_BATCH).map(<[String]>::to_vec).map(|c| async move {
+            let answer = cloud.describe_services(cluster, &c).await;
+            (c, answer)
+        });
+        for (chunk, answer) in concurrently(chunks).await {
+            match answer {
+                Ok(found) => services.extend(found.into_iter().filter(|(_, s)| s.status != "INACTIVE")),
+                Err(e) => failed.extend(chunk.iter().map(|n| (n.clone(), e.clone()))),
+            }
+        }
+        let existing: Vec<String> =
+            names.iter().filter(|n| services.contains_key(n.as_str())).map(|n| rid(n)).collect();
+        let mut targets = BTreeMap::new();
+        for chunk in existing.chunks(TARGETS_BATCH) {
+            match cloud.describe_scalable_targets(chunk).await {
+                Ok(t) => targets.extend(t),
+                Err(e) => {
+                    failed.extend(chunk.iter().map(|r| (r.rsplit('/').next().unwrap_or(r).to_string(), e.clone())))
+                }
+            }
+        }
+        if !existing.is_empty() && self.policies.is_none() {
+            self.policies = Some(cloud.describe_scaling_policies(&self.resource_ids).await);
+        }
+        // The services' current task definitions (cached by ARN: only new ones are asked).
+        let arns: BTreeSet<String> = services
+            .values()
+            .filter(|s| !s.settings.task_definition.is_empty())
+            .map(|s| s.settings.task_definition.clone())
+            .collect();
+        let answers = concurrently(
+            arns.into_iter().map(|arn| async move { (arn.clone(), cloud.describe_task_definition(&arn).await) }),
+        )
+        .await;
+        let task_definitions: BTreeMap<String, _> = answers.into_iter().collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(e) = failed.remove(name) {
+                out.push((name.clone(), Err(e)));
+                continue;
+            }
+            let Some(service) = services.remove(name.as_str()) else {
+                out.push((name.clone(), Ok(LiveState::default())));
+                continue;
+            };
+            let policies = match self.policies.as_mut() {
+                Some(Ok(p)) => p.remove(&rid(name)).unwrap_or_default(),
+                Some(Err(e)) => {
+                    out.push((name.clone(), Err(e.clone())));
+                    continue;
+                }
+                None => Vec::new(),
+            };
+            let task_definition = match task_definitions.get(&service.settings.task_definition) {
+                Some(Ok(td)) => td.clone(),
+                Some(Err(e)) => {
+                    out.push((name.clone(), Err(e.clone())));
+                    continue;
+                }
+                None => None,
+            };
+            let held = service.tag(tags::HELD).map(str::to_string);
+            let scalable_target = targets.remove(&rid(name));
+            let state = LiveState {
+                service: Some(service),
+                task_definition,
+                latest_revision: None,
+                scalable_target,
+                policies,
+                held,
+            };
+            out.push((name.clone(), Ok(state)));
+        }
+        out
+    }
+}

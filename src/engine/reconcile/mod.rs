@@ -1,0 +1,238 @@
+//! Reconciling one environment: collect → decide → act over one table with a row per
+//! service ([`Table`]), each row at its [`Stage`].
+//!
+//! - [`collect`]: the I/O that gathers inputs: verify references and images, read live
+//!   state in batches, the families' newest revisions. Lookups fail per item: an error on
+//!   one service's secret or batch fails that service only.
+//! - [`decide`]: pure: resolve, render and plan (through the memo when the daemon has one),
+//!   and the outcome of each plan. The daemon, the CLI, the bench and the property test
+//!   all call it.
+//! - [`act`]: execute the plans once, dependencies first, and (unless detached) wait for the
+//!   rollouts. Retries are the scheduler's business.
+
+mod act;
+mod collect;
+mod decide;
+mod table;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+pub use decide::Decider;
+pub use table::{Row, Stage, Table};
+
+use super::cloud::Cloud;
+pub use super::outcome::{Failure, Hold, Outcome};
+use crate::core::config::{Config, EnvConfig};
+use crate::core::diag::Diagnostic;
+use crate::core::diff::Change;
+use crate::core::memo::Memo;
+use crate::core::plan::Ownership;
+use crate::core::spec::Repo;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Report drift only.
+    Diff,
+    /// Plan, print, change nothing.
+    DryRun,
+    /// Converge.
+    Apply,
+}
+
+/// Which services of the environment a reconcile looks at.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Scope<'a> {
+    #[default]
+    All,
+    /// A cycle a push started: a service that still renders to the spec hash it was last
+    /// seen in sync with (name → hash) is left out: no live read, no report. The next full
+    /// reconcile checks it for drift. A settled service the push changed has no half-applied
+    /// attempt to recover from and runs its family's newest revision, so its new revision
+    /// is registered without first looking that up.
+    Changed(&'a BTreeMap<String, String>),
+    /// A retry: only these services (and the services that depend on them).
+    Only(&'a BTreeSet<String>),
+}
+
+/// Whether (service, spec hash) may be applied now; `Err` says why not.
+pub type Gate<'a> = &'a (dyn Fn(&str, &str) -> Result<(), Hold> + Sync);
+
+/// What a reconcile of one environment is given.
+pub struct EnvInput<'a> {
+    pub config: &'a Config,
+    pub env: &'a EnvConfig,
+    pub repo: &'a Repo,
+    /// Each service folder's commit (the newest that changed it).
+    pub commits: &'a BTreeMap<String, String>,
+    /// `X.Y.Z` in tag environments.
+    pub version: Option<&'a str>,
+    /// Limit to one service.
+    pub only: Option<&'a str>,
+    pub mode: Mode,
+    pub scope: Scope<'a>,
+    /// Decides, per service and spec hash, whether an apply may be attempted now (the
+    /// daemon's backoff); `None` always allows.
+    pub gate: Option<Gate<'a>>,
+    /// Bounds concurrent service applies (shared across environments by the daemon).
+    pub semaphore: Option<Arc<Semaphore>>,
+    /// Cancelled on shutdown: queued applies stop, rollout waits stop (without a verdict).
+    pub cancel: tokio_util::sync::CancellationToken,
+    /// Resolves, renders and plans kept from this environment's last reconcile (the
+    /// daemon's); `None` computes everything afresh.
+    pub memo: Option<&'a tokio::sync::Mutex<Memo>>,
+    /// Hand rollout waits back instead of waiting (the daemon watches them beside its
+    /// cycles, so a slow rollout delays no other service): an applied service's report
+    /// carries a [`RolloutWatch`] and the outcome [`Outcome::Progressing`].
+    pub detach_rollouts: bool,
+    /// The services (name → spec hash) whose rollout the daemon is watching: one still in
+    /// sync with that spec is `Progressing`, and its dependents wait for it.
+    pub watching: Option<&'a BTreeMap<String, String>>,
+}
+
+impl<'a> EnvInput<'a> {
+    /// Every service of `checkout` in `env`, ungated, with its own concurrency bound.
+    pub fn new(
+        config: &'a Config,
+        env: &'a EnvConfig,
+        checkout: &'a crate::source::checkout::Checkout,
+        mode: Mode,
+    ) -> Self {
+        EnvInput {
+            config,
+            env,
+            repo: &checkout.repo,
+            commits: &checkout.commits,
+            version: checkout.version.as_deref(),
+            only: None,
+            mode,
+            scope: Scope::All,
+            gate: None,
+            semaphore: None,
+            cancel: tokio_util::sync::CancellationToken::new(),
+            memo: None,
+            detach_rollouts: false,
+            watching: None,
+        }
+    }
+}
+
+/// The result for one service.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceReport {
+    pub name: String,
+    pub outcome: Outcome,
+    pub commit: Option<String>,
+    pub spec_hash: Option<String>,
+    pub drift: Vec<Change>,
+    /// The plan's actions, as one-line summaries.
+    pub plan: Vec<String>,
+    /// What was done (apply mode).
+    pub applied: Vec<String>,
+    pub task_definition: Option<String>,
+    pub ownership: Option<Ownership>,
+    /// The services it depends on (from its spec, when it resolved).
+    #[serde(skip)]
+    pub depends_on: Vec<String>,
+    /// The rollout to watch, when the input detached rollout waits.
+    #[serde(skip)]
+    pub rollout: Option<RolloutWatch>,
+    #[serde(skip)]
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl ServiceReport {
+    pub fn new(name: &str) -> ServiceReport {
+        ServiceReport {
+            name: name.to_string(),
+            outcome: Outcome::Synced,
+            commit: None,
+            spec_hash: None,
+            drift: Vec::new(),
+            plan: Vec::new(),
+            applied: Vec::new(),
+            task_definition: None,
+            ownership: None,
+            depends_on: Vec::new(),
+            rollout: None,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// Whether a failed rollout holds the spec git wants.
+    pub fn held(&self) -> bool {
+        matches!(self.outcome, Outcome::Held(Hold::RolloutFailed { .. }))
+    }
+}
+
+/// A rollout an apply started and did not wait for.
+#[derive(Clone, Debug)]
+pub struct RolloutWatch {
+    pub cluster: String,
+    pub service: String,
+    /// The service's ARN (where a failed rollout's hold is written).
+    pub service_arn: String,
+    /// The task definition ARN being rolled out.
+    pub revision: String,
+    pub spec_hash: String,
+    pub timeout: Duration,
+    pub poll: Duration,
+}
+
+impl RolloutWatch {
+    /// Waits until the rollout completes (`Ok`) or fails or times out (`Err`, the reason).
+    /// A failure is written on the service as its hold (`berth:held`), so that no berth
+    /// process applies this spec again until git changes it.
+    pub async fn wait<C: Cloud>(&self, cloud: &C) -> Result<(), String> {
+        let result = act::wait_for_rollout(cloud, self).await;
+        if result.is_err() {
+            act::write_hold(cloud, &self.service_arn, &self.spec_hash).await;
+        }
+        result
+    }
+}
+
+/// Reconciles every service of one environment (or `only` one).
+pub async fn reconcile_env<C: Cloud>(cloud: &C, input: &EnvInput<'_>) -> Vec<ServiceReport> {
+    let env = input.env;
+    let mut memo = match input.memo {
+        Some(m) => Some(m.lock().await),
+        None => None,
+    };
+    let account = match cloud.account_id().await {
+        Ok(a) => a,
+        Err(e) => {
+            let failure = Failure::Aws { context: "cannot tell the AWS account", error: e, applying: false };
+            return Table::failing(input.repo, &env.name, input.only, failure).into_reports();
+        }
+    };
+    let mut aws_config = input.config.aws.clone();
+    aws_config.account_id = Some(account);
+    let mut decider = Decider::new(memo.as_deref_mut(), env, aws_config, input.commits, input.version);
+
+    // Collect and decide, phase by phase, over one table.
+    let mut table = decider.resolve(input.repo, input.only, input.scope);
+    let verified = collect::verify(cloud, &mut table, &decider).await;
+    decider.begin(&verified);
+    decider.render(&mut table, &verified, input.scope);
+    collect::read_and_plan(cloud, &mut table, &mut decider, &env.cluster).await;
+    collect::latest_revisions(cloud, &mut table, &mut decider, input.scope).await;
+    decider.conclude(&mut table, input.watching);
+    if input.mode == Mode::Apply {
+        collect::verify_changing(cloud, &mut table, &decider).await;
+    }
+    let reused = decider.reused;
+    drop(decider);
+    drop(memo);
+    if input.memo.is_some() {
+        tracing::debug!(env = %env.name, resolves = reused.resolves, renders = reused.renders, plans = reused.plans, "reused from the last reconcile");
+    }
+    if input.mode == Mode::Apply {
+        act::act(cloud, &mut table, input).await;
+    }
+    table.into_reports()
+}

@@ -1,0 +1,209 @@
+//! The daemon loop in-process, on paused time, over the in-memory port
+//! ([`crate::support::cloud`]) and a real git repository: what the scheduler does when
+//! writes fail, images are missing and rollouts hang, counted in cycles, not seconds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth::core::config::Config;
+use berth::engine::daemon::{Daemon, Shared};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::cloud::{ConnectFake, FakeCloud};
+use crate::support::fixture;
+use crate::support::world::git;
+
+const POLL: Duration = Duration::from_secs(30);
+
+struct Harness {
+    shared: Arc<Shared>,
+    cloud: Arc<FakeCloud>,
+    cancel: CancellationToken,
+    repo: std::path::PathBuf,
+    origin: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// The fixture monorepo on `develop`, and a daemon for `pre` polling it every 30 s; the
+    /// test runs `body` beside the daemon (on the test's one thread).
+    async fn run<F: std::future::Future<Output = ()>>(rollout: &str, body: impl FnOnce(Arc<Harness>) -> F) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("monorepo");
+        copy(&fixture("monorepo"), &repo);
+        git(&repo, &["init", "-q", "-b", "develop"]);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "services"]);
+        let origin = dir.path().join("origin.git");
+        git(dir.path(), &["clone", "-q", "--bare", &repo.to_string_lossy(), &origin.to_string_lossy()]);
+        git(&repo, &["remote", "add", "origin", &origin.to_string_lossy()]);
+        let text = format!(
+            "repo:\n  url: file://{}\n  workdir: {}\n  poll_interval: 30s\naws:\n  region: us-east-1\n  account_id: \"123456789012\"\n  registry: 123456789012.dkr.ecr.us-east-1.amazonaws.com\nenvironments:\n  pre:\n    source: {{branch: develop}}\n    cluster: pre\n    rollout: {rollout}\n    defaults:\n      execution_role: arn:aws:iam::123456789012:role/ecs-execution-{{env}}\n      subnets: [subnet-1]\n      security_groups: [sg-1]\nconcurrency: 4\n",
+            origin.display(),
+            dir.path().join("work").display()
+        );
+        let config = Config::parse("berth.yaml", &text).expect("a valid config");
+        let shared = Shared::new(Arc::new(config));
+        let cloud = Arc::new(FakeCloud::default());
+        let cancel = CancellationToken::new();
+        let (_tx, reloads) = tokio::sync::mpsc::channel::<Arc<Config>>(1);
+        let daemon =
+            Daemon { shared: shared.clone(), cancel: cancel.clone(), reloads, connect: ConnectFake(cloud.clone()) };
+        let h = Arc::new(Harness { shared, cloud, cancel, repo, origin, _dir: dir });
+        let test = async {
+            h.wait("first sync", |h| h.shared.ready()).await;
+            body(h.clone()).await;
+        };
+        tokio::select! {
+            result = daemon.run() => panic!("the daemon stopped: {result:?}"),
+            () = test => {}
+        }
+        drop(_tx);
+    }
+
+    /// Cycles completed (`berth_reconcile_duration_seconds_count{env="pre"}`).
+    fn cycles(&self) -> u64 {
+        let text = self.shared.metrics_text();
+        let line = text.lines().find(|l| l.starts_with("berth_reconcile_duration_seconds_count{env=\"pre\"}"));
+        line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
+    }
+
+    fn service(&self, name: &str) -> Value {
+        let status = serde_json::to_value(&*self.shared.status.read().unwrap()).unwrap();
+        let pre = status["environments"].as_array().unwrap().iter().find(|e| e["name"] == "pre").cloned();
+        let services = pre.map(|e| e["services"].clone()).unwrap_or_default();
+        services.as_array().and_then(|s| s.iter().find(|x| x["name"] == name).cloned()).unwrap_or_default()
+    }
+
+    /// Waits (in virtual time, up to ten poll intervals) until `cond` holds.
+    async fn wait(&self, what: &str, cond: impl Fn(&Harness) -> bool) -> Duration {
+        let start = tokio::time::Instant::now();
+        while !cond(self) {
+            assert!(start.elapsed() < POLL * 10, "timed out waiting for {what}: {:#}", self.service(""));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        start.elapsed()
+    }
+
+    /// Waits for `n` more completed cycles.
+    async fn cycles_more(&self, n: u64) {
+        let target = self.cycles() + n;
+        self.wait("more cycles", |h| h.cycles() >= target).await;
+    }
+
+    /// Commits an edit and pushes it, then tells the daemon (as a webhook would).
+    fn push(&self, rel: &str, edit: impl FnOnce(String) -> String) -> String {
+        let path = self.repo.join(rel);
+        std::fs::write(&path, edit(std::fs::read_to_string(&path).unwrap())).unwrap();
+        git(&self.repo, &["commit", "-q", "-am", "edit"]);
+        git(&self.repo, &["push", "-q", "--force", "origin", "develop"]);
+        let _ = &self.origin;
+        self.shared.trigger(["pre".to_string()]);
+        git(&self.repo, &["rev-parse", "HEAD"])
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn copy(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn synced_at(h: &Harness, name: &str, commit: &str) -> bool {
+    let s = h.service(name);
+    s["sync"] == "Synced" && s["commit"] == commit
+}
+
+/// (a) A service whose update failed backs off; a fix in git is attempted in the very next
+/// cycle, and so is the dependent that was skipped because of it.
+#[tokio::test(start_paused = true)]
+async fn a_fix_in_git_ends_the_backoff_at_once_dependents_included() {
+    Harness::run("{wait: false}", |h| async move {
+        h.cloud.state.lock().unwrap().failing.insert("bpg".into());
+        // klausapproves depends on bpg: both change.
+        h.push("services/bpg/deploy/pre/config.yaml", |t| t.replace("debug", "warn"));
+        let broken = h.push("services/klausapproves/deploy/service.yaml", |t| t.replace("target: 70", "target: 60"));
+        h.wait("bpg fails", |h| h.service("bpg")["last_error"].as_str().is_some_and(|e| e.contains("injected 503")))
+            .await;
+        h.wait("klausapproves skipped", |h| {
+            h.service("klausapproves")["last_error"].as_str().is_some_and(|e| e.contains("dependency bpg"))
+        })
+        .await;
+        assert!(!synced_at(&h, "klausapproves", &broken));
+        // The fix: AWS accepts the write again and git changes bpg.
+        h.cloud.state.lock().unwrap().failing.clear();
+        let fixed = h.push("services/bpg/deploy/pre/config.yaml", |t| t.replace("warn", "info"));
+        let before = h.cycles();
+        let took = h
+            .wait("both applied", |h| synced_at(h, "bpg", &fixed) && h.service("klausapproves")["sync"] == "Synced")
+            .await;
+        assert!(h.cycles() <= before + 1, "took {} cycles", h.cycles() - before);
+        assert!(took < Duration::from_secs(5), "the fix waited {took:?} (the backoff was at least 5 s)");
+    })
+    .await;
+}
+
+/// (a2) With one service waiting for its image after a failure, ten poll intervals make at
+/// most ten cycles plus the one retry its failure scheduled.
+#[tokio::test(start_paused = true)]
+async fn a_service_waiting_for_its_image_costs_no_extra_cycles() {
+    Harness::run("{wait: false}", |h| async move {
+        h.cloud.state.lock().unwrap().failing.insert("ledger".into());
+        h.push("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"));
+        h.wait("ledger fails", |h| h.service("ledger")["last_error"].as_str().is_some_and(|e| e.contains("503"))).await;
+        {
+            let mut s = h.cloud.state.lock().unwrap();
+            s.failing.clear();
+            s.missing_images.insert("ledger".into());
+        }
+        h.push("services/ledger/deploy/service.yaml", |t| t.replace("count: 2", "count: 3"));
+        h.wait("ledger waits", |h| h.service("ledger")["last_error"].as_str().is_some_and(|e| e.contains("waiting")))
+            .await;
+        let before = h.cycles();
+        tokio::time::sleep(POLL * 10).await;
+        let ran = h.cycles() - before;
+        assert!((9..=11).contains(&ran), "{ran} cycles in ten poll intervals");
+        assert!(h.cloud.calls("Verify") < 40, "{} verifications", h.cloud.calls("Verify"));
+    })
+    .await;
+}
+
+/// (a3) A rollout that never finishes does not delay the heal of another service's console
+/// edit: the next poll heals it, while the stuck one stays Progressing and is not applied
+/// again.
+#[tokio::test(start_paused = true)]
+async fn a_stuck_rollout_does_not_delay_a_heal_elsewhere() {
+    Harness::run("{wait: true, timeout: 10m, poll: 5s}", |h| async move {
+        h.cloud.state.lock().unwrap().stuck.insert("ledger".into());
+        h.push("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"));
+        h.wait("ledger rolling out", |h| h.service("ledger")["health"] == "Progressing").await;
+        let updates = h.cloud.calls("UpdateService");
+        h.cloud.set_desired_count("notifier", 7);
+        let took = h.wait("notifier healed", |h| h.cloud.desired_count("notifier") == Some(1)).await;
+        assert!(took <= POLL + Duration::from_secs(1), "healed after {took:?}");
+        assert_eq!(h.cloud.calls("UpdateService"), updates + 1, "only the heal was written");
+        h.cycles_more(2).await;
+        eprintln!(
+            "cycles {} describe {} verify {}",
+            h.cycles(),
+            h.cloud.calls("DescribeServices"),
+            h.cloud.calls("Verify")
+        );
+        assert_eq!(h.service("ledger")["health"], "Progressing");
+        assert_eq!(h.cloud.calls("UpdateService"), updates + 1, "the stuck rollout was not applied again");
+    })
+    .await;
+}

@@ -1,0 +1,258 @@
+//! An in-memory implementation of the engine's port ([`berth::engine::cloud::Cloud`]),
+//! in berth's own types, for testing the engine and the daemon loop in-process with
+//! paused time. It is not a model of AWS (moto is that, and judges the adapters end to
+//! end): it keeps what was written and answers with it, and lets a test make writes fail,
+//! images go missing and rollouts hang.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use berth::aws::{AwsError, Datum, RequestStats, Verified, VerifyRequest};
+use berth::core::config::Config;
+use berth::core::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition};
+use berth::core::live::{Deployment, LivePolicy, LiveScalableTarget, LiveService, LiveTaskDefinition};
+use berth::engine::cloud::{Cloud, Connect};
+
+pub const ACCOUNT: &str = "123456789012";
+
+#[derive(Default)]
+pub struct State {
+    pub services: BTreeMap<String, LiveService>,
+    revisions: BTreeMap<String, Arc<LiveTaskDefinition>>,
+    families: BTreeMap<String, u32>,
+    targets: BTreeMap<String, LiveScalableTarget>,
+    policies: BTreeMap<String, Vec<LivePolicy>>,
+    /// Writes to these services (or their families) fail with a 503.
+    pub failing: BTreeSet<String>,
+    /// The images of these repositories are not in the registry.
+    pub missing_images: BTreeSet<String>,
+    /// Rollouts of these services never finish.
+    pub stuck: BTreeSet<String>,
+    pub counts: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Default)]
+pub struct FakeCloud {
+    pub state: Mutex<State>,
+}
+
+fn unavailable(op: &str) -> AwsError {
+    AwsError::Unavailable { operation: op.into(), message: "injected 503".into() }
+}
+
+impl FakeCloud {
+    fn count(&self, op: &'static str) {
+        *self.state.lock().unwrap().counts.entry(op).or_default() += 1;
+    }
+
+    pub fn calls(&self, op: &str) -> u64 {
+        self.state.lock().unwrap().counts.get(op).copied().unwrap_or(0)
+    }
+
+    fn fails(&self, op: &str, name: &str) -> Result<(), AwsError> {
+        if self.state.lock().unwrap().failing.contains(name) { Err(unavailable(op)) } else { Ok(()) }
+    }
+
+    /// The task definition a service runs, as the console would see it.
+    pub fn running(&self, service: &str) -> Option<Arc<LiveTaskDefinition>> {
+        let s = self.state.lock().unwrap();
+        let svc = s.services.values().find(|x| x.settings.service_name == service)?;
+        s.revisions.get(&svc.settings.task_definition).cloned()
+    }
+
+    /// A console edit: the service's desired count.
+    pub fn set_desired_count(&self, service: &str, count: i32) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(svc) = s.services.values_mut().find(|x| x.settings.service_name == service) {
+            svc.settings.desired_count = Some(count);
+        }
+    }
+
+    pub fn desired_count(&self, service: &str) -> Option<i32> {
+        let s = self.state.lock().unwrap();
+        s.services.values().find(|x| x.settings.service_name == service)?.settings.desired_count
+    }
+}
+
+impl Cloud for FakeCloud {
+    async fn account_id(&self) -> Result<String, AwsError> {
+        Ok(ACCOUNT.into())
+    }
+
+    async fn verify(&self, req: &VerifyRequest, _fresh: bool) -> Verified {
+        self.count("Verify");
+        let s = self.state.lock().unwrap();
+        let mut v = Verified::default();
+        v.existing_ssm = req.ssm_secrets.clone();
+        v.ssm_values = req.ssm_variables.iter().map(|n| (n.clone(), format!("value of {n}"))).collect();
+        v.secret_arns = req
+            .secret_ids
+            .iter()
+            .map(|id| (id.clone(), format!("arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{id}-AbCdEf")))
+            .collect();
+        v.missing_images = req.images.iter().filter(|i| s.missing_images.contains(&i.repository)).cloned().collect();
+        v
+    }
+
+    async fn describe_services(
+        &self,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<BTreeMap<String, LiveService>, AwsError> {
+        self.count("DescribeServices");
+        let s = self.state.lock().unwrap();
+        let mut out = BTreeMap::new();
+        for n in names {
+            if let Some(svc) = s.services.get(&format!("{cluster}/{n}")) {
+                let mut svc = svc.clone();
+                let state = if s.stuck.contains(n) { "IN_PROGRESS" } else { "COMPLETED" };
+                svc.deployments = vec![Deployment {
+                    id: "ecs-svc/1".into(),
+                    status: "PRIMARY".into(),
+                    task_definition: svc.settings.task_definition.clone(),
+                    rollout_state: Some(state.into()),
+                    ..Deployment::default()
+                }];
+                out.insert(n.clone(), svc);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn describe_scalable_targets(
+        &self,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, LiveScalableTarget>, AwsError> {
+        self.count("DescribeScalableTargets");
+        let s = self.state.lock().unwrap();
+        Ok(ids.iter().filter_map(|i| Some((i.clone(), s.targets.get(i)?.clone()))).collect())
+    }
+
+    async fn describe_scaling_policies(
+        &self,
+        ids: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Vec<LivePolicy>>, AwsError> {
+        self.count("DescribeScalingPolicies");
+        let s = self.state.lock().unwrap();
+        Ok(s.policies.iter().filter(|(k, _)| ids.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    async fn describe_task_definition(&self, id: &str) -> Result<Option<Arc<LiveTaskDefinition>>, AwsError> {
+        self.count("DescribeTaskDefinition");
+        let s = self.state.lock().unwrap();
+        if id.starts_with("arn:") {
+            return Ok(s.revisions.get(id).cloned());
+        }
+        let newest = s.families.get(id).map(|n| format!("arn:aws:ecs:us-east-1:{ACCOUNT}:task-definition/{id}:{n}"));
+        Ok(newest.and_then(|arn| s.revisions.get(&arn).cloned()))
+    }
+
+    async fn register_task_definition(&self, td: &TaskDefinition) -> Result<String, AwsError> {
+        self.count("RegisterTaskDefinition");
+        let mut s = self.state.lock().unwrap();
+        let n = s.families.entry(td.family.clone()).or_default();
+        *n += 1;
+        let arn = format!("arn:aws:ecs:us-east-1:{ACCOUNT}:task-definition/{}:{n}", td.family);
+        let live = LiveTaskDefinition { arn: arn.clone(), definition: td.clone(), extras: Vec::new() };
+        s.revisions.insert(arn.clone(), Arc::new(live));
+        Ok(arn)
+    }
+
+    async fn create_service(&self, st: &ServiceSettings, revision: &str, count: i32) -> Result<LiveService, AwsError> {
+        self.count("CreateService");
+        self.fails("CreateService", &st.service_name)?;
+        let mut settings = st.clone();
+        settings.task_definition = revision.into();
+        settings.desired_count = Some(count);
+        let arn = format!("arn:aws:ecs:us-east-1:{ACCOUNT}:service/{}/{}", st.cluster, st.service_name);
+        let svc = LiveService { arn, status: "ACTIVE".into(), settings, ..LiveService::default() };
+        self.state.lock().unwrap().services.insert(format!("{}/{}", st.cluster, st.service_name), svc.clone());
+        Ok(svc)
+    }
+
+    async fn update_service(&self, st: &ServiceSettings, revision: &str, set: bool) -> Result<LiveService, AwsError> {
+        self.count("UpdateService");
+        self.fails("UpdateService", &st.service_name)?;
+        let mut s = self.state.lock().unwrap();
+        let svc = s.services.get_mut(&format!("{}/{}", st.cluster, st.service_name)).ok_or_else(|| {
+            AwsError::NotFound { operation: "UpdateService".into(), message: "ServiceNotFoundException".into() }
+        })?;
+        let before = svc.clone();
+        let (tags, count) = (svc.settings.tags.clone(), svc.settings.desired_count);
+        svc.settings = st.clone();
+        svc.settings.tags = tags;
+        svc.settings.task_definition = revision.into();
+        svc.settings.desired_count = if set { st.desired_count } else { count };
+        Ok(before)
+    }
+
+    async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<(), AwsError> {
+        self.count("TagResource");
+        let mut s = self.state.lock().unwrap();
+        if let Some(svc) = s.services.values_mut().find(|x| x.arn == arn) {
+            for t in tags {
+                svc.settings.tags.retain(|x| x.key != t.key);
+                svc.settings.tags.push(t.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn untag_resource(&self, arn: &str, keys: &[&str]) -> Result<(), AwsError> {
+        self.count("UntagResource");
+        let mut s = self.state.lock().unwrap();
+        if let Some(svc) = s.services.values_mut().find(|x| x.arn == arn) {
+            svc.settings.tags.retain(|x| !keys.contains(&x.key.as_str()));
+        }
+        Ok(())
+    }
+
+    async fn register_scalable_target(&self, t: &ScalableTarget) -> Result<(), AwsError> {
+        self.count("RegisterScalableTarget");
+        let live = LiveScalableTarget { target: t.clone(), role_arn: None };
+        self.state.lock().unwrap().targets.insert(t.resource_id.clone(), live);
+        Ok(())
+    }
+
+    async fn put_scaling_policy(&self, p: &ScalingPolicy) -> Result<(), AwsError> {
+        self.count("PutScalingPolicy");
+        let mut s = self.state.lock().unwrap();
+        let list = s.policies.entry(p.resource_id.clone()).or_default();
+        list.retain(|x| x.policy.policy_name != p.policy_name);
+        list.push(LivePolicy { arn: format!("policy/{}", p.policy_name), policy: p.clone() });
+        Ok(())
+    }
+
+    async fn delete_scaling_policy(&self, name: &str, resource_id: &str) -> Result<(), AwsError> {
+        self.count("DeleteScalingPolicy");
+        let mut s = self.state.lock().unwrap();
+        if let Some(list) = s.policies.get_mut(resource_id) {
+            list.retain(|x| x.policy.policy_name != name);
+        }
+        Ok(())
+    }
+
+    async fn deregister_scalable_target(&self, resource_id: &str) -> Result<(), AwsError> {
+        self.count("DeregisterScalableTarget");
+        self.state.lock().unwrap().targets.remove(resource_id);
+        Ok(())
+    }
+
+    async fn put_metric_data(&self, _namespace: &str, data: &[Datum]) -> Result<usize, AwsError> {
+        self.count("PutMetricData");
+        Ok(data.len().div_ceil(1000))
+    }
+
+    fn forget_unused(&self, _idle: std::time::Duration) {}
+}
+
+/// Hands the daemon the one [`FakeCloud`] of a test.
+#[derive(Clone)]
+pub struct ConnectFake(pub Arc<FakeCloud>);
+
+impl Connect for ConnectFake {
+    type Cloud = FakeCloud;
+    async fn connect(&self, _config: &Config, _stats: Arc<RequestStats>) -> Arc<FakeCloud> {
+        self.0.clone()
+    }
+}
