@@ -226,50 +226,19 @@ impl TaskDefinitionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::desired::{ContainerDefinition, HealthCheck, KeyValuePair, LogConfiguration, PortMapping, Secret};
+    use crate::core::testing;
 
     #[test]
     fn cached_revisions_read_back_equal() {
-        let td = LiveTaskDefinition {
-            arn: "arn:aws:ecs:eu-west-1:123456789012:task-definition/web:7".into(),
-            definition: TaskDefinition {
-                family: "web".into(),
-                task_role_arn: Some("arn:aws:iam::123456789012:role/web".into()),
-                network_mode: "awsvpc".into(),
-                requires_compatibilities: vec!["FARGATE".into()],
-                cpu: Some("256".into()),
-                memory: Some("512".into()),
-                container_definitions: vec![ContainerDefinition {
-                    name: "web".into(),
-                    image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/web:abc".into(),
-                    essential: Some(true),
-                    port_mappings: vec![PortMapping { container_port: 8080, ..PortMapping::default() }],
-                    environment: vec![KeyValuePair { name: "LEVEL".into(), value: "debug".into() }],
-                    secrets: vec![Secret {
-                        name: "DB".into(),
-                        value_from: "arn:aws:ssm:eu-west-1:123456789012:parameter/db".into(),
-                    }],
-                    health_check: Some(HealthCheck {
-                        command: vec!["CMD-SHELL".into(), "true".into()],
-                        interval: Some(10),
-                        ..HealthCheck::default()
-                    }),
-                    docker_labels: [("team".to_string(), "web".to_string())].into(),
-                    log_configuration: Some(LogConfiguration {
-                        log_driver: "awslogs".into(),
-                        options: [("awslogs-group".to_string(), "/ecs/web".to_string())].into(),
-                    }),
-                    ..ContainerDefinition::default()
-                }],
-                tags: vec![Tag { key: "berth:managed".into(), value: "true".into() }],
-                ..TaskDefinition::default()
-            },
-            extras: vec!["volumes".into()],
-        };
+        let mut td = testing::live_task_definition(
+            testing::revision_arn(7),
+            testing::desired().build().task_definition.as_ref().clone(),
+        );
+        td.extras = vec!["volumes".into()];
         let mut cache = TaskDefinitionCache::default();
         cache.insert(&td);
         assert_eq!(cache.get(&td.arn), Some(td.clone()));
-        assert_eq!(cache.get("arn:aws:ecs:eu-west-1:123456789012:task-definition/web:8"), None);
+        assert_eq!(cache.get(&testing::revision_arn(8)), None);
         cache.forget_unused_for(std::time::Duration::ZERO);
         assert_eq!(cache.get(&td.arn), None);
     }

@@ -369,73 +369,20 @@ fn numbers_equal(a: &Value, b: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ctx() -> NormContext {
-        NormContext { partition: "aws".into(), region: "us-east-1".into(), account_id: Some("123456789012".into()) }
-    }
+    use crate::core::testing::{self, ctx};
 
     fn td() -> TaskDefinition {
-        TaskDefinition {
-            family: "web-pre".into(),
-            network_mode: "awsvpc".into(),
-            requires_compatibilities: vec!["FARGATE".into()],
-            cpu: Some("256".into()),
-            memory: Some("512".into()),
-            container_definitions: vec![ContainerDefinition {
-                name: "web".into(),
-                image: "r/web:abc".into(),
-                essential: Some(true),
-                port_mappings: vec![
-                    PortMapping {
-                        name: Some("http".into()),
-                        container_port: 8080,
-                        host_port: None,
-                        protocol: Some("tcp".into()),
-                    },
-                    PortMapping {
-                        name: Some("metrics".into()),
-                        container_port: 9090,
-                        host_port: None,
-                        protocol: Some("tcp".into()),
-                    },
-                ],
-                environment: vec![
-                    KeyValuePair { name: "A".into(), value: "1".into() },
-                    KeyValuePair { name: "B".into(), value: "2".into() },
-                ],
-                secrets: vec![
-                    Secret {
-                        name: "P".into(),
-                        value_from: "arn:aws:ssm:us-east-1:123456789012:parameter/pre/p".into(),
-                    },
-                    Secret {
-                        name: "S".into(),
-                        value_from: "arn:aws:secretsmanager:us-east-1:123456789012:secret:pre/s:key::".into(),
-                    },
-                ],
-                health_check: Some(HealthCheck {
-                    command: vec!["CMD-SHELL".into(), "curl".into()],
-                    interval: Some(30),
-                    timeout: Some(5),
-                    retries: Some(3),
-                    start_period: None,
-                }),
-                ..Default::default()
-            }],
-            tags: vec![Tag { key: "berth:commit".into(), value: "x".into() }],
-            ..Default::default()
-        }
+        testing::task_definition()
     }
 
     fn live(def: TaskDefinition) -> LiveTaskDefinition {
-        LiveTaskDefinition { arn: "arn:td:1".into(), definition: def, extras: vec![] }
+        testing::live_task_definition(testing::revision_arn(1), def)
     }
 
     #[test]
     fn what_aws_returns_is_not_drift() {
-        let desired = td();
-        let mut l = td();
-        l.tags.clear(); // tags are not content
+        let desired = testing::desired().build().task_definition;
+        let mut l = td(); // untagged: tags are not content
         l.cpu = Some("0.25 vCPU".into());
         l.memory = Some("0.5 GB".into());
         l.requires_compatibilities = vec!["FARGATE".into()];
@@ -494,36 +441,14 @@ mod tests {
 
     #[test]
     fn unmanaged_live_fields_are_drift() {
-        let l = LiveTaskDefinition { arn: "a".into(), definition: td(), extras: vec!["volumes".into()] };
+        let l = LiveTaskDefinition { extras: vec!["volumes".into()], ..live(td()) };
         let changes = diff_task_definition(&l, &td(), &ctx());
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].path, "taskDefinition.unmanagedFields");
     }
 
     fn settings() -> ServiceSettings {
-        ServiceSettings {
-            cluster: "pre".into(),
-            service_name: "web".into(),
-            task_definition: "web-pre".into(),
-            desired_count: Some(2),
-            launch_type: Some("FARGATE".into()),
-            platform_version: Some("LATEST".into()),
-            deployment_configuration: Some(DeploymentConfiguration {
-                deployment_circuit_breaker: Some(CircuitBreaker { enable: true, rollback: true }),
-                maximum_percent: Some(200),
-                minimum_healthy_percent: Some(100),
-            }),
-            network_configuration: Some(NetworkConfiguration {
-                awsvpc_configuration: AwsVpcConfiguration {
-                    subnets: vec!["s-1".into(), "s-2".into()],
-                    security_groups: vec!["sg-1".into()],
-                    assign_public_ip: Some("DISABLED".into()),
-                },
-            }),
-            propagate_tags: Some("SERVICE".into()),
-            enable_ecs_managed_tags: Some(true),
-            tags: vec![Tag { key: "berth:managed".into(), value: "true".into() }],
-        }
+        testing::service_settings()
     }
 
     #[test]
@@ -536,7 +461,7 @@ mod tests {
         l.deployment_configuration = None; // not reported (moto after create)
         l.enable_ecs_managed_tags = None;
         l.tags.push(Tag { key: "team".into(), value: "x".into() }); // other tags are not ours
-        let live = LiveService { settings: l, ..Default::default() };
+        let live = testing::live_service(l);
         assert_eq!(diff_service(&live, &desired), vec![]);
         // No network settings in git: the live ones are not compared (nothing to send).
         let mut bare = settings();
@@ -550,7 +475,7 @@ mod tests {
         desired.desired_count = None;
         let mut l = settings();
         l.desired_count = Some(7);
-        let live = LiveService { settings: l.clone(), ..Default::default() };
+        let live = testing::live_service(l.clone());
         assert_eq!(diff_service(&live, &desired), vec![]);
         let changes = diff_service(&live, &settings());
         assert_eq!(changes[0].to_string(), "~ service.desiredCount: 7 → 2");
@@ -560,35 +485,17 @@ mod tests {
     fn launch_type_change_needs_replacement() {
         let mut l = settings();
         l.launch_type = Some("EC2".into());
-        let live = LiveService { settings: l, ..Default::default() };
+        let live = testing::live_service(l);
         assert_eq!(needs_replacement(&live, &settings()), vec!["launchType EC2 → FARGATE"]);
     }
 
     #[test]
     fn scaling_role_and_default_cooldowns_are_not_drift() {
-        let t = ScalableTarget {
-            service_namespace: "ecs".into(),
-            resource_id: "service/pre/web".into(),
-            scalable_dimension: "d".into(),
-            min_capacity: 1,
-            max_capacity: 4,
-        };
+        let t = testing::scalable_target();
         let live =
             LiveScalableTarget { target: t.clone(), role_arn: Some("arn:aws:iam::1:role/aws-service-role/x".into()) };
         assert!(diff_scalable_target(Some(&live), &t).is_empty());
-        let p = ScalingPolicy {
-            policy_name: "berth-cpu-target".into(),
-            policy_type: "TargetTrackingScaling".into(),
-            target_tracking_scaling_policy_configuration: TargetTracking {
-                target_value: 70.0,
-                predefined_metric_specification: PredefinedMetric {
-                    predefined_metric_type: "ECSServiceAverageCPUUtilization".into(),
-                },
-                scale_in_cooldown: None,
-                scale_out_cooldown: None,
-            },
-            ..Default::default()
-        };
+        let p = testing::scaling_policy("cpu");
         let mut lp = p.clone();
         lp.target_tracking_scaling_policy_configuration.scale_in_cooldown = Some(300);
         let live = LivePolicy { arn: "a".into(), policy: lp };

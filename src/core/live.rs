@@ -74,7 +74,8 @@ pub struct LiveState {
     pub scalable_target: Option<LiveScalableTarget>,
     /// The scaling policies on the service's resource id.
     pub policies: Vec<LivePolicy>,
-    /// The spec hash whose rollout failed, from the service's `berth:held` tag.
+    /// The spec hash whose rollout failed (the service's `berth:held` tag): not applied
+    /// again until git changes the service.
     pub held: Option<String>,
 }
 
@@ -94,5 +95,19 @@ impl LiveState {
         let mut out = [0; 16];
         out.copy_from_slice(&digest[..16]);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::core::testing::{converged, desired};
+
+    #[test]
+    fn the_fingerprint_covers_the_hold() {
+        let d = desired().build();
+        let free = converged(&d).build();
+        let held = converged(&d).with(|l| l.held = Some(d.spec_hash().into())).build();
+        assert_eq!(free.fingerprint(), converged(&d).build().fingerprint());
+        assert_ne!(free.fingerprint(), held.fingerprint());
     }
 }

@@ -12,4 +12,6 @@ pub mod plan;
 pub mod render;
 pub mod rollout;
 pub mod spec;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod yaml;

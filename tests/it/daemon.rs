@@ -282,12 +282,21 @@ fn a_failed_rollout_is_degraded_and_not_retried_until_git_changes() {
     w.proxy.set_rollouts(Rollouts::Complete);
     let d = Daemon::start(&w);
     d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    // Rollouts are watched beside the cycles: the first ones may still be running.
+    d.wait_for("every rollout done", Duration::from_secs(30), |d| {
+        d.status()["environments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["services"].as_array().unwrap().iter().all(|s| s["health"] == "Healthy"))
+    });
     w.proxy.set_rollouts(Rollouts::Fail);
-    w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
+    let commit =
+        w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
     w.push_images();
     w.push();
     d.wait_for("Degraded", Duration::from_secs(30), |d| {
-        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Degraded")
+        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Degraded" && s["commit"] == commit.as_str())
     });
     let updates = w.proxy.count("UpdateService");
     std::thread::sleep(Duration::from_secs(4));

@@ -1,11 +1,11 @@
 //! Planning: from desired and live state, the ordered actions that converge one service.
 //!
-//! [`plan`] runs one step per resource kind ([`task_definition`], [`service`], [`scaling`]),
-//! in the order their actions must run; each adds its actions and drift to the plan, or
-//! stops it with [`Blocker`]s. An action needing what an earlier one returns (the revision
-//! a registration creates) names that action by its [`ActionId`]; the executor keeps the
-//! returned values in [`Outputs`]. A new resource kind is a new step file and one line in
-//! [`plan`].
+//! [`plan`] decides the service's [`Ownership`], then runs one step per resource kind
+//! (`task_definition`, `service`, `scaling`: a file each), in the order their actions must
+//! run; each adds its actions and drift to the plan, or stops it with [`Blocker`]s. An
+//! action needing what an earlier one returns (the revision a registration creates) names
+//! that action by its [`ActionId`]; the executor keeps the returned values in [`Outputs`].
+//! A new resource kind is a new step file and one line in `do_plan`.
 //!
 //! The executor makes one attempt at the plan; retries are the scheduler's business.
 
@@ -13,6 +13,8 @@ mod blocker;
 mod scaling;
 mod service;
 mod task_definition;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -183,7 +185,7 @@ pub fn plan(desired: &Desired, live: &LiveState, adopt: bool, ctx: &NormContext)
     let input = Input { desired, live, ctx };
     let mut plan =
         Plan { ownership: ownership(&input, adopt), drift: Vec::new(), actions: Vec::new(), blockers: Vec::new() };
-    if let Err(blockers) = do_plan(&mut plan, &input) {
+    if let Err(blockers) = do_plan(&mut plan, &input).and_then(|()| hold(&plan, &input)) {
         plan.actions.clear();
         plan.blockers = blockers;
     }
@@ -203,6 +205,17 @@ fn do_plan(plan: &mut Plan, input: &Input) -> Step {
     service::step(plan, input, revision)?;
     scaling::step(plan, input);
     Ok(())
+}
+
+/// A spec whose rollout failed is not applied again (its drift is still reported) until git
+/// changes the service, and so its spec hash. A held spec is blocked even where live looks
+/// equal to it (ECS left the failed deployment in place): its health is what is wrong.
+fn hold(_plan: &Plan, input: &Input) -> Step {
+    let spec_hash = input.desired.spec_hash();
+    match &input.live.held {
+        Some(held) if held == spec_hash => Err(vec![Blocker::Held { spec_hash: spec_hash.to_string() }]),
+        _ => Ok(()),
+    }
 }
 
 fn ownership(input: &Input, adopt: bool) -> Ownership {

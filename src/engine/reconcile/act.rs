@@ -56,7 +56,7 @@ pub async fn act<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_>) {
 struct Run {
     name: String,
     desired: Arc<Desired>,
-    plan: Plan,
+    plan: Box<Plan>,
     spec_hash: String,
     /// The live service carries a hold (of another spec): lifted once this one applies.
     lift_hold: bool,

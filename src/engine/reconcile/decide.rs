@@ -212,8 +212,8 @@ impl<'a> Decider<'a> {
         match planned {
             Ok(plan) => {
                 let live_held = state.held.is_some();
-                let state = registers(&plan).then_some(state);
-                row.stage = Stage::Planned { spec, rendering, plan, state, live_held };
+                let state = registers(&plan).then(|| Box::new(state));
+                row.stage = Stage::Planned { spec, rendering, plan: Box::new(plan), state, live_held };
             }
             Err(diags) => row.report.outcome = Outcome::Failed(Failure::Invalid(diags)),
         }
@@ -228,7 +228,7 @@ impl<'a> Decider<'a> {
             return;
         };
         state.latest_revision = latest;
-        *plan = plan::plan(desired(rendering), state, spec.adopt, &self.ctx);
+        **plan = plan::plan(desired(rendering), state, spec.adopt, &self.ctx);
     }
 
     /// What each plan means: its report's ownership, drift, plan lines and outcome.

@@ -135,6 +135,8 @@ pub struct ServiceReport {
     pub applied: Vec<String>,
     pub task_definition: Option<String>,
     pub ownership: Option<Ownership>,
+    /// Whether the rollout failed (a projection of the outcome, for `--output json`).
+    pub rollout_failed: bool,
     /// The services it depends on (from its spec, when it resolved).
     #[serde(skip)]
     pub depends_on: Vec<String>,
@@ -157,6 +159,7 @@ impl ServiceReport {
             applied: Vec::new(),
             task_definition: None,
             ownership: None,
+            rollout_failed: false,
             depends_on: Vec::new(),
             rollout: None,
             diagnostics: Vec::new(),

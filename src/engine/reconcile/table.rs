@@ -23,7 +23,13 @@ pub enum Stage {
     /// Planned against the live state. `state` is kept only when the plan registers a
     /// revision (a family's newest revision may still be the one git wants); `live_held`:
     /// the live service carries a hold (`berth:held`).
-    Planned { spec: Arc<ServiceSpec>, rendering: Rendering, plan: Plan, state: Option<LiveState>, live_held: bool },
+    Planned {
+        spec: Arc<ServiceSpec>,
+        rendering: Rendering,
+        plan: Box<Plan>,
+        state: Option<Box<LiveState>>,
+        live_held: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -79,7 +85,14 @@ impl Table {
     }
 
     pub fn into_reports(self) -> Vec<ServiceReport> {
-        self.rows.into_values().map(|r| r.report).collect()
+        let class = |r: &ServiceReport| r.outcome.failure().map(Failure::class);
+        self.rows
+            .into_values()
+            .map(|mut r| {
+                r.report.rollout_failed = class(&r.report) == Some(crate::engine::outcome::FailureClass::RolloutFailed);
+                r.report
+            })
+            .collect()
     }
 }
 

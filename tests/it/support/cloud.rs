@@ -82,16 +82,17 @@ impl Cloud for FakeCloud {
     async fn verify(&self, req: &VerifyRequest, _fresh: bool) -> Verified {
         self.count("Verify");
         let s = self.state.lock().unwrap();
-        let mut v = Verified::default();
-        v.existing_ssm = req.ssm_secrets.clone();
-        v.ssm_values = req.ssm_variables.iter().map(|n| (n.clone(), format!("value of {n}"))).collect();
-        v.secret_arns = req
-            .secret_ids
-            .iter()
-            .map(|id| (id.clone(), format!("arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{id}-AbCdEf")))
-            .collect();
-        v.missing_images = req.images.iter().filter(|i| s.missing_images.contains(&i.repository)).cloned().collect();
-        v
+        Verified {
+            existing_ssm: req.ssm_secrets.clone(),
+            ssm_values: req.ssm_variables.iter().map(|n| (n.clone(), format!("value of {n}"))).collect(),
+            secret_arns: req
+                .secret_ids
+                .iter()
+                .map(|id| (id.clone(), format!("arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{id}-AbCdEf")))
+                .collect(),
+            missing_images: req.images.iter().filter(|i| s.missing_images.contains(&i.repository)).cloned().collect(),
+            ..Verified::default()
+        }
     }
 
     async fn describe_services(
