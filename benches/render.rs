@@ -9,6 +9,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth::aws::Verified;
 use berth::core::config::Config;
 use berth::core::desired::Desired;
 use berth::core::diff::NormContext;
@@ -17,6 +18,8 @@ use berth::core::memo::{Memo, Reused};
 use berth::core::plan::plan;
 use berth::core::render::{Lookups, Target, render};
 use berth::core::spec::{Repo, RepoFiles};
+use berth::engine::Outcome;
+use berth::engine::reconcile::{Decider, decide};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const SERVICES: usize = 1_000;
@@ -124,13 +127,15 @@ fn repo_files() -> RepoFiles {
 }
 
 fn lookups() -> Lookups {
-    let mut ssm_values = BTreeMap::new();
+    let (mut ssm_values, mut secret_arns) = (BTreeMap::new(), BTreeMap::new());
     for i in 0..SERVICES {
         for env in ENVS {
             ssm_values.insert(format!("/{env}/{}/db-host", name(i)), format!("db.{env}.internal"));
+            let id = format!("{env}/{}", name(i));
+            secret_arns.insert(id.clone(), format!("arn:aws:secretsmanager:eu-west-1:123456789012:secret:{id}-AbCdEf"));
         }
     }
-    Lookups { ssm_values, secret_arns: BTreeMap::new() }
+    Lookups { ssm_values, secret_arns }
 }
 
 /// What AWS would answer for a service converged to `desired`.
@@ -181,21 +186,52 @@ fn target<'a>(config: &'a Config, env: &str, lookups: &'a Lookups) -> Target<'a>
     }
 }
 
-/// Resolve, render, diff and plan every service of `repo` against `live` (by service and
-/// environment); returns how many plans are in sync.
-fn cycle(repo: &Repo, config: &Config, lookups: &Lookups, live: &BTreeMap<(String, &str), LiveState>) -> usize {
-    let ctx = ctx();
+/// The commit of every service folder of `repo`.
+fn commits(repo: &Repo) -> BTreeMap<String, String> {
+    repo.services.iter().map(|s| (s.dir.clone(), COMMIT.to_string())).collect()
+}
+
+/// The engine's decide phase for every service of `repo` in both environments, against
+/// `live` (by service and environment), through each environment's memo when given:
+/// exactly what the daemon runs between its lookups. Returns how many plans are in sync
+/// and how much the memos reused.
+fn decide_all(
+    repo: &Repo,
+    config: &Config,
+    lookups: &Lookups,
+    live: &BTreeMap<(String, &str), LiveState>,
+    mut memos: Option<&mut [Memo; 2]>,
+) -> (usize, Reused) {
+    let commits = commits(repo);
+    let mut aws = config.aws.clone();
+    aws.account_id.get_or_insert_with(|| "123456789012".into());
     let mut in_sync = 0;
-    for service in &repo.services {
-        for env in ENVS {
-            let spec = service.resolve(env).expect("generated services are valid");
-            let target = target(config, env, lookups);
-            let desired = render(&spec, &target).expect("generated services render");
-            let state = &live[&(service.name.clone(), env)];
-            in_sync += usize::from(plan(&desired, state, false, &ctx).in_sync());
+    let mut reused = Reused::default();
+    for (i, env) in ENVS.into_iter().enumerate() {
+        let env_config = config.env(env).expect("the fixture config has pre and prod");
+        let version = (env == "prod").then_some("1.4.2");
+        let memo = memos.as_deref_mut().map(|m| &mut m[i]);
+        let mut decider = Decider::new(memo, env_config, aws.clone(), &commits, version);
+        let table = decide(
+            &mut decider,
+            repo,
+            |req| Verified::all_found(req, &lookups.ssm_values, &lookups.secret_arns),
+            |name| live[&(name.to_string(), env)].clone(),
+        );
+        for row in table.rows.values() {
+            assert!(matches!(row.report.outcome, Outcome::Synced | Outcome::OutOfSync), "{:?}", row.report.outcome);
+            in_sync += usize::from(row.report.outcome == Outcome::Synced);
         }
+        let r = decider.reused;
+        (reused.resolves, reused.renders, reused.plans) =
+            (reused.resolves + r.resolves, reused.renders + r.renders, reused.plans + r.plans);
     }
-    in_sync
+    (in_sync, reused)
+}
+
+/// Resolve, render, diff and plan every service afresh; returns how many plans are in sync.
+fn cycle(repo: &Repo, config: &Config, lookups: &Lookups, live: &BTreeMap<(String, &str), LiveState>) -> usize {
+    decide_all(repo, config, lookups, live, None).0
 }
 
 /// [`cycle`] as the daemon runs it: through each environment's [`Memo`], which reuses the
@@ -208,23 +244,7 @@ fn memo_cycle(
     live: &BTreeMap<(String, &str), LiveState>,
     memos: &mut [Memo; 2],
 ) -> (usize, Reused) {
-    let ctx = ctx();
-    let mut in_sync = 0;
-    let mut reused = Reused::default();
-    for (env, memo) in ENVS.into_iter().zip(memos.iter_mut()) {
-        let target = target(config, env, lookups);
-        memo.begin(target.env, target.aws, lookups, &ctx);
-        for service in &repo.services {
-            let spec = memo.resolve(service, env, &mut reused).expect("generated services are valid");
-            let mut rendering = memo.render(&spec, &target, &mut reused).expect("generated services render");
-            let state = &live[&(service.name.clone(), env)];
-            let plan = memo
-                .plan(&service.name, &mut rendering, state, false, || render(&spec, &target), &mut reused)
-                .expect("generated services render");
-            in_sync += usize::from(plan.in_sync());
-        }
-    }
-    (in_sync, reused)
+    decide_all(repo, config, lookups, live, Some(memos))
 }
 
 /// A copy of `files` in which `k` services' `service.yaml` changed (one more environment

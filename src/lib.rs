@@ -1,10 +1,17 @@
 //! berth: a GitOps agent for Amazon ECS.
 //!
-//! Map of the crate:
-//! - [`core`]: the pure part. `spec` (the files users write: parse, check, overrides,
-//!   templates, secret references), `config` (the agent config), `render` (desired state
-//!   in AWS field names) and `desired` (those types).
-//! - [`source`]: reading specs from a directory or a git repository.
+//! Map of the crate (collect → decide → act):
+//! - [`core`]: the pure part, no I/O. `spec` (the files users write: parse, check,
+//!   overrides, templates, secret references), `config` (the agent config), `render`
+//!   (desired state in AWS field names), `desired` and `live` (those types), `diff`, `plan`
+//!   (one step per resource kind), `memo` (what a daemon reuses between cycles), `rollout`.
+//! - [`source`]: reading specs from a directory or a git repository (the edge for files,
+//!   git and the credentials they need).
+//! - [`aws`]: the AWS SDK adapters; SDK types never leave it.
+//! - [`engine`]: reconciling an environment (`reconcile`: collect, decide, act over one
+//!   table), outcomes and their projections, the daemon's loop and per-service state,
+//!   status and metrics, and the `Cloud` port the engine uses.
+//! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/status` and the webhook.
 //! - [`commands`]: one module per subcommand; glue only.
 //! - [`cli`]: the clap definitions.
 

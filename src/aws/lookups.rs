@@ -318,6 +318,26 @@ impl Aws {
 }
 
 impl Verified {
+    /// What verification finds when every parameter, secret and image of `req` exists,
+    /// with `values` for the `ssm:` variables and `secret_arns` for the secrets (what an
+    /// offline decision assumes: benches, tests).
+    pub fn all_found(
+        req: &VerifyRequest,
+        values: &BTreeMap<String, String>,
+        secret_arns: &BTreeMap<String, String>,
+    ) -> Verified {
+        Verified {
+            existing_ssm: req.ssm_secrets.iter().map(|n| ssm_name(n)).collect(),
+            ssm_values: req.ssm_variables.iter().filter_map(|n| Some((n.clone(), values.get(n)?.clone()))).collect(),
+            secret_arns: req
+                .secret_ids
+                .iter()
+                .filter_map(|id| Some((id.clone(), secret_arns.get(id)?.clone())))
+                .collect(),
+            ..Verified::default()
+        }
+    }
+
     fn fail(&mut self, items: impl IntoIterator<Item = Item>, error: &AwsError) {
         for i in items {
             self.failed.insert(i, error.clone());

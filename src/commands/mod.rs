@@ -33,7 +33,7 @@ pub fn emit(text: &str) {
 
 /// Loads an agent config, turning its diagnostics into one error.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
-    Config::load(&path.to_string_lossy()).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))
+    crate::source::dir::config(path).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))
 }
 
 /// Reads and loads the services of a directory.

@@ -7,7 +7,7 @@ use crate::core::diag;
 pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
     let mut problems = Vec::new();
     let config = match &args.config {
-        Some(path) => match crate::core::config::Config::load(&path.to_string_lossy()) {
+        Some(path) => match crate::source::dir::config(path) {
             Ok(c) => Some(c),
             Err(d) => {
                 problems.extend(d.0);

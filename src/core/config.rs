@@ -1,8 +1,8 @@
 //! The agent's own configuration (`config/berth.yaml`): raw serde structs, then a checking
 //! step into the typed [`Config`] the rest of berth uses. Errors are `path:line:column`.
 
+use core::net::SocketAddr;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,14 +207,8 @@ impl EnvDefaults {
 pub const DEFAULT_DISCOVERY: &str = "**/deploy/service.yaml";
 
 impl Config {
-    /// Reads and checks a config file.
-    pub fn load(path: &str) -> Result<Config, Diagnostics> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostics(vec![Diagnostic::new(Pos::file_start(path), format!("cannot read the config: {e}"))])
-        })?;
-        Config::parse(path, &text)
-    }
-
+    /// Checks the text of a config file (`path` names it in diagnostics; reading it is the
+    /// caller's: `source::dir::config`).
     pub fn parse(path: &str, text: &str) -> Result<Config, Diagnostics> {
         let file: Arc<str> = Arc::from(path);
         let raw: RawConfig = yaml::parse(&file, text).map_err(|d| Diagnostics(vec![d]))?;

@@ -7,6 +7,16 @@ use globset::GlobMatcher;
 
 use crate::core::spec::RepoFiles;
 
+/// Reads and checks the agent config file at `path`.
+pub fn config(path: &Path) -> Result<crate::core::config::Config, crate::core::diag::Diagnostics> {
+    use crate::core::diag::{Diagnostic, Diagnostics, Pos};
+    let name = path.to_string_lossy();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic::new(Pos::file_start(&*name), format!("cannot read the config: {e}"))])
+    })?;
+    crate::core::config::Config::parse(&name, &text)
+}
+
 pub fn matcher(glob: &str) -> anyhow::Result<GlobMatcher> {
     Ok(globset::GlobBuilder::new(glob)
         .literal_separator(true)

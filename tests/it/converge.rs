@@ -278,6 +278,25 @@ fn a_missing_secret_fails_its_service_alone_and_no_secret_value_is_printed() {
     assert_eq!(exists.trim(), "0", "nothing of the failing service is applied");
 }
 
+/// A lookup that fails for one item fails the services that reference it, and no other:
+/// access denied on one secret leaves every other service converging.
+#[test]
+fn access_denied_on_one_secret_fails_that_service_alone() {
+    let w = World::new();
+    w.proxy.inject("DescribeSecret", Fault::Code("AccessDeniedException"), 1);
+    let out = w.apply("pre", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("klausapproves            Failed"), "{stdout}");
+    assert!(stdout.contains("access denied"), "{stdout}");
+    for s in ["bpg", "ledger", "notifier"] {
+        assert!(stdout.contains(&format!("{s:<24} Applied")), "{s}: {stdout}");
+    }
+    // Once AWS answers again, the failed service converges too.
+    let out = w.apply("pre", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
 #[test]
 fn throttling_is_retried_and_makes_no_duplicate_revisions() {
     let w = World::new();

@@ -84,6 +84,12 @@ impl Daemon {
         );
     }
 
+    /// Waits until `n` more cycles of `env` have completed.
+    fn cycles_more(&self, env: &str, n: u64) {
+        let target = cycles(self, env) + n;
+        self.wait_for("more cycles", Duration::from_secs(60), |d| cycles(d, env) >= target);
+    }
+
     fn webhook(&self, body: &str, signature: Option<String>) -> (u16, String) {
         let mut headers =
             vec![("X-GitHub-Event", "push".to_string()), ("Content-Type", "application/json".to_string())];
@@ -203,7 +209,9 @@ fn pushes_deploy_develop_to_pre_and_release_tags_to_prod() {
     w.commit_edit("services/ledger/deploy/pre/config.yaml", |t| format!("{t}variables: []\n"), "feature work");
     w.push_images();
     w.push();
-    std::thread::sleep(Duration::from_secs(4));
+    // Two full cycles after the pushes: both have seen them.
+    d.cycles_more("prod", 2);
+    d.cycles_more("pre", 2);
     assert!(image_of(&w, "prod", "notifier").ends_with("notifier:1.2.0"), "the pre-release must be ignored");
     let ledger = d.service("pre", "ledger").unwrap();
     assert_ne!(ledger["commit"], git(&w.repo, &["rev-parse", "HEAD"]).as_str());
@@ -252,16 +260,11 @@ fn a_signed_webhook_wakes_the_daemon_and_a_bad_one_is_refused() {
     w.push_images();
     w.push();
     let body = r#"{"ref":"refs/heads/develop","after":"x"}"#;
+    let before = cycles(&d, "pre");
     let (code, _) = d.webhook(body, Some("sha256=0000".into()));
     assert_eq!(code, 401);
     let (code, _) = d.webhook(body, None);
     assert_eq!(code, 401);
-    std::thread::sleep(Duration::from_secs(2));
-    assert_ne!(
-        d.service("pre", "ledger").unwrap()["commit"],
-        commit.as_str(),
-        "an unsigned webhook must trigger nothing"
-    );
     let (code, answer) = d.webhook(body, Some(sign(body)));
     assert_eq!(code, 202, "{answer}");
     assert!(answer.contains("\"pre\""), "{answer}");
@@ -269,6 +272,8 @@ fn a_signed_webhook_wakes_the_daemon_and_a_bad_one_is_refused() {
     d.wait_for("webhook deploy", Duration::from_secs(60), |d| {
         d.service("pre", "ledger").is_some_and(|s| s["commit"] == commit.as_str() && s["sync"] == "Synced")
     });
+    // Only the signed webhook made a cycle (the poll interval is 10 minutes).
+    assert_eq!(cycles(&d, "pre"), before + 1, "a refused webhook triggered a cycle\n{}", d.log());
     // Oversized bodies are refused before any signature work.
     let big = "x".repeat(2 * 1024 * 1024);
     assert_eq!(d.webhook(&big, Some(sign(&big))).0, 413);
@@ -299,7 +304,7 @@ fn a_failed_rollout_is_degraded_and_not_retried_until_git_changes() {
         d.service("pre", "ledger").is_some_and(|s| s["health"] == "Degraded" && s["commit"] == commit.as_str())
     });
     let updates = w.proxy.count("UpdateService");
-    std::thread::sleep(Duration::from_secs(4));
+    d.cycles_more("pre", 3);
     assert_eq!(w.proxy.count("UpdateService"), updates, "the failed spec was applied again:\n{}", d.log());
     let s = d.service("pre", "ledger").unwrap();
     assert_eq!(s["held"], true, "{s:#}");
@@ -345,7 +350,8 @@ fn metrics_are_strict_openmetrics_with_the_design_families() {
     *w.poll_interval.borrow_mut() = "1s".into();
     let d = Daemon::start(&w);
     d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
-    std::thread::sleep(Duration::from_millis(1500));
+    d.cycles_more("pre", 1);
+    d.cycles_more("prod", 1);
     let (code, text) = d.get("/metrics");
     assert_eq!(code, 200);
     let file = w.path("metrics.txt");
@@ -665,4 +671,52 @@ fn a_stuck_rollout_of_one_service_does_not_delay_a_heal_of_another() {
     assert_eq!(w.proxy.count("UpdateService"), updates + 1, "only notifier's heal is written\n{}", d.log());
     let ledger = d.service("pre", "ledger").unwrap();
     assert_eq!(ledger["health"], "Progressing", "{ledger:#}");
+}
+
+/// The hold of a failed rollout lives on the ECS service (`berth:held`), not in the
+/// daemon: a restarted daemon applies nothing to the held service until git changes it.
+#[test]
+fn a_hold_survives_a_daemon_restart() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "1s".into();
+    *w.envs.borrow_mut() = vec!["pre"];
+    w.write_config("    rollout: {wait: true, timeout: 10s, poll: 100ms}\n");
+    w.proxy.set_rollouts(Rollouts::Complete);
+    let mut d = Daemon::start(&w);
+    d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    d.wait_for("ledger healthy", Duration::from_secs(30), |d| {
+        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Healthy")
+    });
+    w.proxy.set_rollouts_for("ledger", Rollouts::Fail);
+    let commit =
+        w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
+    w.push_images();
+    w.push();
+    d.wait_for("Degraded", Duration::from_secs(30), |d| {
+        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Degraded" && s["commit"] == commit.as_str())
+    });
+    assert_eq!(d.terminate().0, Some(0));
+    let tags = w.console(
+        "import boto3; e = boto3.client('ecs'); s = e.describe_services(cluster='pre', services=['ledger'], include=['TAGS'])['services'][0]; print({t['key']: t['value'] for t in s.get('tags', [])}.get('berth:held', '-'))",
+    );
+    assert_ne!(tags.trim(), "-", "no berth:held tag on the service");
+    let updates = w.proxy.count("UpdateService");
+    let d = Daemon::start(&w);
+    d.wait_for("first sync after the restart", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    d.cycles_more("pre", 3);
+    assert_eq!(w.proxy.count("UpdateService"), updates, "the held spec was applied after a restart\n{}", d.log());
+    let s = d.service("pre", "ledger").unwrap();
+    assert_eq!((s["held"].clone(), s["health"].clone()), (Value::from(true), Value::from("Degraded")), "{s:#}");
+    // A new commit to the service ends the hold, and its tag.
+    w.proxy.set_rollouts_for("ledger", Rollouts::Complete);
+    w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 2", "count: 3"), "ledger: 3");
+    w.push_images();
+    w.push();
+    d.wait_for("Healthy again", Duration::from_secs(30), |d| {
+        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Healthy" && s["sync"] == "Synced")
+    });
+    let tags = w.console(
+        "import boto3; e = boto3.client('ecs'); s = e.describe_services(cluster='pre', services=['ledger'], include=['TAGS'])['services'][0]; print({t['key']: t['value'] for t in s.get('tags', [])}.get('berth:held', '-'))",
+    );
+    assert_eq!(tags.trim(), "-", "the hold's tag stayed");
 }

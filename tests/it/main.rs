@@ -1,6 +1,7 @@
 //! berth's integration tests: one binary, shared helpers in `support`.
 
 mod aws_cli;
+mod boundaries;
 mod cli;
 mod converge;
 mod daemon;

@@ -4,15 +4,16 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use berth::aws::{Verified, VerifyRequest};
 use berth::core::config::Config;
 use berth::core::desired::Desired;
 use berth::core::diag::Diagnostic;
-use berth::core::diff::NormContext;
 use berth::core::live::{LiveService, LiveState, LiveTaskDefinition};
 use berth::core::memo::{Memo, Reused};
-use berth::core::plan::{Plan, plan};
+use berth::core::plan::Plan;
 use berth::core::render::{Lookups, Target, render};
 use berth::core::spec::{Repo, RepoFiles};
+use berth::engine::reconcile::{Decider, Stage, decide};
 use proptest::prelude::*;
 
 const SERVICE_FILE: &str = "services/app/deploy/service.yaml";
@@ -713,43 +714,37 @@ proptest! {
         };
         let config = Config::parse("berth.yaml", FIXTURE_CONFIG).expect("the fixture config is valid");
         let env = config.env("pre").expect("pre");
-        let ctx = NormContext { partition: "aws".into(), region: "eu-west-1".into(), account_id: Some("123456789012".into()) };
         let lookups = |v: &str| Lookups {
             ssm_values: BTreeMap::from([("/x".to_string(), v.to_string())]),
             secret_arns: BTreeMap::new(),
         };
         let mut memo = Memo::default();
         let commit = "0123456789abcdef0123456789abcdef01234567";
-        // One cycle through the memo; returns each service's outcome: its rendered state
-        // (when the memo still holds it), spec hash, image and plan.
-        type Outcome = Result<(Option<std::sync::Arc<Desired>>, String, String, Plan), Vec<Diagnostic>>;
+        let mut aws = config.aws.clone();
+        aws.account_id = Some("123456789012".into());
+        // One cycle of the engine's decide phase, through the memo or afresh; returns each
+        // service's outcome: its rendered state (when the memo still holds it), spec hash,
+        // image and plan, or why it did not get that far.
+        type Outcome = Result<(Option<std::sync::Arc<Desired>>, String, String, Plan), String>;
+        let run = |memo: Option<&mut Memo>, repo: &Repo, lookups: &Lookups, live: &BTreeMap<String, LiveState>, reused: &mut Reused| {
+            let commits: BTreeMap<String, String> = repo.services.iter().map(|s| (s.dir.clone(), commit.to_string())).collect();
+            let mut decider = Decider::new(memo, env, aws.clone(), &commits, None);
+            let verify = |req: &VerifyRequest| {
+                let arns = req.secret_ids.iter().map(|id| (id.clone(), format!("arn:aws:secretsmanager:eu-west-1:123456789012:secret:{id}-AbCdEf"))).collect();
+                Verified::all_found(req, &lookups.ssm_values, &arns)
+            };
+            let table = decide(&mut decider, repo, verify, |n| live.get(n).cloned().unwrap_or_default());
+            *reused = decider.reused;
+            table.rows.into_iter().map(|(n, row)| match row.stage {
+                Stage::Planned { rendering, plan, .. } => (n, Ok((rendering.desired, rendering.spec_hash, rendering.image, *plan))),
+                _ => (n, Err(format!("{:?}", row.report.outcome))),
+            }).collect::<Vec<(String, Outcome)>>()
+        };
         let mut cycle = |repo: &Repo, lookups: &Lookups, live: &BTreeMap<String, LiveState>, reused: &mut Reused| {
-            memo.begin(env, &config.aws, lookups, &ctx);
-            let mut out: Vec<(String, Outcome)> = Vec::new();
-            for def in &repo.services {
-                let outcome = memo.resolve(def, "pre", reused).and_then(|spec| {
-                    let target = Target { env, aws: &config.aws, commit, version: None, lookups };
-                    let mut rendering = memo.render(&spec, &target, reused)?;
-                    let state = live.get(&def.name).cloned().unwrap_or_default();
-                    let plan = memo.plan(&def.name, &mut rendering, &state, spec.adopt, || render(&spec, &target), reused)?;
-                    Ok((rendering.desired, rendering.spec_hash, rendering.image, plan))
-                });
-                out.push((def.name.clone(), outcome));
-            }
-            out
+            run(Some(&mut memo), repo, lookups, live, reused)
         };
         let fresh = |repo: &Repo, lookups: &Lookups, live: &BTreeMap<String, LiveState>| {
-            repo.services.iter().map(|def| {
-                let outcome: Outcome = def.resolve("pre").and_then(|spec| {
-                    let target = Target { env, aws: &config.aws, commit, version: None, lookups };
-                    let desired = render(&spec, &target)?;
-                    let state = live.get(&def.name).cloned().unwrap_or_default();
-                    let plan = plan(&desired, &state, spec.adopt, &ctx);
-                    let (hash, image) = (desired.spec_hash().to_string(), desired.task_definition.container_definitions[0].image.clone());
-                    Ok((Some(std::sync::Arc::new(desired)), hash, image, plan))
-                });
-                (def.name.clone(), outcome)
-            }).collect::<Vec<_>>()
+            run(None, repo, lookups, live, &mut Reused::default())
         };
         // Equal outcomes; a rendered state the memo let go must have had a plan with
         // nothing to do (nothing after planning reads it then).

@@ -199,6 +199,35 @@ impl RolloutWatch {
     }
 }
 
+/// The decide phase alone, for an environment whose inputs are at hand: resolve, render
+/// and plan every service of `repo`, as [`reconcile_env`] does between its lookups
+/// (through the decider's memo when it has one). `verify` answers for the references and
+/// images; `live` gives each service's live state. The bench and the memo's property test
+/// run exactly this.
+pub fn decide(
+    decider: &mut Decider<'_>,
+    repo: &Repo,
+    verify: impl FnOnce(&crate::aws::VerifyRequest) -> crate::aws::Verified,
+    mut live: impl FnMut(&str) -> crate::core::live::LiveState,
+) -> Table {
+    let mut table = decider.resolve(repo, None, Scope::All);
+    let mut req = crate::aws::VerifyRequest::default();
+    for row in table.rows.values() {
+        if let Some(spec) = row.stage.spec() {
+            decider.verify_request(spec, &mut req);
+        }
+    }
+    let verified = verify(&req);
+    decider.begin(&verified);
+    decider.render(&mut table, &verified, Scope::All);
+    for name in table.at(Stage::is_rendered) {
+        let state = live(&name);
+        decider.plan(&mut table, &name, state);
+    }
+    decider.conclude(&mut table, None);
+    table
+}
+
 /// Reconciles every service of one environment (or `only` one).
 pub async fn reconcile_env<C: Cloud>(cloud: &C, input: &EnvInput<'_>) -> Vec<ServiceReport> {
     let env = input.env;

@@ -38,6 +38,8 @@ pub enum Rollouts {
 pub enum Fault {
     Throttle,
     Status(u16),
+    /// A 400 with this error code (`AccessDeniedException`, …).
+    Code(&'static str),
 }
 
 #[derive(Default)]
@@ -223,6 +225,7 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
             Fault::Status(code) => {
                 (code, "Error", format!(r#"{{"__type":"ServiceUnavailableException","message":"injected {code}"}}"#))
             }
+            Fault::Code(code) => (400, "Bad Request", format!(r#"{{"__type":"{code}","message":"injected {code}"}}"#)),
         };
         return write_response(&mut out, status, reason, "application/x-amz-json-1.1", body.as_bytes());
     }
