@@ -438,3 +438,28 @@ fn diff_without_repo_resolves_the_environment_ref_from_the_remote() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ref"], "refs/tags/v1.0.0", "{}", text(&out));
 }
+
+/// `berth apply` is how an operator converges a `sync: manual` environment.
+#[test]
+fn apply_acts_on_a_manual_environment() {
+    let w = World::new();
+    w.write_config("    sync: manual\n");
+    let out = w.apply("pre", &["--service", "ledger"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ledger                   Applied"), "{}", text(&out));
+}
+
+/// A dependent of a service whose files are broken is skipped, naming the broken
+/// dependency and where it is broken; its own (correct) files are not blamed.
+#[test]
+fn a_dependent_of_a_broken_service_is_skipped_naming_the_dependency() {
+    let w = World::new();
+    w.commit_edit("services/bpg/deploy/service.yaml", |t| t.replace("min: 2", "min: [2"), "bpg: broken");
+    let out = w.apply("pre", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("klausapproves            Skipped"), "{stdout}");
+    assert!(stdout.contains("! dependency bpg (services/bpg/deploy/service.yaml:"), "{stdout}");
+    assert!(!stdout.contains("unknown service"), "{stdout}");
+    assert!(stdout.contains("ledger                   Applied"), "{stdout}");
+}

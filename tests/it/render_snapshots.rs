@@ -61,12 +61,23 @@ fn params(service: &str, env: &str) -> Vec<String> {
     }
 }
 
+/// The fixture monorepo committed to a git repository of its own (so that nothing depends
+/// on the history of the checkout the tests run in, or on there being one).
+fn fixture_git() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&root().join(FIXTURE), tmp.path());
+    git(tmp.path(), &["init", "-q", "-b", "develop"]);
+    commit_all(tmp.path(), "fixture");
+    tmp
+}
+
 /// Renders one pair with the fixture config: `--commit` in branch environments, `--version`
-/// in tag environments (the two flags exclude each other; the commit then comes from git).
-fn render_pair(service: &str, env: &str, extra: &[&str]) -> Run {
-    let mut args: Vec<String> = ["render", "--config", CONFIG, "--repo", FIXTURE, "--env", env, "--service", service]
-        .map(String::from)
-        .to_vec();
+/// in tag environments (the two flags exclude each other; the commit then comes from git,
+/// here the fixture's own repository `repo`).
+fn render_pair_in(repo: &Path, service: &str, env: &str, extra: &[&str]) -> Run {
+    let repo = repo.to_string_lossy().into_owned();
+    let mut args: Vec<String> =
+        ["render", "--config", CONFIG, "--repo", &repo, "--env", env, "--service", service].map(String::from).to_vec();
     if env == "prod" {
         args.extend(["--version".into(), VERSION.into()]);
     } else {
@@ -75,6 +86,10 @@ fn render_pair(service: &str, env: &str, extra: &[&str]) -> Run {
     args.extend(params(service, env));
     args.extend(extra.iter().map(|s| s.to_string()));
     berth(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn render_pair(service: &str, env: &str, extra: &[&str]) -> Run {
+    render_pair_in(&root().join(FIXTURE), service, env, extra)
 }
 
 /// Secrets are references only: every `valueFrom` is an ARN or a parameter path, and no
@@ -106,16 +121,10 @@ fn assert_no_secret_values(json: &Value, what: &str) {
     }
 }
 
-/// The commit git reports as the newest that changed `dir` (relative to the crate root),
-/// following first parents as berth does; `None` outside a git checkout.
-fn git_last_commit(dir: &str) -> Option<String> {
-    let out = Command::new("git")
-        .args(["log", "-1", "--first-parent", "--format=%H", "--", dir])
-        .current_dir(root())
-        .output()
-        .ok()?;
-    let id = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && id.len() == 40).then_some(id)
+/// The commit git reports as the newest that changed `dir` of `repo`, following first
+/// parents as berth does.
+fn git_last_commit(repo: &Path, dir: &str) -> String {
+    git(repo, &["log", "-1", "--first-parent", "--format=%H", "--", dir])
 }
 
 #[test]
@@ -135,8 +144,9 @@ fn every_fixture_service_in_every_environment() {
         ],
         "the fixture changed: add or remove snapshots"
     );
+    let repo = fixture_git();
     for (service, env) in &pairs {
-        let run = render_pair(service, env, &[]);
+        let run = render_pair_in(repo.path(), service, env, &[]);
         assert_eq!(run.code, 0, "{service}/{env}:\n{}{}", run.stdout, run.stderr);
         let json: Value = serde_json::from_str(&run.stdout).expect("render prints JSON");
         assert_no_secret_values(&json, &format!("{service}/{env}"));
@@ -153,9 +163,8 @@ fn every_fixture_service_in_every_environment() {
                 .find(|t| t["key"] == "berth:commit")
                 .and_then(|t| t["value"].as_str())
                 .unwrap();
-            if let Some(expected) = git_last_commit(&format!("{FIXTURE}/services/{service}")) {
-                assert_eq!(commit, expected, "{service}/{env}: the commit of the service's folder");
-            }
+            let expected = git_last_commit(repo.path(), &format!("services/{service}"));
+            assert_eq!(commit, expected, "{service}/{env}: the commit of the service's folder");
             insta::with_settings!({
                 filters => vec![
                     (r"\b[0-9a-f]{40}\b", "[commit]"),
