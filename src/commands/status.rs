@@ -19,7 +19,9 @@ pub fn table(status: &Status) -> String {
         if let Some(e) = &env.last_fetch_error {
             let _ = writeln!(out, "{:<8} {:<24} git: {e}", env.name, "-");
         }
-        if env.services.is_empty() && env.last_fetch_error.is_none() {
+        if env.no_release {
+            let _ = writeln!(out, "{:<8} (no release yet: nothing to deploy until the first vX.Y.Z tag)", env.name);
+        } else if env.services.is_empty() && env.last_fetch_error.is_none() {
             let _ = writeln!(
                 out,
                 "{:<8} (no services yet{})",

@@ -105,13 +105,17 @@ impl Services {
     }
 
     /// Ends the backoff of the services that depend on `changed` (git changed a dependency:
-    /// they are attempted with it).
-    pub fn forgive_dependents(&mut self, env: &str, changed: &BTreeSet<String>, reports: &[ServiceReport]) {
+    /// they are attempted with it). Returns whether one was backing off (and so waits for
+    /// another cycle to be attempted).
+    pub fn forgive_dependents(&mut self, env: &str, changed: &BTreeSet<String>, reports: &[ServiceReport]) -> bool {
+        let mut forgiven = false;
         for r in reports.iter().filter(|r| r.depends_on.iter().any(|d| changed.contains(d))) {
             let s = self.entry(env, &r.name);
+            forgiven |= s.retry_at.is_some();
             s.attempts = 0;
             s.retry_at = None;
         }
+        forgiven
     }
 
     /// The earliest time a backed-off service may be attempted.
@@ -230,7 +234,7 @@ mod tests {
         s.record("pre", &api, t0, 0.0);
         s.record("pre", &report("db", "d", Outcome::Synced), t0, 0.0);
         assert!(s.gate("pre", "api", "x", t0).is_err());
-        s.forgive_dependents("pre", &["db".to_string()].into(), &[api]);
+        assert!(s.forgive_dependents("pre", &["db".to_string()].into(), &[api]));
         assert!(s.gate("pre", "api", "x", t0).is_ok());
         assert_eq!(s.settled("pre"), [("db".to_string(), "d".to_string())].into());
     }

@@ -76,6 +76,9 @@ pub struct EnvStatus {
     /// The first full sync of this environment is done.
     #[serde(default)]
     pub ready: bool,
+    /// A tag environment with no release tag yet (nothing to deploy; not an error).
+    #[serde(default)]
+    pub no_release: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

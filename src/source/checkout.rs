@@ -76,7 +76,7 @@ pub fn remote_checkout(config: &Config, env: &EnvConfig) -> anyhow::Result<Check
     let auth = git::Auth::from_env(&config.repo);
     let mirror = git::Mirror::open(&config.repo.url, &Path::new(&config.repo.workdir).join("mirror.git"), auth)?;
     let refs = mirror.list_remote()?;
-    let resolved = git::resolve(&refs, &env.source)?;
+    let resolved = git::resolve(&refs, &env.source)?.context(git::NO_RELEASE)?;
     if !mirror.has_commit(resolved.commit) {
         mirror.fetch()?;
     }
@@ -121,8 +121,9 @@ impl Poller {
     /// Polls the remote once (one ref negotiation) for all of `envs`. An environment whose
     /// commit did not move reuses its checkout with no further git work; a fetch happens
     /// only when a wanted commit is missing locally. On failure the environment keeps its
-    /// last good checkout and gets the error.
-    pub fn poll(&mut self, config: &Config, envs: &[&EnvConfig]) -> BTreeMap<String, Result<Polled, String>> {
+    /// last good checkout and gets the error. `Ok(None)`: a tag environment with no release
+    /// yet (nothing to deploy, and nothing wrong).
+    pub fn poll(&mut self, config: &Config, envs: &[&EnvConfig]) -> BTreeMap<String, Result<Option<Polled>, String>> {
         let mut out = BTreeMap::new();
         let refs = match self.mirror.list_remote() {
             Ok(r) => r,
@@ -136,13 +137,13 @@ impl Poller {
         };
         let mut fetched = false;
         for env in envs {
-            let result = (|| -> anyhow::Result<Polled> {
-                let resolved = git::resolve(&refs, &env.source)?;
+            let result = (|| -> anyhow::Result<Option<Polled>> {
+                let Some(resolved) = git::resolve(&refs, &env.source)? else { return Ok(None) };
                 if let Some(c) = self.checkouts.get(&env.name)
                     && c.commit == resolved.commit.to_string()
                     && c.ref_name == resolved.ref_name
                 {
-                    return Ok(Polled { checkout: c.clone(), changed: false, read: std::time::Duration::ZERO });
+                    return Ok(Some(Polled { checkout: c.clone(), changed: false, read: std::time::Duration::ZERO }));
                 }
                 if !self.mirror.has_commit(resolved.commit) && !fetched {
                     self.mirror.fetch()?;
@@ -163,11 +164,11 @@ impl Poller {
                     commit: resolved.commit.to_string(),
                 });
                 self.checkouts.insert(env.name.clone(), checkout.clone());
-                Ok(Polled { checkout, changed: true, read: started.elapsed() })
+                Ok(Some(Polled { checkout, changed: true, read: started.elapsed() }))
             })();
             out.insert(env.name.clone(), result.map_err(|e| format!("{e:#}")));
         }
-        if out.values().any(|r| r.as_ref().is_ok_and(|p| p.changed)) {
+        if out.values().any(|r| r.as_ref().is_ok_and(|p| p.as_ref().is_some_and(|p| p.changed))) {
             self.mirror.release_caches();
         }
         out

@@ -249,14 +249,18 @@ impl Mirror {
     }
 }
 
-/// The ref an environment deploys, from the remote's ref list.
-pub fn resolve(refs: &BTreeMap<String, Oid>, source: &crate::core::config::Source) -> anyhow::Result<Resolved> {
+/// What a tag environment has before its first release.
+pub const NO_RELEASE: &str = "the remote has no release tag vX.Y.Z yet";
+
+/// The ref an environment deploys, from the remote's ref list; `None`: a tag environment
+/// with no release yet (a state, not an error).
+pub fn resolve(refs: &BTreeMap<String, Oid>, source: &crate::core::config::Source) -> anyhow::Result<Option<Resolved>> {
     use crate::core::config::Source;
     match source {
         Source::Branch(b) => {
             let name = format!("refs/heads/{b}");
             let commit = *refs.get(&name).with_context(|| format!("the remote has no branch `{b}`"))?;
-            Ok(Resolved { ref_name: name, commit, version: None })
+            Ok(Some(Resolved { ref_name: name, commit, version: None }))
         }
         Source::SemverTags { prereleases } => {
             let best = refs
@@ -267,8 +271,11 @@ pub fn resolve(refs: &BTreeMap<String, Oid>, source: &crate::core::config::Sourc
                     (v.build.is_empty() && (*prereleases || v.pre.is_empty())).then_some((v, name, *oid))
                 })
                 .max_by(|a, b| a.0.cmp(&b.0));
-            let (v, name, oid) = best.context("the remote has no release tag vX.Y.Z yet")?;
-            Ok(Resolved { ref_name: name.clone(), commit: oid, version: Some(v.to_string()) })
+            Ok(best.map(|(v, name, oid)| Resolved {
+                ref_name: name.clone(),
+                commit: oid,
+                version: Some(v.to_string()),
+            }))
         }
     }
 }

@@ -700,3 +700,21 @@ fn a_hold_survives_a_daemon_restart() {
     );
     assert_eq!(tags.trim(), "-", "the hold's tag stayed");
 }
+
+/// A tag environment before its first release is a state, not an error: ready, no fetch
+/// error counted, said once in the log, shown as "no release yet".
+#[test]
+fn no_release_tag_yet_is_a_state_not_an_error() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "1s".into();
+    git(&w.origin, &["tag", "-d", "v1.0.0"]);
+    let d = Daemon::ready(&w);
+    d.cycles_more("pre", 3);
+    let prod = d.status()["environments"].as_array().unwrap().iter().find(|e| e["name"] == "prod").unwrap().clone();
+    assert_eq!(prod["no_release"], true, "{prod:#}");
+    assert_eq!(prod["last_fetch_error"], Value::Null, "{prod:#}");
+    let (_, metrics) = d.get("/metrics");
+    assert!(!metrics.contains("berth_git_fetch_total{env=\"prod\",result=\"error\"}"), "{metrics}");
+    assert_eq!(d.log().matches("no release tag vX.Y.Z yet").count(), 1, "{}", d.log());
+    assert!(!d.log().contains("git poll failed"), "{}", d.log());
+}

@@ -109,7 +109,12 @@ impl<K: Connect> Daemon<K> {
             let m = &self.shared.metrics;
             m.git_fetch_duration.get_or_create(&labels(&[("env", &env.name)])).observe(fetch_secs);
             let (checkout, error) = match polled.get(&env.name) {
-                Some(Ok(p)) => {
+                Some(Ok(None)) => {
+                    m.git_fetch.get_or_create(&labels(&[("env", &env.name), ("result", "ok")])).inc();
+                    self.set_no_release(&env.name);
+                    continue;
+                }
+                Some(Ok(Some(p))) => {
                     m.git_fetch.get_or_create(&labels(&[("env", &env.name), ("result", "ok")])).inc();
                     if p.changed {
                         tracing::info!(env = %env.name, r#ref = %p.checkout.ref_name, commit = %p.checkout.commit, read_ms = p.read.as_millis() as u64, "new commit");
@@ -138,6 +143,27 @@ impl<K: Connect> Daemon<K> {
         work
     }
 
+    /// A tag environment with no release tag yet: nothing to deploy, and ready (its poll
+    /// worked). Said once, when it starts.
+    fn set_no_release(&self, env: &str) {
+        let mut status = self.shared.status.write().expect("status lock");
+        if status.environments.iter().any(|e| e.name == env && e.no_release) {
+            return;
+        }
+        tracing::info!(env, "no release tag vX.Y.Z yet: nothing to deploy until the first release");
+        status.environments.retain(|e| e.name != env);
+        status.environments.push(EnvStatus {
+            name: env.to_string(),
+            ref_name: None,
+            commit: None,
+            services: Vec::new(),
+            last_fetch_error: None,
+            ready: true,
+            no_release: true,
+        });
+        status.environments.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
     fn set_env_error(&self, env: &str, error: String) {
         let mut status = self.shared.status.write().expect("status lock");
         match status.environments.iter_mut().find(|e| e.name == env) {
@@ -149,6 +175,7 @@ impl<K: Connect> Daemon<K> {
                 services: Vec::new(),
                 last_fetch_error: Some(error),
                 ready: false,
+                no_release: false,
             }),
         }
         status.environments.sort_by(|a, b| a.name.cmp(&b.name));
@@ -209,6 +236,7 @@ impl<K: Connect> Daemon<K> {
             services,
             last_fetch_error: fetch_error,
             ready: true,
+            no_release: false,
         };
         status.environments.retain(|e| e.name != env);
         status.environments.push(entry);
@@ -244,8 +272,9 @@ impl<K: Connect> Daemon<K> {
             let key = labels(&[("env", env), ("service", &r.name), ("result", result)]);
             self.shared.metrics.reconcile.get_or_create(&key).inc();
         }
-        if !changed.is_empty() {
-            services.forgive_dependents(env, &changed, reports);
+        if !changed.is_empty() && services.forgive_dependents(env, &changed, reports) {
+            // Their backoff held them off in this cycle: the next one attempts them.
+            self.shared.trigger([env.to_string()]);
         }
     }
 
