@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
-use crate::aws::{Aws, ClientOptions, RequestStats};
+use crate::aws::RequestStats;
+use crate::engine::cloud::{Connect as _, ConnectAws};
 use crate::cli::{ApplyArgs, ConvergeArgs, OutputFormat};
 use crate::commands::{Exit, load_config};
 use crate::engine::outcome::Verdict;
@@ -70,10 +71,9 @@ async fn run(args: &ConvergeArgs, mode: Mode) -> anyhow::Result<(Exit, Vec<Servi
     {
         bail!("no service `{s}` in the repository");
     }
-    let options = ClientOptions { max_attempts: config.aws.max_attempts, ..ClientOptions::default() };
-    let aws = Aws::connect(&config.aws, &options, RequestStats::new()).await;
+    let aws = ConnectAws.connect(&config, RequestStats::new()).await;
     let input = EnvInput { only: args.service.as_deref(), ..EnvInput::new(&config, &env, &checkout, mode) };
-    let reports = reconcile::reconcile_env(&aws, &input).await;
+    let reports = reconcile::reconcile_env(&*aws, &input).await;
     match args.output {
         OutputFormat::Json => {
             let report =
