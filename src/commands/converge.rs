@@ -6,9 +6,9 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use crate::aws::RequestStats;
-use crate::engine::cloud::{Connect as _, ConnectAws};
 use crate::cli::{ApplyArgs, ConvergeArgs, OutputFormat};
 use crate::commands::{Exit, load_config};
+use crate::engine::cloud::{Connect as _, ConnectAws};
 use crate::engine::outcome::Verdict;
 use crate::engine::reconcile::{self, EnvInput, Mode, Outcome, ServiceReport};
 use crate::source::checkout::{local_checkout, remote_checkout};
