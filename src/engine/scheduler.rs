@@ -35,6 +35,9 @@ pub struct ServiceState {
     pub settled: bool,
     pub logged_error: Option<String>,
     pub watch: Option<Watch>,
+    /// The spec hash of a rollout this process saw fail: a backstop for the `berth:held`
+    /// tag (which is what survives), should writing it have failed.
+    pub held: Option<String>,
 }
 
 /// The daemon's services, by (env, service).
@@ -60,6 +63,9 @@ impl Services {
     /// that failed always may (a fix in git is attempted at once).
     pub fn gate(&self, env: &str, service: &str, hash: &str, now: Instant) -> Result<(), Hold> {
         let Some(s) = self.get(env, service) else { return Ok(()) };
+        if s.held.as_deref() == Some(hash) {
+            return Err(Hold::RolloutFailed { spec_hash: hash.to_string() });
+        }
         match s.retry_at {
             Some(t) if t > now && s.spec_hash.as_deref() == Some(hash) => {
                 Err(Hold::Backoff { attempts: s.attempts, retry_in: t - now })
@@ -76,6 +82,7 @@ impl Services {
             s.spec_hash = r.spec_hash.clone();
             s.attempts = 0;
             s.retry_at = None;
+            s.held = None;
         }
         s.settled = matches!(r.outcome, Outcome::Synced | Outcome::Applied) && r.spec_hash.is_some();
         match &r.outcome {
@@ -146,6 +153,16 @@ impl Services {
 
     fn of<'a>(&'a self, env: &'a str) -> impl Iterator<Item = (&'a String, &'a ServiceState)> + 'a {
         self.map.iter().filter(move |((e, _), _)| e == env).map(|((_, n), s)| (n, s))
+    }
+
+    /// Uses up the due retries of `env` (a cycle that could not reconcile it, for want of a
+    /// checkout, must not leave them in the past).
+    pub fn drop_due(&mut self, env: &str, now: Instant) {
+        for ((e, _), s) in self.map.iter_mut() {
+            if e == env && s.retry_at.is_some_and(|t| t <= now) {
+                s.retry_at = None;
+            }
+        }
     }
 
     /// Whether any environment has had a full reconcile recorded (a push-scoped cycle needs one).

@@ -193,6 +193,7 @@ const REQUIRED: &[&str] = &[
     "ecs:CreateService",
     "ecs:UpdateService",
     "ecs:TagResource",
+    "ecs:UntagResource",
     "application-autoscaling:DescribeScalableTargets",
     "application-autoscaling:DescribeScalingPolicies",
     "application-autoscaling:RegisterScalableTarget",

@@ -103,7 +103,7 @@ impl<K: Connect> Daemon<K> {
         .await
         .unwrap_or_default();
         let fetch_secs = started.elapsed().as_secs_f64();
-        let services = st.services.lock().expect("services lock");
+        let mut services = st.services.lock().expect("services lock");
         let mut work = Vec::new();
         for env in envs {
             let m = &self.shared.metrics;
@@ -112,6 +112,7 @@ impl<K: Connect> Daemon<K> {
                 Some(Ok(None)) => {
                     m.git_fetch.get_or_create(&labels(&[("env", &env.name), ("result", "ok")])).inc();
                     self.set_no_release(&env.name);
+                    services.drop_due(&env.name, Instant::now());
                     continue;
                 }
                 Some(Ok(Some(p))) => {
@@ -137,7 +138,10 @@ impl<K: Connect> Daemon<K> {
                     settled: services.settled(&env.name),
                     watching: services.watching(&env.name),
                 }),
-                None => self.set_env_error(&env.name, error.unwrap_or_default()),
+                None => {
+                    services.drop_due(&env.name, Instant::now());
+                    self.set_env_error(&env.name, error.unwrap_or_default());
+                }
             }
         }
         work
@@ -222,8 +226,11 @@ impl<K: Connect> Daemon<K> {
             })
             .collect();
         if partial {
-            let deployed: BTreeSet<&str> =
-                checkout.repo.services.iter().filter(|d| d.envs.contains_key(env)).map(|d| d.name.as_str()).collect();
+            let deployed: BTreeSet<&str> = (checkout.repo.services.iter())
+                .filter(|d| d.envs.contains_key(env))
+                .map(|d| d.name.as_str())
+                .chain(checkout.repo.broken.iter().filter(|b| b.envs.iter().any(|e| e == env)).map(|b| b.key.as_str()))
+                .collect();
             services.extend(previous.into_values().filter(|s| deployed.contains(s.name.as_str())));
             services.sort_by(|a, b| a.name.cmp(&b.name));
         }

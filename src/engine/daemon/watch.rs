@@ -57,6 +57,9 @@ impl<K: Connect> Daemon<K> {
             }
             s.watch = None;
             s.settled = false;
+            if done.result.is_err() {
+                s.held = Some(done.spec_hash.clone());
+            }
         }
         match &done.result {
             Ok(()) => tracing::info!(env, service, spec = %done.spec_hash, "rollout completed"),

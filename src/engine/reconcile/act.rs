@@ -60,6 +60,8 @@ struct Run {
     spec_hash: String,
     /// The live service carries a hold (of another spec): lifted once this one applies.
     lift_hold: bool,
+    /// The revision the live service ran when planned (a move to another one is rolled out).
+    live_revision: Option<String>,
 }
 
 /// The run for `name`, if its plan has something to do and nothing stops it now (a
@@ -68,6 +70,11 @@ fn admit(table: &mut Table, name: &str, input: &EnvInput<'_>) -> Option<Run> {
     let row = table.rows.get(name)?;
     let Stage::Planned { spec, rendering, plan, .. } = &row.stage else { return None };
     if plan.actions.is_empty() || !plan.blockers.is_empty() {
+        return None;
+    }
+    // Its rollout of this very spec is being watched: the watch decides, not a re-apply.
+    if input.watching.is_some_and(|w| w.get(name) == Some(&rendering.spec_hash)) {
+        table.finish(name, Outcome::Progressing);
         return None;
     }
     if let Some(reason) = waiting_on(table, &spec.depends_on) {
@@ -81,6 +88,7 @@ fn admit(table: &mut Table, name: &str, input: &EnvInput<'_>) -> Option<Run> {
         return None;
     }
     let row = table.rows.get_mut(name)?;
+    let live_revision = row.report.task_definition.clone();
     let Stage::Planned { rendering, plan, live_held, .. } = std::mem::take(&mut row.stage) else { return None };
     row.stage = Stage::Done;
     Some(Run {
@@ -89,6 +97,7 @@ fn admit(table: &mut Table, name: &str, input: &EnvInput<'_>) -> Option<Run> {
         spec_hash: rendering.spec_hash,
         plan,
         lift_hold: live_held,
+        live_revision,
     })
 }
 
@@ -172,11 +181,11 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
             }
             Action::UpdateService { settings, revision, set_desired_count } => {
                 let arn = outputs.resolve(revision).unwrap_or_default().to_string();
-                cloud.update_service(settings, &arn, *set_desired_count).await.map(|before| {
-                    if before.settings.task_definition != arn || registered.is_some() {
+                cloud.update_service(settings, &arn, *set_desired_count).await.map(|after| {
+                    if run.live_revision.as_deref() != Some(arn.as_str()) || registered.is_some() {
                         deployed = Some(arn.clone());
                     }
-                    service_arn = Some(before.arn);
+                    service_arn = Some(after.arn);
                     format!("updated service {} ({arn})", settings.service_name)
                 })
             }
@@ -259,15 +268,20 @@ pub async fn wait_for_rollout<C: Cloud>(cloud: &C, watch: &RolloutWatch) -> Resu
     let start = Instant::now();
     let (service, timeout) = (&watch.service, watch.timeout);
     loop {
-        let services =
-            cloud.describe_services(&watch.cluster, std::slice::from_ref(service)).await.map_err(|e| e.to_string())?;
-        let Some(live) = services.get(service) else {
-            return Err(format!("service {service} disappeared"));
-        };
-        match rollout_state(live, &watch.revision) {
-            Rollout::Done => return Ok(()),
-            Rollout::Failed(reason) => return Err(reason),
-            Rollout::InProgress => {}
+        // A read that fails says nothing about the rollout: ask again until the timeout
+        // (a verdict from a throttled read would hold a healthy spec).
+        match cloud.describe_services(&watch.cluster, std::slice::from_ref(service)).await {
+            Ok(services) => {
+                let Some(live) = services.get(service) else {
+                    return Err(format!("service {service} disappeared"));
+                };
+                match rollout_state(live, &watch.revision) {
+                    Rollout::Done => return Ok(()),
+                    Rollout::Failed(reason) => return Err(reason),
+                    Rollout::InProgress => {}
+                }
+            }
+            Err(e) => tracing::debug!(service = %service, error = %e, "cannot read the rollout's state; asking again"),
         }
         if start.elapsed() >= timeout {
             return Err(format!("the deployment did not finish within {}", humantime::format_duration(timeout)));
