@@ -166,7 +166,7 @@ wait_status() { # python expression over the /status JSON `s`, description
 env_of='lambda s, n: next((e for e in s["environments"] if e["name"] == n), {"services": []})'
 wait_status "len(($env_of)(s, 'pre')['services']) == 4 and all(x['sync'] == 'Synced' for x in ($env_of)(s, 'pre')['services'])" "pre synced"
 status
-echo "(prod has no release tag yet: nothing to deploy there)"
+echo "(prod has no release tag yet: nothing to deploy there, which is a state, not an error: /readyz answers $(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz"))"
 
 step "a commit to develop: notifier's queue changes"
 sed -i 's/value: notifier-pre$/value: notifier-pre-v2/' "$REPO/services/notifier/deploy/pre/config.yaml"
