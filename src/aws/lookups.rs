@@ -160,6 +160,22 @@ impl Aws {
         out
     }
 
+    /// The values of up to ten parameters (GetParameters without decryption).
+    async fn parameter_values(
+        &self,
+        names: Vec<String>,
+    ) -> (Vec<String>, Result<aws_sdk_ssm::operation::get_parameters::GetParametersOutput, AwsError>) {
+        let resp = self
+            .ssm
+            .get_parameters()
+            .set_names(Some(names.clone()))
+            .with_decryption(false)
+            .send()
+            .await
+            .map_err(|e| classify("GetParameters", e));
+        (names, resp)
+    }
+
     /// Which of up to 50 parameter names exist (DescribeParameters: metadata, never a value).
     async fn existing_parameters(&self, chunk: &[String]) -> Result<Vec<String>, AwsError> {
         let filter = ssm::ParameterStringFilter::builder()
@@ -207,36 +223,20 @@ impl Aws {
             }
         }
         let vars: Vec<String> = req.ssm_variables.iter().cloned().collect();
-        let values = concurrently(vars.chunks(10).map(<[String]>::to_vec).map(|chunk| async move {
-            let resp = self
-                .ssm
-                .get_parameters()
-                .set_names(Some(chunk.clone()))
-                .with_decryption(false)
-                .send()
-                .await
-                .map_err(|e| classify("GetParameters", e));
-            (chunk, resp)
-        }))
-        .await;
+        let values = concurrently(vars.chunks(10).map(<[String]>::to_vec).map(|c| self.parameter_values(c))).await;
+        // A denied batch may be one parameter the role may not read: ask its names one by
+        // one, so that only the services using that one fail.
+        let mut alone = Vec::new();
         for (chunk, resp) in values {
-            let resp = match resp {
-                Ok(r) => r,
-                Err(e) => {
-                    out.fail(chunk.iter().map(|n| Item::Parameter(n.clone())), &e);
-                    continue;
+            match resp {
+                Err(AwsError::AccessDenied { .. } | AwsError::Other { .. }) if chunk.len() > 1 => {
+                    alone.extend(chunk.into_iter().map(|n| vec![n]));
                 }
-            };
-            for p in resp.parameters() {
-                let (Some(name), Some(value)) = (p.name(), p.value()) else { continue };
-                let asked = chunk.iter().find(|c| ssm_name(c) == name || *c == name || p.arn() == Some(c.as_str()));
-                let key = asked.cloned().unwrap_or_else(|| name.to_string());
-                if p.r#type() == Some(&ssm::ParameterType::SecureString) {
-                    out.secure_variables.insert(key);
-                } else {
-                    out.ssm_values.insert(key, value.to_string());
-                }
+                resp => out.take_values(&chunk, resp),
             }
+        }
+        for (chunk, resp) in concurrently(alone.into_iter().map(|c| self.parameter_values(c))).await {
+            out.take_values(&chunk, resp);
         }
         // One request per secret or repository, a few at a time.
         let secrets = concurrently(req.secret_ids.iter().cloned().map(|id| async move {
@@ -318,6 +318,28 @@ impl Aws {
 }
 
 impl Verified {
+    /// Folds in a GetParameters answer for `chunk`: values, SecureStrings, or the failure.
+    fn take_values(
+        &mut self,
+        chunk: &[String],
+        resp: Result<aws_sdk_ssm::operation::get_parameters::GetParametersOutput, AwsError>,
+    ) {
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return self.fail(chunk.iter().map(|n| Item::Parameter(n.clone())), &e),
+        };
+        for p in resp.parameters() {
+            let (Some(name), Some(value)) = (p.name(), p.value()) else { continue };
+            let asked = chunk.iter().find(|c| ssm_name(c) == name || *c == name || p.arn() == Some(c.as_str()));
+            let key = asked.cloned().unwrap_or_else(|| name.to_string());
+            if p.r#type() == Some(&ssm::ParameterType::SecureString) {
+                self.secure_variables.insert(key);
+            } else {
+                self.ssm_values.insert(key, value.to_string());
+            }
+        }
+    }
+
     /// What verification finds when every parameter, secret and image of `req` exists,
     /// with `values` for the `ssm:` variables and `secret_arns` for the secrets (what an
     /// offline decision assumes: benches, tests).

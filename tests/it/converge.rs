@@ -463,3 +463,29 @@ fn a_dependent_of_a_broken_service_is_skipped_naming_the_dependency() {
     assert!(!stdout.contains("unknown service"), "{stdout}");
     assert!(stdout.contains("ledger                   Applied"), "{stdout}");
 }
+
+/// A GetParameters batch that is denied is asked again name by name: one parameter the
+/// role may not read fails only the services that use it (here the denial is passing,
+/// so every service converges).
+#[test]
+fn a_denied_parameter_batch_is_asked_again_name_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, param) in [("alpha", "/pre/klausapproves/db-host"), ("beta", "/pre/beta/host")] {
+        let d = dir.path().join(format!("services/{name}/deploy/pre"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.parent().unwrap().join("service.yaml"),
+            format!("type: service\nname: {name}\nspec:\n  image: {name}\n  resources: {{cpu: 256, memory: 512}}\n  count: 0\n  environment:\n    - key: HOST\n      value: '{{{{ .Variables[\"host\"] }}}}'\n"),
+        )
+        .unwrap();
+        std::fs::write(d.join("config.yaml"), format!("variables:\n  - key: host\n    value: ssm:{param}\n")).unwrap();
+    }
+    let w = World::with_repo(dir.path());
+    w.console(
+        "import boto3; boto3.client('ssm').put_parameter(Name='/pre/beta/host', Value='beta.internal', Type='String')",
+    );
+    w.proxy.inject("GetParameters", Fault::Code("AccessDeniedException"), 1);
+    let out = w.apply("pre", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(w.proxy.count("GetParameters") >= 3, "{:?}", w.proxy.counts());
+}
