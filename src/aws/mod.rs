@@ -52,10 +52,6 @@ impl AwsError {
         matches!(self, AwsError::Throttled { .. })
     }
 
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, AwsError::Unavailable { .. })
-    }
-
     pub(crate) fn other(operation: &str, message: impl Into<String>) -> AwsError {
         AwsError::Other { operation: operation.into(), message: message.into() }
     }

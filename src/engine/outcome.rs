@@ -193,11 +193,8 @@ impl Outcome {
     /// What the status shows as the last error.
     pub fn error_text(&self) -> Option<String> {
         match self {
-            Outcome::Synced | Outcome::Applied | Outcome::Progressing | Outcome::OutOfSync => None,
             Outcome::WaitingForImage(image) => Some(format!("waiting for image {image}")),
-            Outcome::Unmanaged(reason) | Outcome::Skipped(reason) => Some(reason.clone()),
-            Outcome::Held(hold) => Some(hold.to_string()),
-            Outcome::Failed(f) => Some(f.to_string()),
+            other => other.reason(),
         }
     }
 
