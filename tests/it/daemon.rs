@@ -635,11 +635,14 @@ fn a_stuck_rollout_of_one_service_does_not_delay_a_heal_of_another() {
     w.proxy.set_rollouts(Rollouts::Complete);
     let d = Daemon::ready(&w);
     w.proxy.set_rollouts_for("ledger", Rollouts::Stuck);
-    w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
+    let commit =
+        w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
     w.push_images();
     w.push();
+    // The stuck answers make ledger `Progressing` at once; wait for the new commit's apply.
     d.wait_for("ledger rolling out", Duration::from_secs(30), |d| {
-        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Progressing" && s["sync"] == "Synced")
+        d.service("pre", "ledger")
+            .is_some_and(|s| s["health"] == "Progressing" && s["sync"] == "Synced" && s["commit"] == commit.as_str())
     });
     let updates = w.proxy.count("UpdateService");
     w.console("import boto3; boto3.client('ecs').update_service(cluster='pre', service='notifier', desiredCount=5)");
@@ -649,7 +652,13 @@ fn a_stuck_rollout_of_one_service_does_not_delay_a_heal_of_another() {
     // The next 1 s poll heals it; the bound leaves room for a loaded machine, and is far
     // below the rollout timeout (10 minutes) that used to come first.
     assert!(healed < Duration::from_secs(15), "healed after {healed:?}\n{}", d.log());
-    assert_eq!(w.proxy.count("UpdateService"), updates + 1, "only notifier's heal is written\n{}", d.log());
+    let written: Vec<_> = w.proxy.bodies("UpdateService").iter().map(|b| b["service"].to_string()).collect();
+    assert_eq!(
+        w.proxy.count("UpdateService"),
+        updates + 1,
+        "only notifier's heal is written: {written:?}\n{}",
+        d.log()
+    );
     let ledger = d.service("pre", "ledger").unwrap();
     assert_eq!(ledger["health"], "Progressing", "{ledger:#}");
 }
