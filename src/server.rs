@@ -58,7 +58,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
-    let status = shared.status.read().expect("status lock").clone();
+    let status = shared.status();
     Json(status).into_response()
 }
 

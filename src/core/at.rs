@@ -1,28 +1,82 @@
 //! `At<T>`: a value from a YAML file together with where it was written.
 //!
-//! It deserializes through `serde_saphyr::Spanned` and takes the file name from the parse
-//! in progress, so every field of a parsed spec knows its own `path:line:column` even after
-//! environment overrides from another file have been merged in.
+//! It deserializes through `serde_saphyr::Spanned`, which knows the line and column; the
+//! parser then [`Stamp`]s the file name into every `At` of the document, so every field of a
+//! parsed spec knows its own `path:line:column` even after environment overrides from
+//! another file have been merged in.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Deserializer};
 
 use super::diag::Pos;
 
-thread_local! {
-    static CURRENT_FILE: RefCell<Arc<str>> = RefCell::new(Arc::from(""));
+/// The file of an `At` between its deserialization and its stamp: shared, so a parse
+/// allocates no name per value.
+static UNSTAMPED: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+
+/// Writes the name of the file a parsed document came from into every `At` inside it.
+///
+/// Structs implement it with [`stamp_fields!`], which names every field: a field added
+/// to a struct and not to its stamp is a compile error, not a diagnostic without a file.
+pub trait Stamp {
+    fn stamp(&mut self, file: &Arc<str>);
 }
 
-/// Runs `f` with `file` as the file that `At` values deserialized inside it belong to.
-pub(crate) fn with_file<R>(file: &Arc<str>, f: impl FnOnce() -> R) -> R {
-    let previous = CURRENT_FILE.with(|c| c.replace(file.clone()));
-    let out = f();
-    CURRENT_FILE.with(|c| c.replace(previous));
-    out
+impl<T: Stamp> Stamp for At<T> {
+    fn stamp(&mut self, file: &Arc<str>) {
+        self.pos.file = file.clone();
+        self.value.stamp(file);
+    }
 }
+
+impl<T: Stamp> Stamp for Option<T> {
+    fn stamp(&mut self, file: &Arc<str>) {
+        if let Some(v) = self {
+            v.stamp(file);
+        }
+    }
+}
+
+impl<T: Stamp> Stamp for Vec<T> {
+    fn stamp(&mut self, file: &Arc<str>) {
+        self.iter_mut().for_each(|v| v.stamp(file));
+    }
+}
+
+impl<K, V: Stamp> Stamp for BTreeMap<K, V> {
+    fn stamp(&mut self, file: &Arc<str>) {
+        self.values_mut().for_each(|v| v.stamp(file));
+    }
+}
+
+/// Values that hold no `At`.
+macro_rules! stamp_nothing {
+    ($($t:ty),* $(,)?) => {
+        $(impl $crate::core::at::Stamp for $t {
+            fn stamp(&mut self, _: &std::sync::Arc<str>) {}
+        })*
+    };
+}
+pub(crate) use stamp_nothing;
+
+stamp_nothing!(String, bool, u16, u32, f64, Text);
+
+/// `impl Stamp` for a struct, naming every one of its fields (the destructuring has no
+/// `..`, so the list cannot fall behind the struct).
+macro_rules! stamp_fields {
+    ($($t:ident { $($field:ident),* $(,)? })*) => {
+        $(impl $crate::core::at::Stamp for $t {
+            fn stamp(&mut self, file: &std::sync::Arc<str>) {
+                let $t { $($field),* } = self;
+                $($crate::core::at::Stamp::stamp($field, file);)*
+            }
+        })*
+    };
+}
+pub(crate) use stamp_fields;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct At<T> {
@@ -46,9 +100,8 @@ impl<T> std::ops::Deref for At<T> {
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let spanned = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
-        let file = CURRENT_FILE.with(|c| c.borrow().clone());
         let loc = spanned.referenced;
-        Ok(At { value: spanned.value, pos: Pos::new(file, loc.line() as u32, loc.column() as u32) })
+        Ok(At { value: spanned.value, pos: Pos::new(UNSTAMPED.clone(), loc.line() as u32, loc.column() as u32) })
     }
 }
 

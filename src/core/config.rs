@@ -9,7 +9,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::at::{At, Text};
+use super::at::{At, Text, stamp_fields, stamp_nothing};
 use super::diag::{self, Diagnostic, Diagnostics, Pos};
 use super::spec::valid_env_name;
 use super::yaml;
@@ -104,6 +104,20 @@ pub struct RawWebhook {
 pub struct RawCloudWatch {
     pub namespace: Option<At<String>>,
 }
+
+stamp_fields! {
+    RawConfig { repo, aws, environments, metrics, webhook, concurrency, cloudwatch }
+    RawRepo { url, token_env, ssh_key, poll_interval, workdir, discovery }
+    RawAws { region, endpoint_url, account_id, registry, max_attempts }
+    RawEnv { source, cluster, sync, rollout, defaults }
+    RawSource { branch, tags, prereleases }
+    RawRollout { wait, timeout, poll }
+    RawDefaults { execution_role, task_role, subnets, security_groups, assign_public_ip, log_group }
+    RawListen { listen }
+    RawWebhook { listen, secret_env }
+    RawCloudWatch { namespace }
+}
+stamp_nothing!(SyncMode);
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

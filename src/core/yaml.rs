@@ -5,12 +5,12 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_saphyr::{MessageFormatter as _, UserMessageFormatter};
 
-use super::at::with_file;
+use super::at::Stamp;
 use super::diag::{Diagnostic, Pos};
 
 /// Parses one YAML document of `file`. An empty document (or one of only comments) parses
 /// as `T::default()` through `Option`, so an empty `config.yaml` is a valid env config.
-pub fn parse<T: DeserializeOwned + Default>(file: &Arc<str>, text: &str) -> Result<T, Diagnostic> {
+pub fn parse<T: DeserializeOwned + Default + Stamp>(file: &Arc<str>, text: &str) -> Result<T, Diagnostic> {
     // Files are read lossily: an invalid UTF-8 sequence arrives here as U+FFFD.
     if let Some(pos) = replacement_char(file, text) {
         return Err(Diagnostic::new(pos, "the file is not valid UTF-8 here: save it as UTF-8"));
@@ -18,9 +18,13 @@ pub fn parse<T: DeserializeOwned + Default>(file: &Arc<str>, text: &str) -> Resu
     let options = serde_saphyr::options! {
         with_snippet: false,
     };
-    let parsed: Result<Option<T>, _> = with_file(file, || serde_saphyr::from_str_with_options(text, options));
+    let parsed: Result<Option<T>, _> = serde_saphyr::from_str_with_options(text, options);
     match parsed {
-        Ok(value) => Ok(value.unwrap_or_default()),
+        Ok(value) => {
+            let mut value = value.unwrap_or_default();
+            value.stamp(file);
+            Ok(value)
+        }
         Err(err) => Err(to_diagnostic(file, text, &err)),
     }
 }

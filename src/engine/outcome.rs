@@ -91,7 +91,8 @@ pub enum Hold {
     /// Waiting before the next attempt after `attempts` failed ones.
     Backoff { attempts: u32, retry_in: Duration },
     /// The rollout of this spec failed: not applied again until git changes the service.
-    RolloutFailed { spec_hash: String },
+    /// `in_sync`: live already equals it (ECS left the failed deployment running).
+    RolloutFailed { spec_hash: String, in_sync: bool },
     /// The daemon is stopping.
     ShuttingDown,
 }
@@ -104,10 +105,10 @@ impl std::fmt::Display for Hold {
                 "backing off after {attempts} failed attempt(s); next attempt in {}s",
                 retry_in.as_secs().max(1)
             ),
-            Hold::RolloutFailed { spec_hash } => write!(
-                f,
-                "the rollout of spec {spec_hash} failed; berth will not retry it until git changes the service"
-            ),
+            Hold::RolloutFailed { spec_hash, in_sync } => {
+                let blocker = crate::core::plan::Blocker::Held { spec_hash: spec_hash.clone(), in_sync: *in_sync };
+                std::fmt::Display::fmt(&blocker, f)
+            }
             Hold::ShuttingDown => f.write_str("shutting down"),
         }
     }
@@ -166,6 +167,7 @@ impl Outcome {
     pub fn sync(&self) -> Sync {
         match self {
             Outcome::Synced | Outcome::Applied | Outcome::Progressing => Sync::Synced,
+            Outcome::Held(Hold::RolloutFailed { in_sync: true, .. }) => Sync::Synced,
             Outcome::Failed(f) if f.class() != FailureClass::RolloutFailed => Sync::Unknown,
             _ => Sync::OutOfSync,
         }
@@ -215,7 +217,7 @@ impl Outcome {
         match (intent, self) {
             (_, Outcome::Failed(_)) => Verdict::Failed,
             (Mode::Diff, Outcome::Skipped(_)) => Verdict::Failed,
-            (Mode::Diff, Outcome::Synced) => Verdict::Ok,
+            (Mode::Diff, Outcome::Synced | Outcome::Held(Hold::RolloutFailed { in_sync: true, .. })) => Verdict::Ok,
             (Mode::Diff, _) => Verdict::Drift,
             (Mode::DryRun, _) => Verdict::Ok,
             (Mode::Apply, Outcome::Synced | Outcome::Applied) => Verdict::Ok,
@@ -356,11 +358,19 @@ mod tests {
                 Verdict::Failed,
             ),
             (
-                Outcome::Held(Hold::RolloutFailed { spec_hash: "h".into() }),
+                Outcome::Held(Hold::RolloutFailed { spec_hash: "h".into(), in_sync: false }),
                 Sync::OutOfSync,
                 Health::Degraded,
                 "skipped",
                 Verdict::Drift,
+                Verdict::Failed,
+            ),
+            (
+                Outcome::Held(Hold::RolloutFailed { spec_hash: "h".into(), in_sync: true }),
+                Sync::Synced,
+                Health::Degraded,
+                "skipped",
+                Verdict::Ok,
                 Verdict::Failed,
             ),
             (Outcome::Failed(missing), Sync::Unknown, Health::Unknown, "failed", Verdict::Failed, Verdict::Failed),

@@ -1,6 +1,8 @@
 //! What the daemon keeps per (environment, service), in one map: the backoff after failed
 //! attempts, whether the service is settled at its spec, the rollout being watched, the
-//! error last logged. Pure: time and jitter are passed in.
+//! error last logged, and the service as `/status` shows it. `/status`, `/metrics`,
+//! `/readyz` and the CloudWatch gauges are all derived from this map ([`Services::status`]).
+//! Pure: time and jitter are passed in.
 //!
 //! The hold of a failed rollout is not here: it is written on the ECS service
 //! (`berth:held`) and read back with the live state, so it survives a restart.
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::outcome::{Hold, Outcome, retry_delay};
 use super::reconcile::ServiceReport;
+use super::status::{EnvStatus, ServiceStatus, Status};
 
 /// A rollout the daemon watches: its spec, and how to stop watching it when a newer apply
 /// of the service supersedes it.
@@ -38,12 +41,27 @@ pub struct ServiceState {
     /// The spec hash of a rollout this process saw fail: a backstop for the `berth:held`
     /// tag (which is what survives), should writing it have failed.
     pub held: Option<String>,
+    /// The service as `/status` shows it, from its last report (none before the first).
+    pub shown: Option<ServiceStatus>,
 }
 
-/// The daemon's services, by (env, service).
+/// What an environment shows besides its services.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EnvState {
+    pub ref_name: Option<String>,
+    pub commit: Option<String>,
+    pub last_fetch_error: Option<String>,
+    /// The first full sync of this environment is done.
+    pub ready: bool,
+    /// A tag environment with no release tag yet (nothing to deploy; not an error).
+    pub no_release: bool,
+}
+
+/// The daemon's services, by (env, service), and its environments.
 #[derive(Debug, Default)]
 pub struct Services {
     map: BTreeMap<(String, String), ServiceState>,
+    envs: BTreeMap<String, EnvState>,
 }
 
 fn key(env: &str, service: &str) -> (String, String) {
@@ -64,7 +82,7 @@ impl Services {
     pub fn gate(&self, env: &str, service: &str, hash: &str, now: Instant) -> Result<(), Hold> {
         let Some(s) = self.get(env, service) else { return Ok(()) };
         if s.held.as_deref() == Some(hash) {
-            return Err(Hold::RolloutFailed { spec_hash: hash.to_string() });
+            return Err(Hold::RolloutFailed { spec_hash: hash.to_string(), in_sync: false });
         }
         match s.retry_at {
             Some(t) if t > now && s.spec_hash.as_deref() == Some(hash) => {
@@ -152,7 +170,36 @@ impl Services {
     }
 
     fn of<'a>(&'a self, env: &'a str) -> impl Iterator<Item = (&'a String, &'a ServiceState)> + 'a {
-        self.map.iter().filter(move |((e, _), _)| e == env).map(|((_, n), s)| (n, s))
+        self.map.range(key(env, "")..).take_while(move |((e, _), _)| e == env).map(|((_, n), s)| (n, s))
+    }
+
+    pub fn env(&self, env: &str) -> Option<&EnvState> {
+        self.envs.get(env)
+    }
+
+    pub fn env_mut(&mut self, env: &str) -> &mut EnvState {
+        self.envs.entry(env.to_string()).or_default()
+    }
+
+    /// The services of `env` as shown, by name.
+    pub fn shown<'a>(&'a self, env: &'a str) -> impl Iterator<Item = &'a ServiceStatus> + 'a {
+        self.of(env).filter_map(|(_, s)| s.shown.as_ref())
+    }
+
+    /// What `/status` shows: every environment with its services, by name.
+    pub fn status(&self) -> Status {
+        let environments = (self.envs.iter())
+            .map(|(name, e)| EnvStatus {
+                name: name.clone(),
+                ref_name: e.ref_name.clone(),
+                commit: e.commit.clone(),
+                services: self.shown(name).cloned().collect(),
+                last_fetch_error: e.last_fetch_error.clone(),
+                ready: e.ready,
+                no_release: e.no_release,
+            })
+            .collect();
+        Status { environments }
     }
 
     /// Uses up the due retries of `env` (a cycle that could not reconcile it, for want of a
@@ -170,7 +217,13 @@ impl Services {
         self.of(env).next().is_some()
     }
 
-    /// Forgets services or environments that no longer exist (stopping their watches).
+    /// Forgets environments that are no longer configured, with their services.
+    pub fn retain_envs(&mut self, live: impl Fn(&str) -> bool) {
+        self.envs.retain(|e, _| live(e));
+        self.retain(|e, _| live(e));
+    }
+
+    /// Forgets services that no longer exist (stopping their watches).
     pub fn retain(&mut self, live: impl Fn(&str, &str) -> bool) {
         self.map.retain(|(e, s), st| {
             let keep = live(e, s);

@@ -1,4 +1,5 @@
-//! The daemon's shared status: what `/status`, `/metrics` and `berth status` show.
+//! What `/status`, `/metrics` and `berth status` show: the wire shape, derived from the
+//! daemon's one map of services (`scheduler::Services::status`).
 
 use serde::{Deserialize, Serialize};
 
@@ -86,27 +87,19 @@ pub struct Status {
     pub environments: Vec<EnvStatus>,
 }
 
-impl Status {
-    /// A watched rollout of `service` ended (the next cycle, which follows at once, brings
+impl ServiceStatus {
+    /// A watched rollout of the service ended (the next cycle, which follows at once, brings
     /// the rest of its status up to date).
-    pub fn rollout_finished(&mut self, env: &str, service: &str, result: &Result<(), String>) {
-        let Some(s) = self
-            .environments
-            .iter_mut()
-            .find(|e| e.name == env)
-            .and_then(|e| e.services.iter_mut().find(|s| s.name == service))
-        else {
-            return;
-        };
+    pub fn rollout_finished(&mut self, result: &Result<(), String>) {
         match result {
             Ok(()) => {
-                s.health = Health::Healthy;
-                s.last_error = None;
+                self.health = Health::Healthy;
+                self.last_error = None;
             }
             Err(reason) => {
-                s.health = Health::Degraded;
-                s.held = true;
-                s.last_error = Some(format!("rollout failed: {reason}"));
+                self.health = Health::Degraded;
+                self.held = true;
+                self.last_error = Some(format!("rollout failed: {reason}"));
             }
         }
     }

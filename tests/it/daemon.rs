@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::support::moto::free_port;
 use crate::support::proxy::{Fault, Rollouts};
-use crate::support::world::{SECRET_VALUES, World, git};
+use crate::support::world::{SECRET_VALUES, World, git, text};
 
 const WEBHOOK_SECRET: &str = "webhook-test-secret";
 
@@ -695,7 +695,12 @@ fn a_hold_survives_a_daemon_restart() {
     d.cycles_more("pre", 3);
     assert_eq!(w.proxy.count("UpdateService"), updates, "the held spec was applied after a restart\n{}", d.log());
     let s = d.service("pre", "ledger").unwrap();
-    assert_eq!((s["held"].clone(), s["health"].clone()), (Value::from(true), Value::from("Degraded")), "{s:#}");
+    // ECS left the failed deployment running, so live equals git: Synced, but Degraded.
+    let shown = (s["held"].clone(), s["sync"].clone(), s["health"].clone());
+    assert_eq!(shown, (Value::from(true), Value::from("Synced"), Value::from("Degraded")), "{s:#}");
+    let diff = w.diff("pre", &[]);
+    assert_eq!(diff.status.code(), Some(0), "a held spec equal to live is no drift\n{}", text(&diff));
+    assert!(String::from_utf8_lossy(&diff.stdout).contains("will not retry it"), "{}", text(&diff));
     // A new commit to the service ends the hold, and its tag.
     w.proxy.set_rollouts_for("ledger", Rollouts::Complete);
     w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 2", "count: 3"), "ledger: 3");
@@ -708,6 +713,42 @@ fn a_hold_survives_a_daemon_restart() {
         "import boto3; e = boto3.client('ecs'); s = e.describe_services(cluster='pre', services=['ledger'], include=['TAGS'])['services'][0]; print({t['key']: t['value'] for t in s.get('tags', [])}.get('berth:held', '-'))",
     );
     assert_eq!(tags.trim(), "-", "the hold's tag stayed");
+}
+
+/// A daemon restarted while ECS still rolls a service out watches that rollout again: its
+/// failure is judged and held as if the daemon had never stopped.
+#[test]
+fn a_restart_during_a_rollout_resumes_its_watch() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "1s".into();
+    *w.envs.borrow_mut() = vec!["pre"];
+    w.write_config("    rollout: {wait: true, timeout: 10m, poll: 100ms}\n");
+    w.proxy.set_rollouts(Rollouts::Complete);
+    let mut d = Daemon::ready(&w);
+    w.proxy.set_rollouts_for("ledger", Rollouts::Stuck);
+    let commit =
+        w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
+    w.push_images();
+    w.push();
+    d.wait_for("ledger rolling out", Duration::from_secs(30), |d| {
+        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Progressing" && s["commit"] == commit.as_str())
+    });
+    assert_eq!(d.terminate().0, Some(0));
+    let updates = w.proxy.count("UpdateService");
+    let d = Daemon::start(&w);
+    d.wait_for("first sync after the restart", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
+    let ledger = d.service("pre", "ledger").unwrap();
+    assert_eq!((ledger["sync"].clone(), ledger["health"].clone()), (Value::from("Synced"), Value::from("Progressing")));
+    // ECS's circuit breaker now fails the deployment: the resumed watch sees it.
+    w.proxy.set_rollouts_for("ledger", Rollouts::Fail);
+    d.wait_for("Degraded", Duration::from_secs(30), |d| {
+        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Degraded" && s["held"] == true)
+    });
+    let tags = w.console(
+        "import boto3; e = boto3.client('ecs'); s = e.describe_services(cluster='pre', services=['ledger'], include=['TAGS'])['services'][0]; print({t['key']: t['value'] for t in s.get('tags', [])}.get('berth:held', '-'))",
+    );
+    assert_ne!(tags.trim(), "-", "no berth:held tag on the service\n{}", d.log());
+    assert_eq!(w.proxy.count("UpdateService"), updates, "the restart applied the spec again\n{}", d.log());
 }
 
 /// A tag environment before its first release is a state, not an error: ready, no fetch

@@ -70,7 +70,7 @@ impl Harness {
     }
 
     fn service(&self, name: &str) -> Value {
-        let status = serde_json::to_value(&*self.shared.status.read().unwrap()).unwrap();
+        let status = serde_json::to_value(self.shared.status()).unwrap();
         let pre = status["environments"].as_array().unwrap().iter().find(|e| e["name"] == "pre").cloned();
         let services = pre.map(|e| e["services"].clone()).unwrap_or_default();
         services.as_array().and_then(|s| s.iter().find(|x| x["name"] == name).cloned()).unwrap_or_default()

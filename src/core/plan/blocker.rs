@@ -17,7 +17,8 @@ pub enum Blocker {
     /// A live setting that ECS cannot change in place (`reason` names it).
     NeedsReplacement { reason: String },
     /// The rollout of this spec failed; it is not applied again until git changes the service.
-    Held { spec_hash: String },
+    /// `in_sync`: live already equals it (ECS left the failed deployment in place).
+    Held { spec_hash: String, in_sync: bool },
 }
 
 impl fmt::Display for Blocker {
@@ -37,7 +38,7 @@ impl fmt::Display for Blocker {
             Blocker::NeedsReplacement { reason } => {
                 write!(f, "needs replacement: {reason}; berth does not replace services (delete it, or rename the service)")
             }
-            Blocker::Held { spec_hash } => write!(
+            Blocker::Held { spec_hash, .. } => write!(
                 f,
                 "the rollout of spec {spec_hash} failed; berth will not retry it until git changes the service"
             ),

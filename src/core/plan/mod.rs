@@ -210,10 +210,13 @@ fn do_plan(plan: &mut Plan, input: &Input) -> Step {
 /// A spec whose rollout failed is not applied again (its drift is still reported) until git
 /// changes the service, and so its spec hash. A held spec is blocked even where live looks
 /// equal to it (ECS left the failed deployment in place): its health is what is wrong.
-fn hold(_plan: &Plan, input: &Input) -> Step {
+fn hold(plan: &Plan, input: &Input) -> Step {
     let spec_hash = input.desired.spec_hash();
     match &input.live.held {
-        Some(held) if held == spec_hash => Err(vec![Blocker::Held { spec_hash: spec_hash.to_string() }]),
+        Some(held) if held == spec_hash => Err(vec![Blocker::Held {
+            spec_hash: spec_hash.to_string(),
+            in_sync: plan.drift.is_empty() && plan.actions.is_empty(),
+        }]),
         _ => Ok(()),
     }
 }

@@ -90,7 +90,7 @@ fn in_sync_and_blocked() {
         Case::new("converged", d.clone(), converged(&d).build()),
         Case::new("converged, autoscaled", scaled.clone(), converged(&scaled).build()),
         Case::new("held, in sync", d.clone(), converged(&d).with(|l| l.held = Some(d.spec_hash().into())).build())
-            .blockers(vec![Blocker::Held { spec_hash: d.spec_hash().into() }]),
+            .blockers(vec![Blocker::Held { spec_hash: d.spec_hash().into(), in_sync: true }]),
         Case::new("unmanaged", d.clone(), converged(&d).service(untag(tags::MANAGED)).build())
             .blockers(vec![Blocker::Unmanaged { service: "web".into(), cluster: "pre".into() }]),
         Case::new("no execution role", no_role, converged(&d).build()).blockers(vec![Blocker::NoExecutionRole]),
@@ -113,7 +113,7 @@ fn in_sync_and_blocked() {
         ])
         .drift(&["container.image"]),
         Case::new("held", changed.clone(), converged(&d).with(|l| l.held = Some(held.clone())).build())
-            .blockers(vec![Blocker::Held { spec_hash: held.clone() }])
+            .blockers(vec![Blocker::Held { spec_hash: held.clone(), in_sync: false }])
             .drift(&["container.image", "service.tags.berth:spec-hash"]),
         Case::new(
             "held, another spec",
@@ -282,7 +282,7 @@ fn blocker_texts() {
             "needs replacement: launchType EC2 → FARGATE; berth does not replace services (delete it, or rename the service)",
         ),
         (
-            Blocker::Held { spec_hash: "0123abcd".into() },
+            Blocker::Held { spec_hash: "0123abcd".into(), in_sync: false },
             "the rollout of spec 0123abcd failed; berth will not retry it until git changes the service",
         ),
     ];

@@ -7,7 +7,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::core::at::{At, Text};
+use crate::core::at::{At, Text, stamp_fields, stamp_nothing};
 
 /// `deploy/service.yaml`.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
@@ -123,6 +123,19 @@ pub struct KeyValue {
     pub key: At<String>,
     pub value: At<Text>,
 }
+
+stamp_fields! {
+    ServiceFile { kind, name, spec }
+    Spec { image, resources, count, autoscaling, port, health, metrics_port, ingress, dependencies, environment }
+    Resources { cpu, memory }
+    Autoscaling { resource, target, min, max }
+    Ingress { external }
+    Dependencies { services, data }
+    EnvEntry { key, value }
+    EnvFile { variables, secrets, overrides, adopt }
+    KeyValue { key, value }
+}
+stamp_nothing!(ScaleResource);
 
 fn merge_opt<T: Clone>(base: &Option<At<T>>, over: &Option<At<T>>, f: impl Fn(&T, &T) -> T) -> Option<At<T>> {
     match (base, over) {

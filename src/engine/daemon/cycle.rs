@@ -14,7 +14,8 @@ use crate::engine::cloud::{Cloud, Connect};
 use crate::engine::metrics::labels;
 use crate::engine::outcome::cloudwatch_values;
 use crate::engine::reconcile::{self, EnvInput, Mode, Scope, ServiceReport};
-use crate::engine::status::{EnvStatus, ServiceStatus, service_status};
+use crate::engine::scheduler::{EnvState, Services};
+use crate::engine::status::service_status;
 use crate::source::checkout::Checkout;
 
 fn now_secs() -> f64 {
@@ -42,14 +43,13 @@ impl<K: Connect> Daemon<K> {
         }
         let futures = work.into_iter().map(|w| {
             let memo = st.memos.get(&w.env.name).cloned();
-            let (cloud, services, semaphore) = (st.cloud.clone(), st.services.clone(), st.semaphore.clone());
+            let (cloud, shared, semaphore) = (st.cloud.clone(), self.shared.clone(), st.semaphore.clone());
             let (config, cancel) = (config.clone(), self.cancel.clone());
             async move {
                 let started = Instant::now();
                 let env_name = w.env.name.clone();
-                let gate = move |service: &str, hash: &str| {
-                    services.lock().expect("services lock").gate(&env_name, service, hash, Instant::now())
-                };
+                let gate =
+                    move |service: &str, hash: &str| shared.services().gate(&env_name, service, hash, Instant::now());
                 let mode = if w.env.sync == SyncMode::Auto { Mode::Apply } else { Mode::Diff };
                 let scope = match &w.due {
                     Due::All => Scope::All,
@@ -103,7 +103,7 @@ impl<K: Connect> Daemon<K> {
         .await
         .unwrap_or_default();
         let fetch_secs = started.elapsed().as_secs_f64();
-        let mut services = st.services.lock().expect("services lock");
+        let mut services = self.shared.services();
         let mut work = Vec::new();
         for env in envs {
             let m = &self.shared.metrics;
@@ -111,7 +111,7 @@ impl<K: Connect> Daemon<K> {
             let (checkout, error) = match polled.get(&env.name) {
                 Some(Ok(None)) => {
                     m.git_fetch.get_or_create(&labels(&[("env", &env.name), ("result", "ok")])).inc();
-                    self.set_no_release(&env.name);
+                    set_no_release(&mut services, &env.name);
                     services.drop_due(&env.name, Instant::now());
                     continue;
                 }
@@ -140,49 +140,11 @@ impl<K: Connect> Daemon<K> {
                 }),
                 None => {
                     services.drop_due(&env.name, Instant::now());
-                    self.set_env_error(&env.name, error.unwrap_or_default());
+                    services.env_mut(&env.name).last_fetch_error = Some(error.unwrap_or_default());
                 }
             }
         }
         work
-    }
-
-    /// A tag environment with no release tag yet: nothing to deploy, and ready (its poll
-    /// worked). Said once, when it starts.
-    fn set_no_release(&self, env: &str) {
-        let mut status = self.shared.status.write().expect("status lock");
-        if status.environments.iter().any(|e| e.name == env && e.no_release) {
-            return;
-        }
-        tracing::info!(env, "no release tag vX.Y.Z yet: nothing to deploy until the first release");
-        status.environments.retain(|e| e.name != env);
-        status.environments.push(EnvStatus {
-            name: env.to_string(),
-            ref_name: None,
-            commit: None,
-            services: Vec::new(),
-            last_fetch_error: None,
-            ready: true,
-            no_release: true,
-        });
-        status.environments.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-
-    fn set_env_error(&self, env: &str, error: String) {
-        let mut status = self.shared.status.write().expect("status lock");
-        match status.environments.iter_mut().find(|e| e.name == env) {
-            Some(e) => e.last_fetch_error = Some(error),
-            None => status.environments.push(EnvStatus {
-                name: env.to_string(),
-                ref_name: None,
-                commit: None,
-                services: Vec::new(),
-                last_fetch_error: Some(error),
-                ready: false,
-                no_release: false,
-            }),
-        }
-        status.environments.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
     /// Folds an environment's reports into the services' state, the logs, the counters and
@@ -196,64 +158,53 @@ impl<K: Connect> Daemon<K> {
         reports: &[ServiceReport],
         partial: bool,
     ) {
-        self.record_services(st, env, reports);
+        self.record_services(env, reports);
         for r in reports {
             if let Some(watch) = &r.rollout {
                 self.watch(st, env, &r.name, watch.clone());
             }
         }
         let ts = now_secs();
-        let mut status = self.shared.status.write().expect("status lock");
-        // The previous entries are moved out (not copied), each found once, and kept where
-        // nothing but the time of the last sync changed.
-        let mut previous: BTreeMap<String, ServiceStatus> = match status.environments.iter().position(|e| e.name == env)
-        {
-            Some(i) => status.environments.remove(i).services.into_iter().map(|s| (s.name.clone(), s)).collect(),
-            None => BTreeMap::new(),
-        };
-        let mut services: Vec<ServiceStatus> = reports
-            .iter()
-            .map(|r| {
-                let prev = previous.remove(&r.name);
-                let new = service_status(r, ts, prev.as_ref());
-                match prev {
-                    Some(mut p) => {
-                        p.last_sync = new.last_sync;
-                        if p == new { p } else { new }
+        let mut services = self.shared.services();
+        for r in reports {
+            let s = services.entry(env, &r.name);
+            let new = service_status(r, ts, s.shown.as_ref());
+            match &mut s.shown {
+                // Kept where nothing but the time of the last sync changed.
+                Some(p) => {
+                    p.last_sync = new.last_sync;
+                    if *p != new {
+                        *p = new;
                     }
-                    None => new,
                 }
-            })
-            .collect();
-        if partial {
-            let deployed: BTreeSet<&str> = (checkout.repo.services.iter())
+                None => s.shown = Some(new),
+            }
+        }
+        let reported: BTreeSet<&str> = reports.iter().map(|r| r.name.as_str()).collect();
+        // A partial cycle keeps the services it did not look at, if they are still deployed.
+        let deployed: BTreeSet<&str> = if partial {
+            (checkout.repo.services.iter())
                 .filter(|d| d.envs.contains_key(env))
                 .map(|d| d.name.as_str())
                 .chain(checkout.repo.broken.iter().filter(|b| b.envs.iter().any(|e| e == env)).map(|b| b.key.as_str()))
-                .collect();
-            services.extend(previous.into_values().filter(|s| deployed.contains(s.name.as_str())));
-            services.sort_by(|a, b| a.name.cmp(&b.name));
-        }
-        let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
-        st.services.lock().expect("services lock").retain(|e, s| e != env || names.contains(s));
-        let entry = EnvStatus {
-            name: env.to_string(),
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        services.retain(|e, s| e != env || reported.contains(s) || deployed.contains(s));
+        *services.env_mut(env) = EnvState {
             ref_name: Some(checkout.ref_name.clone()),
             commit: Some(checkout.commit.clone()),
-            services,
             last_fetch_error: fetch_error,
             ready: true,
             no_release: false,
         };
-        status.environments.retain(|e| e.name != env);
-        status.environments.push(entry);
-        status.environments.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
     /// The services' state, the error log (once per new error) and the counters.
-    fn record_services(&self, st: &mut LoopState<K::Cloud>, env: &str, reports: &[ServiceReport]) {
+    fn record_services(&self, env: &str, reports: &[ServiceReport]) {
         let now = Instant::now();
-        let mut services = st.services.lock().expect("services lock");
+        let mut services = self.shared.services();
         let mut changed = BTreeSet::new();
         for r in reports {
             let before = services.get(env, &r.name).and_then(|s| s.spec_hash.clone());
@@ -285,12 +236,11 @@ impl<K: Connect> Daemon<K> {
         }
     }
 
-    /// The CloudWatch gauges of one environment, from its status.
+    /// The CloudWatch gauges of one environment, from its services' status.
     fn cloudwatch_data(&self, env: &str) -> Vec<crate::aws::Datum> {
-        let status = self.shared.status.read().expect("status lock");
-        let Some(e) = status.environments.iter().find(|e| e.name == env) else { return Vec::new() };
+        let services = self.shared.services();
         let mut out = Vec::new();
-        for s in &e.services {
+        for s in services.shown(env) {
             for (name, on) in cloudwatch_values(s.sync, s.health, s.last_error.is_some()) {
                 out.push(crate::aws::Datum {
                     name,
@@ -302,4 +252,15 @@ impl<K: Connect> Daemon<K> {
         }
         out
     }
+}
+
+/// A tag environment with no release tag yet: nothing to deploy, and ready (its poll
+/// worked). Said once, when it starts.
+fn set_no_release(services: &mut Services, env: &str) {
+    if services.env(env).is_some_and(|e| e.no_release) {
+        return;
+    }
+    tracing::info!(env, "no release tag vX.Y.Z yet: nothing to deploy until the first release");
+    *services.env_mut(env) = EnvState { ready: true, no_release: true, ..EnvState::default() };
+    services.retain(|e, _| e != env);
 }

@@ -39,7 +39,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// What the HTTP handlers share with the loop.
 pub struct Shared {
-    pub status: RwLock<Status>,
+    /// The one map of per-service state; the status and the metrics are derived from it.
+    pub services: Mutex<Services>,
     pub metrics: Metrics,
     pub stats: Arc<RequestStats>,
     pub config: RwLock<Arc<Config>>,
@@ -51,7 +52,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Arc<Config>) -> Arc<Shared> {
         Arc::new(Shared {
-            status: RwLock::new(Status::default()),
+            services: Mutex::new(Services::default()),
             metrics: Metrics::default(),
             stats: RequestStats::new(),
             config: RwLock::new(config),
@@ -72,13 +73,22 @@ impl Shared {
 
     /// Every configured environment has finished its first full sync.
     pub fn ready(&self) -> bool {
-        let status = self.status.read().expect("status lock");
         let config = self.config();
-        config.environments.keys().all(|e| status.environments.iter().any(|s| &s.name == e && s.ready))
+        let services = self.services();
+        config.environments.keys().all(|e| services.env(e).is_some_and(|s| s.ready))
+    }
+
+    pub fn services(&self) -> std::sync::MutexGuard<'_, Services> {
+        self.services.lock().expect("services lock")
+    }
+
+    /// What `/status` shows.
+    pub fn status(&self) -> Status {
+        self.services().status()
     }
 
     pub fn metrics_text(&self) -> String {
-        let status = self.status.read().expect("status lock").clone();
+        let status = self.status();
         self.metrics.encode(&status, &self.stats)
     }
 }
@@ -106,7 +116,6 @@ enum Due {
 struct LoopState<C> {
     cloud: Arc<C>,
     poller: Arc<Mutex<Poller>>,
-    services: Arc<Mutex<Services>>,
     semaphore: Arc<Semaphore>,
     last_poll: Option<Instant>,
     /// Per environment, the resolves, renders and plans of its last reconcile, reused for
@@ -125,7 +134,6 @@ impl<K: Connect> Daemon<K> {
         let mut st = LoopState {
             cloud: self.connect.connect(&config, self.shared.stats.clone()).await,
             poller: Arc::new(Mutex::new(poller)),
-            services: Arc::new(Mutex::new(Services::default())),
             semaphore: Arc::new(Semaphore::new(config.concurrency)),
             last_poll: None,
             memos: BTreeMap::new(),
@@ -137,7 +145,7 @@ impl<K: Connect> Daemon<K> {
             let config = self.shared.config();
             let now = Instant::now();
             let next_poll = st.last_poll.map_or(now, |t| t + config.repo.poll_interval);
-            let retry = st.services.lock().expect("services lock").next_retry();
+            let retry = self.shared.services().next_retry();
             let wake_at = retry.map_or(next_poll, |r| r.min(next_poll)).max(now);
             tokio::select! {
                 () = self.cancel.cancelled() => break,
@@ -148,7 +156,7 @@ impl<K: Connect> Daemon<K> {
                     continue;
                 }
                 Some(done) = done_rx.recv() => {
-                    self.rollout_done(&mut st, done);
+                    self.rollout_done(done);
                     continue;
                 }
             }
@@ -185,7 +193,7 @@ impl<K: Connect> Daemon<K> {
             due.extend(config.environments.keys().map(|e| (e.clone(), Due::All)));
             return due;
         }
-        let services = st.services.lock().expect("services lock");
+        let services = self.shared.services();
         for env in pushed.into_iter().filter(|e| config.environments.contains_key(e)) {
             // A push-scoped cycle needs a full one before it (what is settled).
             let scope = if services.knows(&env) { Due::Changed } else { Due::All };
@@ -226,14 +234,10 @@ impl<K: Connect> Daemon<K> {
         if new.concurrency != old.concurrency {
             st.semaphore = Arc::new(Semaphore::new(new.concurrency));
         }
-        {
-            let mut status = self.shared.status.write().expect("status lock");
-            status.environments.retain(|e| new.environments.contains_key(&e.name));
-        }
         for gone in old.environments.keys().filter(|e| !new.environments.contains_key(*e)) {
             st.poller.lock().expect("poller lock").forget(gone);
         }
-        st.services.lock().expect("services lock").retain(|e, _| new.environments.contains_key(e));
+        self.shared.services().retain_envs(|e| new.environments.contains_key(e));
         st.memos.retain(|e, _| new.environments.contains_key(e));
         *self.shared.config.write().expect("config lock") = new.clone();
         tracing::info!(

@@ -24,7 +24,7 @@ impl<K: Connect> Daemon<K> {
         let id = st.watch_ids;
         let stop = self.cancel.child_token();
         let spec_hash = watch.spec_hash.clone();
-        let old = st.services.lock().expect("services lock").entry(env, service).watch.replace(Watch {
+        let old = self.shared.services().entry(env, service).watch.replace(Watch {
             id,
             spec_hash: spec_hash.clone(),
             stop: stop.clone(),
@@ -47,10 +47,10 @@ impl<K: Connect> Daemon<K> {
     /// A watched rollout ended. A failure was written on the service as its hold (the next
     /// cycle reads it back); either way the environment reconciles again at once: its
     /// dependents were waiting for this rollout.
-    pub(super) fn rollout_done(&self, st: &mut LoopState<K::Cloud>, done: RolloutDone) {
+    pub(super) fn rollout_done(&self, done: RolloutDone) {
         let (env, service) = (done.env.as_str(), done.service.as_str());
         {
-            let mut services = st.services.lock().expect("services lock");
+            let mut services = self.shared.services();
             let s = services.entry(env, service);
             if s.watch.as_ref().is_none_or(|w| w.id != done.id) {
                 return;
@@ -59,6 +59,9 @@ impl<K: Connect> Daemon<K> {
             s.settled = false;
             if done.result.is_err() {
                 s.held = Some(done.spec_hash.clone());
+            }
+            if let Some(shown) = &mut s.shown {
+                shown.rollout_finished(&done.result);
             }
         }
         match &done.result {
@@ -69,7 +72,6 @@ impl<K: Connect> Daemon<K> {
                 self.shared.metrics.reconcile.get_or_create(&key).inc();
             }
         }
-        self.shared.status.write().expect("status lock").rollout_finished(env, service, &done.result);
         self.shared.trigger([done.env]);
     }
 }

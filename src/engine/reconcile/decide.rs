@@ -7,16 +7,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::table::{Stage, Table};
-use super::{Failure, Hold, Outcome, Scope};
+use super::{Failure, Hold, Outcome, RolloutWatch, Scope};
 use crate::aws::{EcrImage, Item, Verified, VerifyRequest, lookups_image};
 use crate::core::config::{AwsConfig, EnvConfig};
-use crate::core::desired::Desired;
+use crate::core::desired::{Desired, tags};
 use crate::core::diag::Diagnostic;
 use crate::core::diff::NormContext;
 use crate::core::live::{LiveState, LiveTaskDefinition};
 use crate::core::memo::{Memo, Rendering, Reused};
 use crate::core::plan::{self, Action, Blocker, Ownership, Plan};
 use crate::core::render::{self, Lookups, Target, image_reference};
+use crate::core::rollout::{Rollout, rollout_state};
 use crate::core::spec::reference::Reference;
 use crate::core::spec::{EnvValue, Repo, ServiceSpec};
 
@@ -212,8 +213,9 @@ impl<'a> Decider<'a> {
         match planned {
             Ok(plan) => {
                 let live_held = state.held.is_some();
+                let rolling_out = rolling_out(&state, name, &rendering.spec_hash, self.env).map(Box::new);
                 let state = registers(&plan).then(|| Box::new(state));
-                row.stage = Stage::Planned { spec, rendering, plan: Box::new(plan), state, live_held };
+                row.stage = Stage::Planned { spec, rendering, plan: Box::new(plan), state, live_held, rolling_out };
             }
             Err(diags) => row.report.outcome = Outcome::Failed(Failure::Invalid(diags)),
         }
@@ -232,14 +234,25 @@ impl<'a> Decider<'a> {
     }
 
     /// What each plan means: its report's ownership, drift, plan lines and outcome.
+    /// `watching`: the rollouts the caller watches beside its cycles (the daemon; `None` for
+    /// the CLI). A rollout of a service's current spec that ECS is still running and nobody
+    /// watches (the daemon restarted during it) is handed back to be watched again, so its
+    /// end is judged and a failure held.
     pub fn conclude(&self, table: &mut Table, watching: Option<&BTreeMap<String, String>>) {
         for (name, row) in table.rows.iter_mut() {
-            let Stage::Planned { rendering, plan, .. } = &row.stage else { continue };
+            let Stage::Planned { rendering, plan, rolling_out, .. } = &mut row.stage else { continue };
             let r = &mut row.report;
             r.ownership = Some(plan.ownership);
             r.drift = plan.drift.clone();
             r.plan = plan.actions.iter().map(Action::summary).collect();
             r.outcome = plan_outcome(plan, watching.and_then(|w| w.get(name)) == Some(&rendering.spec_hash));
+            if r.outcome == Outcome::Synced
+                && watching.is_some_and(|w| !w.contains_key(name))
+                && let Some(watch) = rolling_out.take()
+            {
+                r.outcome = Outcome::Progressing;
+                r.rollout = Some(*watch);
+            }
         }
     }
 }
@@ -250,13 +263,31 @@ pub fn desired(rendering: &Rendering) -> &Arc<Desired> {
     rendering.desired.as_ref().expect("a service being planned keeps its rendered state")
 }
 
+/// The rollout of `spec_hash` that ECS is still running on the live service, if berth
+/// waits for rollouts in this environment.
+fn rolling_out(state: &LiveState, name: &str, spec_hash: &str, env: &EnvConfig) -> Option<RolloutWatch> {
+    let service = state.service.as_ref().filter(|_| env.rollout_wait)?;
+    let revision = &service.settings.task_definition;
+    let ours = service.tag(tags::SPEC_HASH) == Some(spec_hash) && state.held.is_none();
+    (ours && rollout_state(service, revision) == Rollout::InProgress).then(|| RolloutWatch {
+        cluster: env.cluster.clone(),
+        service: name.to_string(),
+        service_arn: service.arn.clone(),
+        revision: revision.clone(),
+        spec_hash: spec_hash.to_string(),
+        timeout: env.rollout_timeout,
+        poll: env.rollout_poll,
+    })
+}
+
 fn registers(plan: &Plan) -> bool {
     plan.actions.iter().any(|a| matches!(a, Action::RegisterTaskDefinition { .. }))
 }
 
 fn plan_outcome(plan: &Plan, watched: bool) -> Outcome {
-    if let Some(Blocker::Held { spec_hash }) = plan.blockers.iter().find(|b| matches!(b, Blocker::Held { .. })) {
-        return Outcome::Held(Hold::RolloutFailed { spec_hash: spec_hash.clone() });
+    if let Some(Blocker::Held { spec_hash, in_sync }) = plan.blockers.iter().find(|b| matches!(b, Blocker::Held { .. }))
+    {
+        return Outcome::Held(Hold::RolloutFailed { spec_hash: spec_hash.clone(), in_sync: *in_sync });
     }
     if !plan.blockers.is_empty() {
         let text: Vec<String> = plan.blockers.iter().map(ToString::to_string).collect();

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Failure, Outcome, ServiceReport};
+use super::{Failure, Outcome, RolloutWatch, ServiceReport};
 use crate::core::live::LiveState;
 use crate::core::memo::Rendering;
 use crate::core::plan::Plan;
@@ -22,13 +22,15 @@ pub enum Stage {
     Rendered { spec: Arc<ServiceSpec>, rendering: Rendering },
     /// Planned against the live state. `state` is kept only when the plan registers a
     /// revision (a family's newest revision may still be the one git wants); `live_held`:
-    /// the live service carries a hold (`berth:held`).
+    /// the live service carries a hold (`berth:held`); `rolling_out`: ECS is still rolling
+    /// out this very spec (a watch of it may need resuming).
     Planned {
         spec: Arc<ServiceSpec>,
         rendering: Rendering,
         plan: Box<Plan>,
         state: Option<Box<LiveState>>,
         live_held: bool,
+        rolling_out: Option<Box<RolloutWatch>>,
     },
 }
 
