@@ -80,7 +80,11 @@ impl Harness {
     async fn wait(&self, what: &str, cond: impl Fn(&Harness) -> bool) -> Duration {
         let start = tokio::time::Instant::now();
         while !cond(self) {
-            assert!(start.elapsed() < POLL * 10, "timed out waiting for {what}: {:#}", self.service(""));
+            assert!(
+                start.elapsed() < POLL * 10,
+                "timed out waiting for {what}: {:#}",
+                serde_json::to_value(self.shared.status()).unwrap()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         start.elapsed()
@@ -204,6 +208,58 @@ async fn a_stuck_rollout_does_not_delay_a_heal_elsewhere() {
         );
         assert_eq!(h.service("ledger")["health"], "Progressing");
         assert_eq!(h.cloud.calls("UpdateService"), updates + 1, "the stuck rollout was not applied again");
+    })
+    .await;
+}
+
+/// The watches of one commit's rollouts share their reads: four services rolling out at
+/// once cost one DescribeServices per `rollout.poll`, not four.
+#[tokio::test(start_paused = true)]
+async fn rollout_watches_share_their_reads() {
+    Harness::run("{wait: true, timeout: 10m, poll: 5s}", |h| async move {
+        let names = ["bpg", "klausapproves", "ledger", "notifier"];
+        h.cloud.state.lock().unwrap().stuck.extend(names.map(String::from));
+        // One commit that changes every service (a new image tag for each).
+        for n in names {
+            let path = h.repo.join(format!("services/{n}/deploy/service.yaml"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(&path, format!("{text}# rebuilt\n")).unwrap();
+        }
+        h.push("services/bpg/deploy/service.yaml", |t| t);
+        h.wait("every service rolling out", |h| names.iter().all(|n| h.service(n)["health"] == "Progressing")).await;
+        let (reads, cycles) = (h.cloud.calls("DescribeServices"), h.cycles());
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let (reads, cycles) = (h.cloud.calls("DescribeServices") - reads, h.cycles() - cycles);
+        // Three or four polls of the watches (a poll is 5 s plus the reader's gathering),
+        // plus one read per cycle; unbatched, it would be four times as many.
+        assert!(reads <= 5 + cycles, "{reads} reads in 20 s of four stuck rollouts ({cycles} cycles)");
+        assert!(reads >= 3, "the watches did not read: {reads}");
+    })
+    .await;
+}
+
+/// A push to a service whose dependency is still rolling out (applied by the push just
+/// before) waits for that rollout, and is applied as soon as it ends.
+#[tokio::test(start_paused = true)]
+async fn a_push_waits_for_a_watched_rollout_of_its_dependency() {
+    Harness::run("{wait: true, timeout: 10m, poll: 5s}", |h| async move {
+        let with_dependency = |t: String| t.replace("spec:\n", "spec:\n  dependencies: {services: [ledger]}\n");
+        let first = h.push("services/notifier/deploy/service.yaml", with_dependency);
+        h.wait("notifier depends on ledger", |h| synced_at(h, "notifier", &first)).await;
+        h.cloud.state.lock().unwrap().stuck.insert("ledger".into());
+        h.push("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"));
+        h.wait("ledger applied", |h| h.cloud.desired_count("ledger") == Some(2)).await;
+        let updates = h.cloud.calls("UpdateService");
+        let commit = h.push("services/notifier/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"));
+        h.wait("notifier waits", |h| {
+            h.service("notifier")["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("waiting for the rollout of ledger"))
+        })
+        .await;
+        assert_eq!(h.cloud.calls("UpdateService"), updates, "notifier was applied during ledger's rollout");
+        h.cloud.state.lock().unwrap().stuck.clear();
+        h.wait("notifier applied", |h| synced_at(h, "notifier", &commit)).await;
     })
     .await;
 }

@@ -123,6 +123,7 @@ struct LoopState<C> {
     memos: BTreeMap<String, Arc<tokio::sync::Mutex<Memo>>>,
     watch_ids: u64,
     rollouts_done: mpsc::UnboundedSender<watch::RolloutDone>,
+    rollout_reads: watch::RolloutReads,
 }
 
 impl<K: Connect> Daemon<K> {
@@ -131,8 +132,10 @@ impl<K: Connect> Daemon<K> {
         let config = self.shared.config();
         let poller = Poller::open(&config, git::Auth::from_env(&config.repo))?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let cloud = self.connect.connect(&config, self.shared.stats.clone()).await;
         let mut st = LoopState {
-            cloud: self.connect.connect(&config, self.shared.stats.clone()).await,
+            rollout_reads: watch::RolloutReads::start(cloud.clone()),
+            cloud,
             poller: Arc::new(Mutex::new(poller)),
             semaphore: Arc::new(Semaphore::new(config.concurrency)),
             last_poll: None,
@@ -222,6 +225,7 @@ impl<K: Connect> Daemon<K> {
         }
         if new.aws != old.aws {
             st.cloud = self.connect.connect(&new, self.shared.stats.clone()).await;
+            st.rollout_reads = watch::RolloutReads::start(st.cloud.clone());
         }
         if new.repo != old.repo {
             match Poller::open(&new, git::Auth::from_env(&new.repo)) {

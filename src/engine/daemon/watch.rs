@@ -1,12 +1,79 @@
 //! Rollouts watched beside the cycles: a slow or stuck rollout delays no other service.
 //! A watch ends with a verdict the loop folds in, or is stopped (a newer apply of the
-//! service, shutdown) without one.
+//! service, shutdown) without one. The watches' reads are batched ([`RolloutReads`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Daemon, LoopState};
-use crate::engine::cloud::Connect;
+use crate::aws::AwsError;
+use crate::core::live::LiveService;
+use crate::engine::cloud::{Cloud, Connect};
 use crate::engine::metrics::labels;
 use crate::engine::reconcile::RolloutWatch;
 use crate::engine::scheduler::Watch;
+
+/// How long the reader gathers the asks of other watches before it reads: watches started
+/// by one cycle poll at the same pace, so their asks arrive together.
+const GATHER: Duration = Duration::from_millis(20);
+/// Services per DescribeServices call (the API's limit).
+const BATCH: usize = 10;
+
+type Reply = oneshot::Sender<Result<Option<LiveService>, AwsError>>;
+
+/// The reads of every rollout watch, through one task: the asks of one cluster that
+/// arrive together share DescribeServices calls of ten services, read one call at a time.
+/// A commit that changes a hundred services costs ten reads per `rollout.poll`, not a
+/// hundred at once.
+#[derive(Clone)]
+pub(super) struct RolloutReads {
+    asks: mpsc::UnboundedSender<(String, String, Reply)>,
+}
+
+impl RolloutReads {
+    /// Starts the reader; it ends when the last handle to it is dropped.
+    pub(super) fn start<C: Cloud>(cloud: Arc<C>) -> RolloutReads {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, String, Reply)>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                tokio::time::sleep(GATHER).await;
+                let mut asks: BTreeMap<String, BTreeMap<String, Vec<Reply>>> = BTreeMap::new();
+                let mut add = |(cluster, service, reply): (String, String, Reply)| {
+                    asks.entry(cluster).or_default().entry(service).or_default().push(reply);
+                };
+                add(first);
+                while let Ok(ask) = rx.try_recv() {
+                    add(ask);
+                }
+                for (cluster, mut services) in asks {
+                    let names: Vec<String> = services.keys().cloned().collect();
+                    for chunk in names.chunks(BATCH) {
+                        let answer = cloud.describe_services(&cluster, chunk).await;
+                        for name in chunk {
+                            let found = answer.as_ref().map(|m| m.get(name).cloned()).map_err(Clone::clone);
+                            for reply in services.remove(name).unwrap_or_default() {
+                                let _ = reply.send(found.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        RolloutReads { asks: tx }
+    }
+
+    /// The service's live state, read in the next batch.
+    pub(super) async fn read(&self, cluster: &str, service: &str) -> Result<Option<LiveService>, AwsError> {
+        let gone =
+            || AwsError::Unavailable { operation: "DescribeServices".into(), message: "the reader stopped".into() };
+        let (reply, answer) = oneshot::channel();
+        self.asks.send((cluster.to_string(), service.to_string(), reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
 
 /// What a rollout watch found.
 pub(super) struct RolloutDone {
@@ -32,11 +99,12 @@ impl<K: Connect> Daemon<K> {
         if let Some(old) = old {
             old.stop.cancel();
         }
-        let (cloud, tx) = (st.cloud.clone(), st.rollouts_done.clone());
+        let (cloud, reads, tx) = (st.cloud.clone(), st.rollout_reads.clone(), st.rollouts_done.clone());
         let (env, service) = (env.to_string(), service.to_string());
         tokio::spawn(async move {
+            let read = || reads.read(&watch.cluster, &watch.service);
             tokio::select! {
-                result = watch.wait(&*cloud) => {
+                result = watch.wait_reading(&*cloud, read) => {
                     let _ = tx.send(RolloutDone { env, service, id, spec_hash, result });
                 }
                 () = stop.cancelled() => {}

@@ -13,7 +13,9 @@ use tokio::sync::Semaphore;
 use super::decide::desired;
 use super::table::{Stage, Table};
 use super::{EnvInput, Failure, Hold, Outcome, RolloutWatch};
+use crate::aws::AwsError;
 use crate::core::desired::{Desired, Tag, tags};
+use crate::core::live::LiveService;
 use crate::core::plan::{Action, Outputs, Plan};
 use crate::core::rollout::{Rollout, rollout_state};
 use crate::engine::cloud::Cloud;
@@ -103,6 +105,9 @@ fn admit(table: &mut Table, name: &str, input: &EnvInput<'_>) -> Option<Run> {
 
 /// Why the dependencies `deps` stop a dependent now, if they do: one did not converge
 /// (with its first diagnostic when its spec is invalid), or is still rolling out.
+/// Why a service with dependencies `deps` must wait, if it must: a dependency did not
+/// converge in this reconcile, or is rolling out. (A dependency being watched is never
+/// settled, so every cycle's table has it.)
 fn waiting_on(table: &Table, deps: &[String]) -> Option<String> {
     let failed: Vec<String> = deps
         .iter()
@@ -264,18 +269,21 @@ pub async fn write_hold<C: Cloud>(cloud: &C, service_arn: &str, spec_hash: &str)
     }
 }
 
-pub async fn wait_for_rollout<C: Cloud>(cloud: &C, watch: &RolloutWatch) -> Result<(), String> {
+pub async fn wait_for_rollout<F>(watch: &RolloutWatch, read: impl Fn() -> F) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<Option<LiveService>, AwsError>>,
+{
     let start = Instant::now();
     let (service, timeout) = (&watch.service, watch.timeout);
     loop {
         // A read that fails says nothing about the rollout: ask again until the timeout
         // (a verdict from a throttled read would hold a healthy spec).
-        match cloud.describe_services(&watch.cluster, std::slice::from_ref(service)).await {
-            Ok(services) => {
-                let Some(live) = services.get(service) else {
+        match read().await {
+            Ok(found) => {
+                let Some(live) = found else {
                     return Err(format!("service {service} disappeared"));
                 };
-                match rollout_state(live, &watch.revision) {
+                match rollout_state(&live, &watch.revision) {
                     Rollout::Done => return Ok(()),
                     Rollout::Failed(reason) => return Err(reason),
                     Rollout::InProgress => {}

@@ -307,19 +307,35 @@ fn plan_outcome(plan: &Plan, watched: bool) -> Outcome {
 /// Keeps the rows of `due` and of the services that depend on them, transitively.
 fn keep_with_dependents(table: &mut Table, due: &BTreeSet<String>) {
     let mut keep: BTreeSet<String> = due.iter().filter(|n| table.rows.contains_key(*n)).cloned().collect();
-    loop {
-        let more: Vec<String> = table
-            .rows
-            .iter()
+    // The due services' dependents: a retry that converges one lets them follow.
+    close(&mut keep, |keep| {
+        (table.rows.iter())
             .filter(|(n, r)| !keep.contains(*n) && r.report.depends_on.iter().any(|d| keep.contains(d)))
             .map(|(n, _)| n.clone())
-            .collect();
-        if more.is_empty() {
-            break;
-        }
-        keep.extend(more);
-    }
+            .collect()
+    });
+    // And what they depend on, so that a dependency that is failing, backing off or
+    // rolling out holds them off as in a full cycle.
+    close(&mut keep, |keep| {
+        (keep.iter())
+            .filter_map(|n| table.rows.get(n))
+            .flat_map(|r| r.report.depends_on.iter())
+            .filter(|d| !keep.contains(*d) && table.rows.contains_key(*d))
+            .cloned()
+            .collect()
+    });
     table.rows.retain(|n, _| keep.contains(n));
+}
+
+/// Grows `set` with what `more` finds until it finds nothing new.
+fn close(set: &mut BTreeSet<String>, more: impl Fn(&BTreeSet<String>) -> Vec<String>) {
+    loop {
+        let found = more(set);
+        if found.is_empty() {
+            return;
+        }
+        set.extend(found);
+    }
 }
 
 /// Missing secrets and parameters of a service, each with where it is referenced.
@@ -346,4 +362,23 @@ fn reference_problems(spec: &ServiceSpec, verified: &Verified) -> Vec<String> {
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A retry keeps the due services, their dependents and what those depend on.
+    #[test]
+    fn a_retry_keeps_dependents_and_dependencies() {
+        let mut table = Table::default();
+        for (name, deps) in
+            [("db", vec![]), ("api", vec!["db"]), ("web", vec!["api", "cdn"]), ("cdn", vec![]), ("etl", vec![])]
+        {
+            table.insert_done(name, Outcome::Synced).report.depends_on = deps.into_iter().map(String::from).collect();
+        }
+        keep_with_dependents(&mut table, &BTreeSet::from(["api".to_string()]));
+        let kept: Vec<&str> = table.rows.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["api", "cdn", "db", "web"]);
+    }
 }

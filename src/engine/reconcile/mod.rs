@@ -27,9 +27,11 @@ pub use table::{Row, Stage, Table};
 
 use super::cloud::Cloud;
 pub use super::outcome::{Failure, Hold, Outcome};
+use crate::aws::AwsError;
 use crate::core::config::{Config, EnvConfig};
 use crate::core::diag::Diagnostic;
 use crate::core::diff::Change;
+use crate::core::live::LiveService;
 use crate::core::memo::Memo;
 use crate::core::plan::Ownership;
 use crate::core::spec::Repo;
@@ -55,7 +57,8 @@ pub enum Scope<'a> {
     /// attempt to recover from and runs its family's newest revision, so its new revision
     /// is registered without first looking that up.
     Changed(&'a BTreeMap<String, String>),
-    /// A retry: only these services (and the services that depend on them).
+    /// A retry: only these services, the services that depend on them, and what those
+    /// depend on (a dependency that has not converged holds them off, as in a full cycle).
     Only(&'a BTreeSet<String>),
 }
 
@@ -187,11 +190,24 @@ pub struct RolloutWatch {
 }
 
 impl RolloutWatch {
-    /// Waits until the rollout completes (`Ok`) or fails or times out (`Err`, the reason).
-    /// A failure is written on the service as its hold (`berth:held`), so that no berth
-    /// process applies this spec again until git changes it.
+    /// Waits until the rollout completes (`Ok`) or fails or times out (`Err`, the reason),
+    /// reading the service on its own.
     pub async fn wait<C: Cloud>(&self, cloud: &C) -> Result<(), String> {
-        let result = act::wait_for_rollout(cloud, self).await;
+        let read = || async {
+            let mut found = cloud.describe_services(&self.cluster, std::slice::from_ref(&self.service)).await?;
+            Ok(found.remove(&self.service))
+        };
+        self.wait_reading(cloud, read).await
+    }
+
+    /// [`Self::wait`], with the service's state read by `read` (the daemon batches the
+    /// reads of all its watches). A failure is written on the service as its hold
+    /// (`berth:held`), so that no berth process applies this spec again until git changes it.
+    pub async fn wait_reading<C: Cloud, F>(&self, cloud: &C, read: impl Fn() -> F) -> Result<(), String>
+    where
+        F: std::future::Future<Output = Result<Option<LiveService>, AwsError>>,
+    {
+        let result = act::wait_for_rollout(self, read).await;
         if result.is_err() {
             act::write_hold(cloud, &self.service_arn, &self.spec_hash).await;
         }
