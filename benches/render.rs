@@ -157,7 +157,7 @@ fn converged(desired: &Desired) -> LiveState {
             definition: (*desired.task_definition).clone(),
             extras: vec![],
         })),
-        latest_revision: None,
+        recent_revisions: Vec::new(),
         scalable_target: desired
             .scaling
             .as_ref()

@@ -1,19 +1,33 @@
 //! ECS: services ten at a time, task definitions cached by ARN, and the writes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_ecs::types as ecs;
 use futures::StreamExt as _;
 
 use super::convert::{self, ecs_tags};
 use super::{Aws, AwsError, classify};
-use crate::core::desired::{ServiceSettings, Tag, TaskDefinition};
+use crate::core::desired::{ServiceSettings, Tag, TaskDefinition, tags};
 use crate::core::live::{LiveService, LiveTaskDefinition};
 
 /// DescribeServices accepts at most ten names.
 pub const DESCRIBE_SERVICES_BATCH: usize = 10;
 /// DescribeServices batches in flight at once.
 const CONCURRENT_BATCHES: usize = 4;
+/// The revisions of a family berth looks at before registering one (newest first): enough
+/// for a revert or a rollback a few releases back, one ListTaskDefinitions call.
+pub const RECENT_REVISIONS: usize = 5;
+
+/// CreateService's idempotency token: the same for every attempt at creating this service
+/// with this spec, so a retry after a lost answer is the same request to ECS, not a second
+/// service. (36 characters at most.)
+fn client_token(s: &ServiceSettings) -> String {
+    use sha2::Digest as _;
+    let spec_hash = s.tags.iter().find(|t| t.key == tags::SPEC_HASH).map_or("", |t| t.value.as_str());
+    let digest = sha2::Sha256::digest(format!("{}/{}/{spec_hash}", s.cluster, s.service_name));
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
 
 impl Aws {
     /// The named services of a cluster (with tags). Names not found are absent from the map.
@@ -86,16 +100,76 @@ impl Aws {
         self.td_cache.lock().expect("cache lock").forget_unused_for(idle);
     }
 
-    /// Registers a revision; returns its ARN.
+    /// The family's newest ACTIVE revisions, newest first (at most [`RECENT_REVISIONS`]),
+    /// each described once (revisions are cached by ARN).
+    pub async fn recent_task_definitions(&self, family: &str) -> Result<Vec<Arc<LiveTaskDefinition>>, AwsError> {
+        let resp = self
+            .ecs
+            .list_task_definitions()
+            .family_prefix(family)
+            .status(ecs::TaskDefinitionStatus::Active)
+            .sort(ecs::SortOrder::Desc)
+            .max_results(RECENT_REVISIONS as i32)
+            .send()
+            .await
+            .map_err(|e| classify("ListTaskDefinitions", e))?;
+        // Sorted here too: moto ignores `sort` and `maxResults` (docs/testing.md).
+        let mut arns: Vec<(u32, &str)> = (resp.task_definition_arns().iter())
+            .filter_map(|arn| {
+                let (f, revision) = arn.rsplit('/').next()?.rsplit_once(':')?;
+                (f == family).then_some((revision.parse().ok()?, arn.as_str()))
+            })
+            .collect();
+        arns.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
+        let mut out = Vec::new();
+        for (_, arn) in arns.into_iter().take(RECENT_REVISIONS) {
+            out.extend(self.describe_task_definition(arn).await?);
+        }
+        Ok(out)
+    }
+
+    /// Registers a revision; returns its ARN. RegisterTaskDefinition is not idempotent, so
+    /// the SDK does not retry it: berth does, throttling after a pause, and a write whose
+    /// outcome is unknown (no answer, a timeout, a 5xx) only after reading the family: a
+    /// revision carrying this spec hash is that write (or an earlier one with the same
+    /// content), and is used instead of registering another.
     pub async fn register_task_definition(&self, td: &TaskDefinition) -> Result<String, AwsError> {
-        let resp =
-            convert::register_input(&self.ecs, td)?.send().await.map_err(|e| classify("RegisterTaskDefinition", e))?;
-        let td = resp
-            .task_definition()
-            .ok_or_else(|| AwsError::other("RegisterTaskDefinition", "no task definition in the answer"))?;
-        let live = convert::task_definition_from_sdk(td, resp.tags());
-        self.td_cache.lock().expect("cache lock").insert(&live);
-        Ok(live.arn)
+        let spec_hash = td.tags.iter().find(|t| t.key == tags::SPEC_HASH).map(|t| t.value.as_str());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let once = aws_sdk_ecs::config::Builder::default()
+                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1));
+            let sent = convert::register_input(&self.ecs, td)?.customize().config_override(once).send().await;
+            let error = match sent {
+                Ok(resp) => {
+                    let td = resp
+                        .task_definition()
+                        .ok_or_else(|| AwsError::other("RegisterTaskDefinition", "no task definition in the answer"))?;
+                    let live = convert::task_definition_from_sdk(td, resp.tags());
+                    self.td_cache.lock().expect("cache lock").insert(&live);
+                    return Ok(live.arn);
+                }
+                Err(e) => classify("RegisterTaskDefinition", e),
+            };
+            match &error {
+                AwsError::Unavailable { .. } => {
+                    if let (Some(hash), Ok(recent)) = (spec_hash, self.recent_task_definitions(&td.family).await)
+                        && let Some(found) = recent.iter().find(|r| r.tag(tags::SPEC_HASH) == Some(hash))
+                    {
+                        tracing::debug!(revision = %found.arn, error = %error, "the registration's answer was lost; its revision exists");
+                        return Ok(found.arn.clone());
+                    }
+                }
+                AwsError::Throttled { .. } => {}
+                _ => return Err(error),
+            }
+            if attempt >= self.max_attempts {
+                return Err(error);
+            }
+            let pause = Duration::from_millis(200 << attempt.min(6)).mul_f64(0.5 + rand::random::<f64>() / 2.0);
+            tokio::time::sleep(pause).await;
+        }
     }
 
     pub async fn create_service(
@@ -115,7 +189,8 @@ impl Aws {
             .set_platform_version(s.platform_version.clone())
             .set_propagate_tags(s.propagate_tags.as_deref().map(ecs::PropagateTags::from))
             .set_enable_ecs_managed_tags(s.enable_ecs_managed_tags)
-            .set_tags(Some(ecs_tags(&s.tags)));
+            .set_tags(Some(ecs_tags(&s.tags)))
+            .client_token(client_token(s));
         if let Some(d) = &s.deployment_configuration {
             req = req.deployment_configuration(convert::deployment_to_sdk(d));
         }

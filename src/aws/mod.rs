@@ -125,6 +125,8 @@ pub struct Aws {
     verify_cache: Mutex<lookups::VerifyCache>,
     account: tokio::sync::OnceCell<String>,
     pub config: AwsConfig,
+    /// Attempts of a write berth retries itself (RegisterTaskDefinition).
+    max_attempts: u32,
 }
 
 impl Aws {
@@ -171,6 +173,7 @@ impl Aws {
             verify_cache: Mutex::new(lookups::VerifyCache::default()),
             account: tokio::sync::OnceCell::new(),
             config: config.clone(),
+            max_attempts: options.max_attempts.max(1),
         }
     }
 

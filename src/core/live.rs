@@ -48,6 +48,12 @@ pub struct LiveTaskDefinition {
     pub extras: Vec<String>,
 }
 
+impl LiveTaskDefinition {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.definition.tags.iter().find(|t| t.key == key).map(|t| t.value.as_str())
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct LiveScalableTarget {
     pub target: ScalableTarget,
@@ -68,9 +74,10 @@ pub struct LiveState {
     pub service: Option<LiveService>,
     /// The revision the service runs (from the cache of revisions by ARN).
     pub task_definition: Option<Arc<LiveTaskDefinition>>,
-    /// The family's newest ACTIVE revision, when it differs from the one the service runs
-    /// (read only when needed: a revision registered before a failed update is reused).
-    pub latest_revision: Option<Arc<LiveTaskDefinition>>,
+    /// The family's newest ACTIVE revisions, newest first (read only when a registration is
+    /// planned): one with the desired content is run instead of registering another (a
+    /// revision registered before a failed update, or the one a rollback returns to).
+    pub recent_revisions: Vec<Arc<LiveTaskDefinition>>,
     pub scalable_target: Option<LiveScalableTarget>,
     /// The scaling policies on the service's resource id.
     pub policies: Vec<LivePolicy>,
@@ -88,7 +95,7 @@ impl LiveState {
         let fields = (
             &self.service,
             self.task_definition.as_ref().map(|t| t.arn.as_str()),
-            self.latest_revision.as_ref().map(|t| t.arn.as_str()),
+            self.recent_revisions.iter().map(|t| t.arn.as_str()).collect::<Vec<_>>(),
             &self.scalable_target,
             &self.policies,
             &self.held,

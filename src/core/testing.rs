@@ -236,7 +236,14 @@ impl LiveBuilder {
 
     /// The family's newest revision: revision 2, with `definition`.
     pub(crate) fn latest(mut self, definition: &TaskDefinition) -> Self {
-        self.0.latest_revision = Some(Arc::new(live_task_definition(revision_arn(2), definition.clone())));
+        self.0.recent_revisions.insert(0, Arc::new(live_task_definition(revision_arn(2), definition.clone())));
+        self
+    }
+
+    /// One more of the family's recent revisions (listed after the newer ones): revision
+    /// `n`, with `definition`.
+    pub(crate) fn recent(mut self, n: u32, definition: &TaskDefinition) -> Self {
+        self.0.recent_revisions.push(Arc::new(live_task_definition(revision_arn(n), definition.clone())));
         self
     }
 

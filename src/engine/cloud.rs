@@ -34,6 +34,14 @@ pub trait Cloud: Send + Sync + 'static {
         &self,
         id: &str,
     ) -> impl Future<Output = Result<Option<Arc<LiveTaskDefinition>>, AwsError>> + Send;
+    /// The family's newest ACTIVE revisions, newest first (at most
+    /// [`crate::aws::RECENT_REVISIONS`]).
+    fn recent_task_definitions(
+        &self,
+        family: &str,
+    ) -> impl Future<Output = Result<Vec<Arc<LiveTaskDefinition>>, AwsError>> + Send;
+    /// Registers a revision. When the outcome of the write is unknown (no answer, a 5xx),
+    /// the family is read: a revision with the desired spec hash is the write, not retried.
     fn register_task_definition(&self, td: &TaskDefinition) -> impl Future<Output = Result<String, AwsError>> + Send;
     fn create_service(
         &self,
@@ -87,6 +95,9 @@ impl Cloud for Aws {
     }
     async fn describe_task_definition(&self, id: &str) -> Result<Option<Arc<LiveTaskDefinition>>, AwsError> {
         Aws::describe_task_definition(self, id).await
+    }
+    async fn recent_task_definitions(&self, family: &str) -> Result<Vec<Arc<LiveTaskDefinition>>, AwsError> {
+        Aws::recent_task_definitions(self, family).await
     }
     async fn register_task_definition(&self, td: &TaskDefinition) -> Result<String, AwsError> {
         Aws::register_task_definition(self, td).await

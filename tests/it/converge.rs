@@ -323,6 +323,90 @@ fn throttling_is_retried_and_makes_no_duplicate_revisions() {
     assert_eq!(code, 0);
 }
 
+/// The revisions of each family, on the moto side.
+fn revisions(w: &World, family: &str) -> usize {
+    let out = w.console(&format!(
+        "import boto3; print(len(boto3.client('ecs').list_task_definitions(familyPrefix='{family}')['taskDefinitionArns']))"
+    ));
+    out.trim().parse().unwrap()
+}
+
+fn running(w: &World, cluster: &str, service: &str) -> String {
+    w.console(&format!(
+        "import boto3; print(boto3.client('ecs').describe_services(cluster='{cluster}', services=['{service}'])['services'][0]['taskDefinition'])"
+    ))
+    .trim()
+    .to_string()
+}
+
+/// A write carried out whose answer is lost is resolved by reading, not by writing again:
+/// no family gets a second revision, and no service is created twice.
+#[test]
+fn lost_answers_to_writes_make_no_duplicates() {
+    let w = World::new();
+    w.proxy.inject("RegisterTaskDefinition", Fault::LoseResponse, 3);
+    w.proxy.inject("CreateService", Fault::LoseResponse, 2);
+    w.proxy.inject("RegisterScalableTarget", Fault::LoseResponse, 1);
+    w.proxy.inject("PutScalingPolicy", Fault::LoseResponse, 1);
+    let out = w.apply("pre", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for family in ["bpg-pre", "klausapproves-pre", "ledger-pre", "notifier-pre"] {
+        assert_eq!(revisions(&w, family), 1, "{family}\n{}", text(&out));
+    }
+    // The lost answers made berth ask: the CreateService tokens are one per service.
+    let tokens: Vec<String> = w.proxy.bodies("CreateService").iter().map(|b| b["clientToken"].to_string()).collect();
+    let mut distinct = tokens.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "a token per service, the same on every attempt: {tokens:?}");
+    // A change whose registration and update both lose their answers.
+    w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
+    w.push_images();
+    w.proxy.inject("RegisterTaskDefinition", Fault::LoseResponse, 1);
+    w.proxy.inject("UpdateService", Fault::LoseResponse, 1);
+    let out = w.apply("pre", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(revisions(&w, "ledger-pre"), 2, "{}", text(&out));
+    assert_eq!(w.diff_json("pre").0, 0);
+}
+
+/// Going back to content an older revision has (a console edit healed, a release tag
+/// deleted) runs that revision again instead of registering a copy of it.
+#[test]
+fn a_heal_and_a_tag_rollback_reuse_the_older_revision() {
+    let w = World::new();
+    assert_eq!(w.apply("pre", &[]).status.code(), Some(0));
+    let first = running(&w, "pre", "notifier");
+    // A console edit: a hand-made revision with other content.
+    w.console(
+        "import boto3\ne = boto3.client('ecs')\ntd = e.describe_task_definition(taskDefinition='notifier-pre')['taskDefinition']\nkeep = ['family', 'containerDefinitions', 'executionRoleArn', 'networkMode', 'requiresCompatibilities']\nnew = e.register_task_definition(**{k: td[k] for k in keep if k in td}, cpu='1024', memory='2048')['taskDefinition']['taskDefinitionArn']\ne.update_service(cluster='pre', service='notifier', taskDefinition=new)",
+    );
+    assert_eq!(revisions(&w, "notifier-pre"), 2);
+    let out = w.apply("pre", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(running(&w, "pre", "notifier"), first, "the heal runs git's revision again\n{}", text(&out));
+    assert_eq!(revisions(&w, "notifier-pre"), 2, "the heal registered a copy\n{}", text(&out));
+    // prod: release v1.1.0, then delete its tag: back to v1.0.0's revision.
+    assert_eq!(w.apply("prod", &[]).status.code(), Some(0));
+    let released = running(&w, "prod", "notifier");
+    w.commit_edit("services/notifier/deploy/service.yaml", |t| t.replace("value: debug", "value: info"), "info logs");
+    git(&w.repo, &["tag", "v1.1.0"]);
+    w.push();
+    w.push_images();
+    let out = w.apply("prod", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_ne!(running(&w, "prod", "notifier"), released);
+    // Deleted on the remote: berth resolves prod's ref from there (no `--repo`).
+    git(&w.origin, &["tag", "-d", "v1.1.0"]);
+    let config = w.config.to_string_lossy().into_owned();
+    let out = w.berth(&["apply", "--config", &config, "--env", "prod"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(running(&w, "prod", "notifier"), released, "{}", text(&out));
+    assert_eq!(revisions(&w, "notifier-prod"), 2, "the rollback registered a copy\n{}", text(&out));
+    let diff = w.berth(&["diff", "--config", &config, "--env", "prod"]);
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
+}
+
 #[test]
 fn an_update_that_fails_after_registering_reuses_the_revision_next_time() {
     let w = World::new();

@@ -12,17 +12,15 @@ pub(super) fn step(plan: &mut Plan, input: &Input) -> Step<Revision> {
     if desired.execution_role_arn.is_none() {
         return Err(vec![Blocker::NoExecutionRole]);
     }
-    // The running revision, or the family's newest one, when its content is what git
-    // says (one registered by an attempt whose service update then failed).
+    // The running revision, or one of the family's newest, when its content is what git
+    // says (one registered by an attempt whose service update then failed, or the one a
+    // rollback returns to).
     let running = input.live.task_definition.as_ref();
     let drift = running.map(|td| diff::diff_task_definition(td, desired, input.ctx));
     let reuse = match (running, &drift) {
         (Some(td), Some(drift)) if drift.is_empty() => Some(td.arn.clone()),
-        _ => input
-            .live
-            .latest_revision
-            .as_ref()
-            .filter(|td| diff::task_definition_matches(td, desired, input.ctx))
+        _ => (input.live.recent_revisions.iter())
+            .find(|td| diff::task_definition_matches(td, desired, input.ctx))
             .map(|td| td.arn.clone()),
     };
     plan.drift.extend(drift.into_iter().flatten());

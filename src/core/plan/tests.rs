@@ -165,6 +165,13 @@ fn task_definition_and_service() {
         .actions(&["RegisterTaskDefinition", "UpdateService", "TagService"])
         .drift(&["container.image", "service.tags.berth:spec-hash"]),
         Case::new(
+            "back to an older revision's content (a rollback), which is reused",
+            changed.clone(),
+            converged(&d).latest(&d.task_definition).recent(9, &changed.task_definition).build(),
+        )
+        .actions(&["UpdateService", "TagService"])
+        .drift(&["container.image", "service.taskDefinition", "service.tags.berth:spec-hash"]),
+        Case::new(
             "running revision edited",
             d.clone(),
             converged(&d).running(|td| td.cpu = Some("512".into())).build(),

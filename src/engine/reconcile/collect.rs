@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::decide::{Decider, desired};
 use super::table::{Stage, Table};
-use super::{Failure, Outcome, Scope};
+use super::{Failure, Outcome};
 use crate::aws::{AwsError, Verified, VerifyRequest, concurrently};
 use crate::core::desired::tags;
 use crate::core::live::{LivePolicy, LiveState};
@@ -84,9 +84,9 @@ pub async fn read_and_plan<C: Cloud>(cloud: &C, table: &mut Table, decider: &mut
 }
 
 /// Before registering, looks for a revision with this content already (one registered by
-/// an attempt whose service update then failed): the families' newest revisions, a few
-/// lookups in flight at once. Services a push changed after they settled have none.
-pub async fn latest_revisions<C: Cloud>(cloud: &C, table: &mut Table, decider: &mut Decider<'_>, scope: Scope<'_>) {
+/// an attempt whose service update then failed, or the one a revert, a rollback or a heal
+/// returns to): the families' newest revisions, a few lookups in flight at once.
+pub async fn recent_revisions<C: Cloud>(cloud: &C, table: &mut Table, decider: &mut Decider<'_>) {
     let families: Vec<(String, String)> = table
         .rows
         .iter()
@@ -98,10 +98,9 @@ pub async fn latest_revisions<C: Cloud>(cloud: &C, table: &mut Table, decider: &
             }
             _ => None,
         })
-        .filter(|(name, _)| !matches!(scope, Scope::Changed(settled) if settled.contains_key(name)))
         .collect();
     let latest = concurrently(families.into_iter().map(|(name, family)| async move {
-        let answer = cloud.describe_task_definition(&family).await;
+        let answer = cloud.recent_task_definitions(&family).await;
         (name, answer)
     }))
     .await;
@@ -207,7 +206,7 @@ impl<'a, C: Cloud> LiveReader<'a, C> {
             let state = LiveState {
                 service: Some(service),
                 task_definition,
-                latest_revision: None,
+                recent_revisions: Vec::new(),
                 scalable_target,
                 policies,
                 held,

@@ -223,13 +223,13 @@ impl<'a> Decider<'a> {
 
     /// Plans a service again with its family's newest revision known (it may already have
     /// the content git wants: one registered by an attempt whose update then failed).
-    pub fn replan(&mut self, table: &mut Table, name: &str, latest: Option<Arc<LiveTaskDefinition>>) {
+    pub fn replan(&mut self, table: &mut Table, name: &str, recent: Vec<Arc<LiveTaskDefinition>>) {
         let Some(Stage::Planned { spec, rendering, plan, state: Some(state), .. }) =
             table.rows.get_mut(name).map(|r| &mut r.stage)
         else {
             return;
         };
-        state.latest_revision = latest;
+        state.recent_revisions = recent;
         **plan = plan::plan(desired(rendering), state, spec.adopt, &self.ctx);
     }
 

@@ -53,9 +53,7 @@ pub enum Scope<'a> {
     All,
     /// A cycle a push started: a service that still renders to the spec hash it was last
     /// seen in sync with (name → hash) is left out: no live read, no report. The next full
-    /// reconcile checks it for drift. A settled service the push changed has no half-applied
-    /// attempt to recover from and runs its family's newest revision, so its new revision
-    /// is registered without first looking that up.
+    /// reconcile checks it for drift.
     Changed(&'a BTreeMap<String, String>),
     /// A retry: only these services, the services that depend on them, and what those
     /// depend on (a dependency that has not converged holds them off, as in a full cycle).
@@ -268,7 +266,7 @@ pub async fn reconcile_env<C: Cloud>(cloud: &C, input: &EnvInput<'_>) -> Vec<Ser
     decider.begin(&verified);
     decider.render(&mut table, &verified, input.scope);
     collect::read_and_plan(cloud, &mut table, &mut decider, &env.cluster).await;
-    collect::latest_revisions(cloud, &mut table, &mut decider, input.scope).await;
+    collect::recent_revisions(cloud, &mut table, &mut decider).await;
     decider.conclude(&mut table, input.watching);
     if input.mode == Mode::Apply {
         collect::verify_changing(cloud, &mut table, &decider).await;

@@ -148,6 +148,14 @@ impl Cloud for FakeCloud {
         Ok(newest.and_then(|arn| s.revisions.get(&arn).cloned()))
     }
 
+    async fn recent_task_definitions(&self, family: &str) -> Result<Vec<Arc<LiveTaskDefinition>>, AwsError> {
+        self.count("ListTaskDefinitions");
+        let s = self.state.lock().unwrap();
+        let newest = s.families.get(family).copied().unwrap_or(0);
+        let arn = |n: u32| format!("arn:aws:ecs:us-east-1:{ACCOUNT}:task-definition/{family}:{n}");
+        Ok((1..=newest).rev().take(5).filter_map(|n| s.revisions.get(&arn(n)).cloned()).collect())
+    }
+
     async fn register_task_definition(&self, td: &TaskDefinition) -> Result<String, AwsError> {
         self.count("RegisterTaskDefinition");
         let mut s = self.state.lock().unwrap();

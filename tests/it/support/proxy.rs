@@ -2,7 +2,8 @@
 //!
 //! - counts every AWS request by operation, and records how many names each
 //!   DescribeServices carried (AWS allows at most ten; moto accepts any number);
-//! - injects faults per operation: `ThrottlingException` or an HTTP 5xx, for the next N
+//! - injects faults per operation: `ThrottlingException`, an HTTP 5xx, an error code, or
+//!   a lost answer (the request is carried out, its answer dropped), for the next N
 //!   requests of that operation;
 //! - rewrites DescribeServices deployments so rollouts can complete or fail (moto keeps one
 //!   PRIMARY deployment forever and never fails it).
@@ -40,6 +41,9 @@ pub enum Fault {
     Status(u16),
     /// A 400 with this error code (`AccessDeniedException`, …).
     Code(&'static str),
+    /// The request reaches moto and is carried out; its answer is lost (the connection
+    /// closes without one), as on a reset after a write.
+    LoseResponse,
 }
 
 #[derive(Default)]
@@ -217,7 +221,8 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
         (fault, (s.rollouts.unwrap_or(Rollouts::Moto), s.rollouts_for.clone()))
     };
     let mut out = conn;
-    if let Some(f) = fault {
+    let lose = matches!(fault, Some(Fault::LoseResponse));
+    if let Some(f) = fault.filter(|_| !lose) {
         let (status, reason, body) = match f {
             Fault::Throttle => {
                 (400, "Bad Request", r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_string())
@@ -226,6 +231,7 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
                 (code, "Error", format!(r#"{{"__type":"ServiceUnavailableException","message":"injected {code}"}}"#))
             }
             Fault::Code(code) => (400, "Bad Request", format!(r#"{{"__type":"{code}","message":"injected {code}"}}"#)),
+            Fault::LoseResponse => unreachable!("forwarded below"),
         };
         return write_response(&mut out, status, reason, "application/x-amz-json-1.1", body.as_bytes());
     }
@@ -247,6 +253,9 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
     up.write_all(&req.body)?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
+    if lose {
+        return Ok(());
+    }
     let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |p| p + 4);
     let (resp_head, resp_body) = resp.split_at(split);
     let resp_head = String::from_utf8_lossy(resp_head).into_owned();
