@@ -424,6 +424,24 @@ fn sigterm_during_a_rollout_wait_exits_zero_within_the_grace_period() {
     assert!(d.log().contains("berth daemon stopped"), "{}", d.log());
 }
 
+/// SIGHUP reads the config again (as systemd's `ExecReload` sends it), and never stops the
+/// daemon: it still serves and polls after it.
+#[test]
+fn sighup_reloads_the_config_and_the_daemon_keeps_running() {
+    let w = World::new();
+    *w.envs.borrow_mut() = vec!["pre"];
+    let d = Daemon::ready(&w);
+    let pid = d.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    d.wait_for("the reload", Duration::from_secs(10), |d| d.log().contains("configuration reloaded"));
+    assert!(d.log().contains("SIGHUP: reading the configuration again"), "{}", d.log());
+    let before = cycles(&d, "pre");
+    let body = r#"{"ref":"refs/heads/develop"}"#;
+    assert_eq!(d.webhook(body, Some(sign(body))).0, 202);
+    d.wait_for("a cycle after the SIGHUP", Duration::from_secs(30), |d| cycles(d, "pre") > before);
+    assert_eq!(d.get("/healthz").0, 200);
+}
+
 #[test]
 fn config_changes_apply_without_restart_and_a_broken_config_is_ignored() {
     let w = World::new();
