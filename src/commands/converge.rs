@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, bail};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::aws::RequestStats;
 use crate::cli::{ApplyArgs, ConvergeArgs, OutputFormat};
@@ -72,8 +73,21 @@ async fn run(args: &ConvergeArgs, mode: Mode) -> anyhow::Result<(Exit, Vec<Servi
         bail!("no service `{s}` in the repository");
     }
     let aws = ConnectAws.connect(&config, RequestStats::new()).await;
-    let input = EnvInput { only: args.service.as_deref(), ..EnvInput::new(&config, &env, &checkout, mode) };
-    let reports = reconcile::reconcile_env(&*aws, &input).await;
+    let cancel = CancellationToken::new();
+    if mode == Mode::Apply {
+        tokio::spawn(stop_on_signal(cancel.clone()));
+    }
+    let input = EnvInput {
+        only: args.service.as_deref(),
+        cancel: cancel.clone(),
+        ..EnvInput::new(&config, &env, &checkout, mode)
+    };
+    let reports = tokio::select! {
+        reports = reconcile::reconcile_env(&*aws, &input) => reports,
+        () = async { cancel.cancelled().await; tokio::time::sleep(APPLY_GRACE).await } => {
+            bail!("stopped: the write in flight did not finish within {}s of the signal; run `berth diff` to see what is left", APPLY_GRACE.as_secs())
+        }
+    };
     match args.output {
         OutputFormat::Json => {
             let report =
@@ -100,6 +114,24 @@ async fn run(args: &ConvergeArgs, mode: Mode) -> anyhow::Result<(Exit, Vec<Servi
         Verdict::Failed => Exit::Failed,
     };
     Ok((exit, reports))
+}
+
+/// How long `apply` lets the write in flight finish after SIGINT or SIGTERM.
+const APPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// SIGINT or SIGTERM during `apply`: the write in flight finishes, nothing new starts, a
+/// rollout wait ends; the report says what was left undone and the exit is 1.
+async fn stop_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::warn!("{name}: finishing the write in flight, starting nothing new");
+    cancel.cancel();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tokio::sync::mpsc::Sender;
 
 use crate::cli::DaemonArgs;
-use crate::core::config::Config;
 use crate::commands::{Exit, load_config};
+use crate::core::config::Config;
 use crate::engine::cloud::ConnectAws;
 use crate::engine::daemon::{Daemon, Shared, watch_config};
 use crate::server;

@@ -407,6 +407,39 @@ fn a_heal_and_a_tag_rollback_reuse_the_older_revision() {
     assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
 }
 
+/// SIGTERM during `apply` (here: while it waits for a stuck rollout) ends it within its
+/// grace period: the write in flight is done, nothing new starts, the exit is 1, and the
+/// report says what was left undone.
+#[test]
+fn apply_stops_cleanly_on_sigterm_and_says_what_is_left() {
+    let w = World::new();
+    w.write_config("    rollout: {wait: true, timeout: 10m, poll: 100ms}\n");
+    w.proxy.set_rollouts(Rollouts::Stuck);
+    let config = w.config.to_string_lossy().into_owned();
+    let repo = w.repo.to_string_lossy().into_owned();
+    let mut cmd = w.moto.command(env!("CARGO_BIN_EXE_berth"));
+    cmd.env_remove("AWS_ENDPOINT_URL").args(["apply", "--config", &config, "--env", "pre", "--repo", &repo]);
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Waiting for the rollouts: services created, their deployments read again and again.
+    let start = std::time::Instant::now();
+    while w.proxy.count("CreateService") == 0 || w.proxy.count("DescribeServices") < 5 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "apply never got to its rollouts");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let created = w.proxy.count("CreateService");
+    let signalled = std::time::Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert!(signalled.elapsed() < std::time::Duration::from_secs(20), "took {:?}", signalled.elapsed());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("stopped waiting for the rollout (shutting down)"), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SIGTERM: finishing the write in flight"), "{}", text(&out));
+    // klausapproves waits for bpg's rollout: it was left undone, and said so.
+    assert!(stdout.contains("shutting down"), "{}", text(&out));
+    assert_eq!(w.proxy.count("CreateService"), created, "a write started after the signal");
+}
+
 #[test]
 fn an_update_that_fails_after_registering_reuses_the_revision_next_time() {
     let w = World::new();
