@@ -87,19 +87,6 @@ where
     }
 }
 
-/// Client tuning. Tests turn retries down so emulator gaps (HTTP 500) fail fast.
-#[derive(Clone, Debug)]
-pub struct ClientOptions {
-    pub max_attempts: u32,
-    pub operation_timeout: Duration,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions { max_attempts: 5, operation_timeout: Duration::from_secs(60) }
-    }
-}
-
 /// Lookups (DescribeSecret, BatchGetImage, DescribeTaskDefinition, parameter chunks) in
 /// flight at once.
 pub const CONCURRENT_LOOKUPS: usize = 8;
@@ -131,16 +118,24 @@ pub struct Aws {
 
 impl Aws {
     /// Clients from the SDK's default credential chain (env, profile, web identity, ECS task
-    /// role, IMDS), with adaptive retry.
-    pub async fn connect(config: &AwsConfig, options: &ClientOptions, stats: Arc<RequestStats>) -> Aws {
+    /// role, IMDS), with adaptive retry and the config's timeouts: a connection that does not
+    /// open, or an attempt that does not answer, in time is abandoned and retried, so one
+    /// slow request does not hold a whole batch.
+    pub async fn connect(config: &AwsConfig, stats: Arc<RequestStats>) -> Aws {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .retry_config(
                 RetryConfig::adaptive()
-                    .with_max_attempts(options.max_attempts)
+                    .with_max_attempts(config.max_attempts)
                     .with_initial_backoff(Duration::from_millis(200)),
             )
-            .timeout_config(TimeoutConfig::builder().operation_timeout(options.operation_timeout).build());
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(config.connect_timeout)
+                    .operation_attempt_timeout(config.attempt_timeout)
+                    .operation_timeout(config.timeout)
+                    .build(),
+            );
         if let Some(endpoint) = &config.endpoint_url {
             loader = loader.endpoint_url(endpoint);
         }
@@ -173,7 +168,7 @@ impl Aws {
             verify_cache: Mutex::new(lookups::VerifyCache::default()),
             account: tokio::sync::OnceCell::new(),
             config: config.clone(),
-            max_attempts: options.max_attempts.max(1),
+            max_attempts: config.max_attempts.max(1),
         }
     }
 

@@ -79,16 +79,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Exit> {
         }
         None => bare_env(&args.env, args.version.is_some()),
     };
-    let aws = config.as_ref().map_or_else(
-        || AwsConfig {
-            region: "us-east-1".into(),
-            endpoint_url: None,
-            account_id: None,
-            registry: None,
-            max_attempts: 5,
-        },
-        |c| c.aws.clone(),
-    );
+    let aws = config.as_ref().map_or_else(|| AwsConfig::new("us-east-1"), |c| c.aws.clone());
     if let Some(v) = &args.version {
         semver::Version::parse(v).with_context(|| format!("--version `{v}` is not X.Y.Z"))?;
     }

@@ -46,6 +46,13 @@ pub struct RawAws {
     pub registry: Option<At<String>>,
     /// Attempts per AWS call, throttling retries included (default 5).
     pub max_attempts: Option<At<u32>>,
+    /// Time to open a connection to an AWS endpoint (default 3s).
+    pub connect_timeout: Option<At<String>>,
+    /// Time for one attempt of a call, answer included (default 10s); a slower attempt is
+    /// abandoned and retried.
+    pub attempt_timeout: Option<At<String>>,
+    /// Time for a whole call, retries included (default 60s).
+    pub timeout: Option<At<String>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
@@ -108,7 +115,7 @@ pub struct RawCloudWatch {
 stamp_fields! {
     RawConfig { repo, aws, environments, metrics, webhook, concurrency, cloudwatch }
     RawRepo { url, token_env, ssh_key, poll_interval, workdir, discovery }
-    RawAws { region, endpoint_url, account_id, registry, max_attempts }
+    RawAws { region, endpoint_url, account_id, registry, max_attempts, connect_timeout, attempt_timeout, timeout }
     RawEnv { source, cluster, sync, rollout, defaults }
     RawSource { branch, tags, prereleases }
     RawRollout { wait, timeout, poll }
@@ -158,9 +165,26 @@ pub struct AwsConfig {
     pub account_id: Option<String>,
     pub registry: Option<String>,
     pub max_attempts: u32,
+    pub connect_timeout: Duration,
+    pub attempt_timeout: Duration,
+    pub timeout: Duration,
 }
 
 impl AwsConfig {
+    /// `region` with every other setting at its default (the offline `render`).
+    pub fn new(region: &str) -> AwsConfig {
+        AwsConfig {
+            region: region.to_string(),
+            endpoint_url: None,
+            account_id: None,
+            registry: None,
+            max_attempts: 5,
+            connect_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
     pub fn partition(&self) -> &'static str {
         if self.region.starts_with("cn-") {
             "aws-cn"
@@ -329,12 +353,18 @@ fn check(file: &Arc<str>, raw: &RawConfig, diags: &mut Vec<Diagnostic>) -> Optio
             {
                 diags.push(Diagnostic::new(at.pos.clone(), format!("invalid account_id `{id}`: 12 digits, quoted")));
             }
-            region.map(|region| AwsConfig {
-                region,
-                endpoint_url: a.endpoint_url.as_ref().map(|e| e.value.trim_end_matches('/').to_string()),
-                account_id,
-                registry: a.registry.as_ref().map(|r| r.value.trim_end_matches('/').to_string()),
-                max_attempts: a.max_attempts.as_ref().map_or(5, |m| m.value.clamp(1, 20)),
+            region.map(|region| {
+                let d = AwsConfig::new(&region);
+                AwsConfig {
+                    region,
+                    endpoint_url: a.endpoint_url.as_ref().map(|e| e.value.trim_end_matches('/').to_string()),
+                    account_id,
+                    registry: a.registry.as_ref().map(|r| r.value.trim_end_matches('/').to_string()),
+                    max_attempts: a.max_attempts.as_ref().map_or(d.max_attempts, |m| m.value.clamp(1, 20)),
+                    connect_timeout: duration(&a.connect_timeout, d.connect_timeout, diags),
+                    attempt_timeout: duration(&a.attempt_timeout, d.attempt_timeout, diags),
+                    timeout: duration(&a.timeout, d.timeout, diags),
+                }
             })
         }
     };

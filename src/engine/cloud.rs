@@ -150,7 +150,6 @@ pub struct ConnectAws;
 impl Connect for ConnectAws {
     type Cloud = Aws;
     async fn connect(&self, config: &crate::core::config::Config, stats: Arc<crate::aws::RequestStats>) -> Arc<Aws> {
-        let options = crate::aws::ClientOptions { max_attempts: config.aws.max_attempts, ..Default::default() };
-        Arc::new(Aws::connect(&config.aws, &options, stats).await)
+        Arc::new(Aws::connect(&config.aws, stats).await)
     }
 }

@@ -44,6 +44,8 @@ pub enum Fault {
     /// The request reaches moto and is carried out; its answer is lost (the connection
     /// closes without one), as on a reset after a write.
     LoseResponse,
+    /// The request is forwarded after this long (a slow network or endpoint).
+    Delay(Duration),
 }
 
 #[derive(Default)]
@@ -222,7 +224,10 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
     };
     let mut out = conn;
     let lose = matches!(fault, Some(Fault::LoseResponse));
-    if let Some(f) = fault.filter(|_| !lose) {
+    if let Some(Fault::Delay(d)) = fault {
+        thread::sleep(d);
+    }
+    if let Some(f) = fault.filter(|f| !matches!(f, Fault::LoseResponse | Fault::Delay(_))) {
         let (status, reason, body) = match f {
             Fault::Throttle => {
                 (400, "Bad Request", r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_string())
@@ -231,7 +236,7 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
                 (code, "Error", format!(r#"{{"__type":"ServiceUnavailableException","message":"injected {code}"}}"#))
             }
             Fault::Code(code) => (400, "Bad Request", format!(r#"{{"__type":"{code}","message":"injected {code}"}}"#)),
-            Fault::LoseResponse => unreachable!("forwarded below"),
+            Fault::LoseResponse | Fault::Delay(_) => unreachable!("forwarded below"),
         };
         return write_response(&mut out, status, reason, "application/x-amz-json-1.1", body.as_bytes());
     }
