@@ -75,7 +75,7 @@ where
         matches!(err, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_));
     if stats::is_throttling_code(&code) {
         AwsError::Throttled { operation, message }
-    } else if code.contains("NotFound") || code == "ResourceNotFoundException" || code == "ParameterNotFound" {
+    } else if stats::is_not_found_code(&code) {
         AwsError::NotFound { operation, message }
     } else if code.contains("AccessDenied") || code == "UnauthorizedOperation" || code == "UnrecognizedClientException"
     {

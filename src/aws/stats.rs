@@ -65,6 +65,12 @@ pub fn is_throttling_code(code: &str) -> bool {
     )
 }
 
+/// An answer saying the thing asked about does not exist: berth expects these (a secret
+/// not created yet, a service not there yet) and counts them apart from errors.
+pub fn is_not_found_code(code: &str) -> bool {
+    code.contains("NotFound") || code == "ParameterNotFound"
+}
+
 /// The error code of a failed answer, before the SDK parses it: the `X-Amzn-ErrorType`
 /// header or the JSON `__type` (`ns#Code` or `Code:url`), or the Query/XML `<Code>`.
 fn error_code(header: Option<&str>, body: &[u8]) -> Option<String> {
@@ -118,6 +124,8 @@ impl Intercept for Counter {
                 let code = error_code(resp.headers().get("x-amzn-errortype"), body);
                 if resp.status().as_u16() == 429 || code.as_deref().is_some_and(is_throttling_code) {
                     "throttled"
+                } else if code.as_deref().is_some_and(is_not_found_code) {
+                    "not_found"
                 } else {
                     "error"
                 }

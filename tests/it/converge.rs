@@ -7,6 +7,20 @@ use serde_json::Value;
 use crate::support::proxy::{Fault, Rollouts};
 use crate::support::world::{World, git, text};
 
+/// `text` without its terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn services(v: &Value) -> Vec<&Value> {
     v["services"].as_array().unwrap().iter().collect()
 }
@@ -57,6 +71,13 @@ fn apply_converges_an_empty_account_and_a_second_apply_changes_nothing() {
     for env in ["pre", "prod"] {
         let out = w.apply(env, &[]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        // The request counts (debug log): a clean converge has no AWS errors, only the
+        // not-found answers berth expects.
+        let log = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+        let counted: Vec<&str> = log.lines().filter(|l| l.contains("aws requests")).collect();
+        assert!(!counted.is_empty(), "{log}");
+        let errors: Vec<&&str> = counted.iter().filter(|l| l.contains("result=\"error\"")).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
     }
     // Read everything back through the SDK (boto3) and compare with the render.
     let live: Value = serde_json::from_str(w.console(
