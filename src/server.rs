@@ -1,8 +1,15 @@
 //! HTTP: `/metrics`, `/healthz`, `/readyz`, `/status` on the metrics listener, and
 //! `POST /webhook/github` on the webhook listener.
+//!
+//! Neither listener can be held open: a request's headers must arrive within
+//! [`HEADER_TIMEOUT`] and the whole request within [`REQUEST_TIMEOUT`], each listener
+//! serves at most [`MAX_CONNECTIONS`] at once (more are closed at once), and a webhook
+//! delivery seen lately (`X-GitHub-Delivery`) is not acted on again.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -21,6 +28,15 @@ use crate::engine::metrics::CONTENT_TYPE;
 /// Webhook bodies larger than this are refused (GitHub caps payloads at 25 MB; pushes are
 /// far smaller).
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+/// A client has this long to send a request's headers (a slow-loris connection is closed).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request, body included, must be read and answered within this (a trickled body is cut).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once per listener; the ones beyond are closed when accepted.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Webhook deliveries remembered for replay detection: this many, for this long.
+const DELIVERIES_KEPT: usize = 1024;
+const DELIVERY_MEMORY: Duration = Duration::from_secs(3600);
 
 pub fn status_router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -35,13 +51,33 @@ pub fn status_router(shared: Arc<Shared>) -> Router {
 struct WebhookState {
     shared: Arc<Shared>,
     secret: Arc<Vec<u8>>,
+    /// Delivery ids lately acted on, oldest first.
+    deliveries: Arc<Mutex<VecDeque<(String, Instant)>>>,
+}
+
+impl WebhookState {
+    /// Remembers `id`; false when it was seen within [`DELIVERY_MEMORY`] (a replay).
+    fn first_delivery(&self, id: &str) -> bool {
+        let mut seen = self.deliveries.lock().expect("deliveries lock");
+        let now = Instant::now();
+        while seen.front().is_some_and(|(_, t)| now.duration_since(*t) > DELIVERY_MEMORY)
+            || seen.len() >= DELIVERIES_KEPT
+        {
+            seen.pop_front();
+        }
+        if seen.iter().any(|(d, _)| d == id) {
+            return false;
+        }
+        seen.push_back((id.to_string(), now));
+        true
+    }
 }
 
 pub fn webhook_router(shared: Arc<Shared>, secret: Vec<u8>) -> Router {
     Router::new()
         .route("/webhook/github", post(github))
         .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT))
-        .with_state(WebhookState { shared, secret: Arc::new(secret) })
+        .with_state(WebhookState { shared, secret: Arc::new(secret), deliveries: Arc::default() })
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -81,6 +117,13 @@ async fn github(State(state): State<WebhookState>, headers: HeaderMap, body: Byt
     if event == "ping" {
         return (StatusCode::OK, "pong\n").into_response();
     }
+    // Signed, so a replay is a genuine delivery sent again: answered, not acted on.
+    if let Some(id) = headers.get("x-github-delivery").and_then(|v| v.to_str().ok())
+        && !state.first_delivery(id)
+    {
+        tracing::info!(delivery = id, "replayed webhook delivery ignored");
+        return (StatusCode::OK, Json(serde_json::json!({"duplicate": id}))).into_response();
+    }
     if event != "push" {
         return (StatusCode::ACCEPTED, Json(serde_json::json!({"ignored": event}))).into_response();
     }
@@ -107,7 +150,7 @@ async fn github(State(state): State<WebhookState>, headers: HeaderMap, body: Byt
     (StatusCode::ACCEPTED, Json(serde_json::json!({"triggered": envs}))).into_response()
 }
 
-/// Serves `router` on `addr` until `cancel`.
+/// Serves `router` on `addr` until `cancel`; then lets the requests in flight finish.
 pub async fn serve(
     addr: SocketAddr,
     router: Router,
@@ -116,9 +159,55 @@ pub async fn serve(
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, "listening");
+    let router = router.layer(axum::middleware::from_fn(within_request_timeout));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
-        let _ = axum::serve(listener, router).with_graceful_shutdown(async move { cancel.cancelled().await }).await;
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let stream = tokio::select! {
+                () = cancel.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause instead of spinning.
+                        tracing::warn!(%addr, error = %e, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!(%addr, "connection limit reached; closing a new connection");
+                continue;
+            };
+            let (router, cancel) = (router.clone(), cancel.clone());
+            connections.spawn(async move {
+                let _slot = slot;
+                let service = hyper_util::service::TowerToHyperService::new(router);
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = cancel.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn).await;
+                    }
+                }
+            });
+            while connections.try_join_next().is_some() {}
+        }
+        while connections.join_next().await.is_some() {}
     }))
+}
+
+/// Answers 408 to a request that is not read and handled within [`REQUEST_TIMEOUT`].
+async fn within_request_timeout(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "the request took too long to arrive\n").into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -424,6 +424,50 @@ fn sigterm_during_a_rollout_wait_exits_zero_within_the_grace_period() {
     assert!(d.log().contains("berth daemon stopped"), "{}", d.log());
 }
 
+/// Neither listener can be held open: 50 connections that never finish their headers are
+/// closed by the daemon (within its 10 s header timeout) while `/metrics` answers
+/// throughout; a replayed webhook delivery is answered but not acted on.
+#[test]
+fn slow_clients_are_cut_off_and_replayed_deliveries_ignored() {
+    let w = World::new();
+    *w.envs.borrow_mut() = vec!["pre"];
+    let d = Daemon::ready(&w);
+    let mut slow: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut c = TcpStream::connect(&d.metrics).unwrap();
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: berth\r\nX-Slow: ").unwrap();
+            c
+        })
+        .collect();
+    let (code, body) = d.get("/metrics");
+    assert_eq!(code, 200, "/metrics did not answer beside 50 slow clients");
+    assert!(body.contains("berth_build_info"), "{body}");
+    for c in &mut slow {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut rest = Vec::new();
+        // Closed by the daemon: the read ends (EOF, or a reset) well before 30 s.
+        if let Err(e) = c.read_to_end(&mut rest) {
+            assert!(
+                !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                "a slow connection was still open after 30 s"
+            );
+        }
+    }
+    assert_eq!(d.get("/healthz").0, 200);
+    // A delivery sent twice: the second is recognised by its id.
+    let body = r#"{"ref":"refs/heads/develop"}"#;
+    let headers = vec![
+        ("X-GitHub-Event", "push".to_string()),
+        ("X-GitHub-Delivery", "0e4b1a2c-replayed".to_string()),
+        ("X-Hub-Signature-256", sign(body)),
+    ];
+    assert_eq!(http(&d.webhook, "POST", "/webhook/github", &headers, body.as_bytes()).0, 202);
+    let (code, answer) = http(&d.webhook, "POST", "/webhook/github", &headers, body.as_bytes());
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer.contains("duplicate"), "{answer}");
+    assert!(d.log().contains("replayed webhook delivery ignored"), "{}", d.log());
+}
+
 /// SIGHUP reads the config again (as systemd's `ExecReload` sends it), and never stops the
 /// daemon: it still serves and polls after it.
 #[test]
