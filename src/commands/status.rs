@@ -19,6 +19,13 @@ pub fn table(status: &Status) -> String {
         if let Some(e) = &env.last_fetch_error {
             let _ = writeln!(out, "{:<8} {:<24} git: {e}", env.name, "-");
         }
+        if let Some(e) = &env.aws_unavailable {
+            let _ = writeln!(
+                out,
+                "{:<8} {:<24} AWS does not answer (an outage; retried at every poll): {e}",
+                env.name, "-"
+            );
+        }
         if env.no_release {
             let _ = writeln!(out, "{:<8} (no release yet: nothing to deploy until the first vX.Y.Z tag)", env.name);
         } else if env.services.is_empty() && env.last_fetch_error.is_none() {

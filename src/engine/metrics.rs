@@ -61,7 +61,9 @@ impl Metrics {
         let info: Family<Labels, Gauge> = Family::default();
         let held: Family<Labels, Gauge> = Family::default();
         let last_sync: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
+        let aws_unavailable: Family<Labels, Gauge> = Family::default();
         for env in &status.environments {
+            aws_unavailable.get_or_create(&labels(&[("env", &env.name)])).set(i64::from(env.aws_unavailable.is_some()));
             if let (Some(r), Some(c)) = (&env.ref_name, &env.commit) {
                 source.get_or_create(&labels(&[("env", &env.name), ("ref", r), ("commit", c)])).set(1);
             }
@@ -86,6 +88,7 @@ impl Metrics {
             }
         }
         reg.register("source_info", "The commit each environment deploys", source);
+        reg.register("aws_unavailable", "1 while AWS answers none of the environment's calls", aws_unavailable);
         reg.register_with_unit(
             "git_fetch_duration",
             "Time to poll (and fetch) the repository",

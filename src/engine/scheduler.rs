@@ -55,6 +55,8 @@ pub struct EnvState {
     pub ready: bool,
     /// A tag environment with no release tag yet (nothing to deploy; not an error).
     pub no_release: bool,
+    /// AWS answered none of the last cycle's calls: the first error.
+    pub aws_unavailable: Option<String>,
 }
 
 /// The daemon's services, by (env, service), and its environments.
@@ -94,7 +96,16 @@ impl Services {
 
     /// Folds one report in; returns the retry delay when a failed attempt scheduled one.
     /// A report at a new spec hash starts the service's backoff afresh (git changed it).
-    pub fn record(&mut self, env: &str, r: &ServiceReport, now: Instant, jitter: f64) -> Option<Duration> {
+    /// `outage`: AWS answered nothing in this cycle, so a failed attempt is not the
+    /// service's failure and is not charged to its backoff.
+    pub fn record(
+        &mut self,
+        env: &str,
+        r: &ServiceReport,
+        now: Instant,
+        jitter: f64,
+        outage: bool,
+    ) -> Option<Duration> {
         let s = self.entry(env, &r.name);
         if r.spec_hash.is_some() && s.spec_hash != r.spec_hash {
             s.spec_hash = r.spec_hash.clone();
@@ -109,7 +120,7 @@ impl Services {
                 s.retry_at = None;
                 None
             }
-            Outcome::Failed(f) if f.attempted() => {
+            Outcome::Failed(f) if f.attempted() && !outage => {
                 s.attempts += 1;
                 let delay = retry_delay(f.class(), s.attempts, jitter);
                 s.retry_at = delay.map(|d| now + d);
@@ -197,6 +208,7 @@ impl Services {
                 last_fetch_error: e.last_fetch_error.clone(),
                 ready: e.ready,
                 no_release: e.no_release,
+                aws_unavailable: e.aws_unavailable.clone(),
             })
             .collect();
         Status { environments }
@@ -257,7 +269,7 @@ mod tests {
     fn backoff_counts_attempts_and_a_new_spec_ends_it() {
         let mut s = Services::default();
         let t0 = Instant::now();
-        let d1 = s.record("pre", &report("web", "a", failed_write()), t0, 0.0).unwrap();
+        let d1 = s.record("pre", &report("web", "a", failed_write()), t0, 0.0, false).unwrap();
         assert_eq!(d1, Duration::from_secs(5));
         assert!(matches!(s.gate("pre", "web", "a", t0), Err(Hold::Backoff { attempts: 1, .. })));
         // A poll that attempts nothing (a read failed) does not grow the backoff.
@@ -266,30 +278,42 @@ mod tests {
             error: AwsError::Unavailable { operation: "DescribeServices".into(), message: "down".into() },
             applying: false,
         });
-        s.record("pre", &report("web", "a", read), t0, 0.0);
+        s.record("pre", &report("web", "a", read), t0, 0.0, false);
         assert_eq!(s.get("pre", "web").unwrap().attempts, 1);
-        let d2 = s.record("pre", &report("web", "a", failed_write()), t0 + d1, 0.0).unwrap();
+        let d2 = s.record("pre", &report("web", "a", failed_write()), t0 + d1, 0.0, false).unwrap();
         assert_eq!(d2, Duration::from_secs(10));
         // A fix in git (another spec hash) is attempted at once.
         assert!(s.gate("pre", "web", "b", t0).is_ok());
-        s.record("pre", &report("web", "b", Outcome::Synced), t0, 0.0);
+        s.record("pre", &report("web", "b", Outcome::Synced), t0, 0.0, false);
         assert_eq!((s.get("pre", "web").unwrap().attempts, s.next_retry()), (0, None));
         // Other services and environments are independent.
         assert!(s.gate("prod", "web", "a", t0).is_ok());
     }
 
     #[test]
+    fn an_outage_charges_no_backoff_and_uses_up_a_due_retry() {
+        let mut s = Services::default();
+        let t0 = Instant::now();
+        let d = s.record("pre", &report("web", "a", failed_write()), t0, 0.0, false).unwrap();
+        // During an outage the failed attempt is not the service's: attempts stay at one,
+        // and the retry that was due is used up (the next poll retries).
+        assert_eq!(s.record("pre", &report("web", "a", failed_write()), t0 + d, 0.0, true), None);
+        let st = s.get("pre", "web").unwrap();
+        assert_eq!((st.attempts, st.retry_at), (1, None));
+    }
+
+    #[test]
     fn a_due_retry_that_is_not_attempted_is_used_up() {
         let mut s = Services::default();
         let t0 = Instant::now();
-        let d = s.record("pre", &report("web", "a", failed_write()), t0, 0.0).unwrap();
+        let d = s.record("pre", &report("web", "a", failed_write()), t0, 0.0, false).unwrap();
         let due = t0 + d;
         assert_eq!(s.due(due).get("pre").map(|d| d.len()), Some(1));
         // Considered before the retry was due: the retry stays.
-        s.record("pre", &report("web", "a", Outcome::Skipped("dependency".into())), t0, 0.0);
+        s.record("pre", &report("web", "a", Outcome::Skipped("dependency".into())), t0, 0.0, false);
         assert_eq!(s.next_retry(), Some(due));
         // Considered once due, and not attempted (waiting for an image): no retry left in the past.
-        s.record("pre", &report("web", "a", Outcome::WaitingForImage("i".into())), due, 0.0);
+        s.record("pre", &report("web", "a", Outcome::WaitingForImage("i".into())), due, 0.0, false);
         assert_eq!(s.next_retry(), None);
         assert!(s.gate("pre", "web", "a", due).is_ok());
         assert_eq!(s.get("pre", "web").unwrap().attempts, 1, "the attempt count stays");
@@ -301,8 +325,8 @@ mod tests {
         let t0 = Instant::now();
         let mut api = report("api", "x", failed_write());
         api.depends_on = vec!["db".into()];
-        s.record("pre", &api, t0, 0.0);
-        s.record("pre", &report("db", "d", Outcome::Synced), t0, 0.0);
+        s.record("pre", &api, t0, 0.0, false);
+        s.record("pre", &report("db", "d", Outcome::Synced), t0, 0.0, false);
         assert!(s.gate("pre", "api", "x", t0).is_err());
         assert!(s.forgive_dependents("pre", &["db".to_string()].into(), &[api]));
         assert!(s.gate("pre", "api", "x", t0).is_ok());

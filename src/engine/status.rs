@@ -80,6 +80,10 @@ pub struct EnvStatus {
     /// A tag environment with no release tag yet (nothing to deploy; not an error).
     #[serde(default)]
     pub no_release: bool,
+    /// AWS answered none of the last cycle's calls (an outage, not N service failures):
+    /// the first error.
+    #[serde(default)]
+    pub aws_unavailable: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -467,13 +467,14 @@ fn apply_stops_cleanly_on_sigterm_and_says_what_is_left() {
 fn a_slow_attempt_is_abandoned_and_retried() {
     let w = World::new();
     let config = std::fs::read_to_string(&w.config).unwrap();
-    std::fs::write(&w.config, config.replace("  max_attempts: 4\n", "  max_attempts: 4\n  attempt_timeout: 30s\n"))
+    std::fs::write(&w.config, config.replace("  max_attempts: 4\n", "  max_attempts: 4\n  attempt_timeout: 1s\n"))
         .unwrap();
     w.proxy.inject("DescribeServices", Fault::Delay(std::time::Duration::from_secs(4)), 1);
     let out = w.apply("pre", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // The first read of the four services, abandoned, and its retry.
-    assert_eq!(w.proxy.describe_services_sizes()[..2], [4, 4], "{:?}", w.proxy.describe_services_sizes());
+    let sizes = w.proxy.describe_services_sizes();
+    assert!(sizes.starts_with(&[4, 4]), "{sizes:?}\n{}", text(&out));
 }
 
 #[test]

@@ -263,3 +263,38 @@ async fn a_push_waits_for_a_watched_rollout_of_its_dependency() {
     })
     .await;
 }
+
+/// AWS gone for a while, then back with its state lost: one outage for the environment
+/// (readiness and the status say so, nothing backs off), and every service re-created at
+/// the first poll after AWS answers again.
+#[tokio::test(start_paused = true)]
+async fn an_aws_outage_is_one_failure_and_lost_state_is_recreated_at_the_next_poll() {
+    Harness::run("{wait: false}", |h| async move {
+        h.cloud.state.lock().unwrap().down = true;
+        h.wait("the outage noticed", |h| h.shared.not_ready().is_some_and(|r| r.contains("AWS does not answer"))).await;
+        let status = serde_json::to_value(h.shared.status()).unwrap();
+        assert!(status["environments"][0]["aws_unavailable"].as_str().is_some_and(|e| e.contains("503")), "{status:#}");
+        assert!(h.shared.metrics_text().contains("berth_aws_unavailable{env=\"pre\"} 1"));
+        // A few polls into the outage, no service is backing off.
+        h.cycles_more(3).await;
+        for name in ["bpg", "klausapproves", "ledger", "notifier"] {
+            let error = h.service(name)["last_error"].as_str().unwrap_or_default().to_string();
+            assert!(!error.contains("backing off"), "{name}: {error}");
+        }
+        // Back, with every service gone.
+        {
+            let mut s = h.cloud.state.lock().unwrap();
+            s.services.clear();
+            s.down = false;
+        }
+        let took = h
+            .wait("every service re-created", |h| {
+                ["bpg", "klausapproves", "ledger", "notifier"].iter().all(|n| h.cloud.desired_count(n).is_some())
+                    && h.shared.ready()
+            })
+            .await;
+        assert!(took <= POLL + Duration::from_secs(1), "re-created after {took:?}");
+        assert!(h.shared.metrics_text().contains("berth_aws_unavailable{env=\"pre\"} 0"));
+    })
+    .await;
+}

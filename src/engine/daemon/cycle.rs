@@ -12,8 +12,8 @@ use super::{Daemon, Due, LoopState};
 use crate::core::config::{Config, EnvConfig, SyncMode};
 use crate::engine::cloud::{Cloud, Connect};
 use crate::engine::metrics::labels;
-use crate::engine::outcome::cloudwatch_values;
-use crate::engine::reconcile::{self, EnvInput, Mode, Scope, ServiceReport};
+use crate::engine::outcome::{Failure, FailureClass, cloudwatch_values};
+use crate::engine::reconcile::{self, EnvInput, Mode, Outcome, Scope, ServiceReport};
 use crate::engine::scheduler::{EnvState, Services};
 use crate::engine::status::service_status;
 use crate::source::checkout::Checkout;
@@ -158,7 +158,8 @@ impl<K: Connect> Daemon<K> {
         reports: &[ServiceReport],
         partial: bool,
     ) {
-        self.record_services(env, reports);
+        let outage = aws_outage(reports);
+        self.record_services(env, reports, outage.is_some());
         for r in reports {
             if let Some(watch) = &r.rollout {
                 self.watch(st, env, &r.name, watch.clone());
@@ -192,17 +193,28 @@ impl<K: Connect> Daemon<K> {
             BTreeSet::new()
         };
         services.retain(|e, s| e != env || reported.contains(s) || deployed.contains(s));
+        match (&services.env(env).and_then(|e| e.aws_unavailable.clone()), &outage) {
+            (None, Some(error)) => tracing::warn!(
+                env,
+                error = %error,
+                "AWS answers none of this environment's calls: an outage, not service failures; no backoff is charged, the next poll tries everything again"
+            ),
+            (Some(_), None) => tracing::info!(env, "AWS answers again"),
+            _ => {}
+        }
         *services.env_mut(env) = EnvState {
             ref_name: Some(checkout.ref_name.clone()),
             commit: Some(checkout.commit.clone()),
             last_fetch_error: fetch_error,
             ready: true,
             no_release: false,
+            aws_unavailable: outage,
         };
     }
 
-    /// The services' state, the error log (once per new error) and the counters.
-    fn record_services(&self, env: &str, reports: &[ServiceReport]) {
+    /// The services' state, the error log (once per new error; an outage is logged once
+    /// for the environment, not per service) and the counters.
+    fn record_services(&self, env: &str, reports: &[ServiceReport], outage: bool) {
         let now = Instant::now();
         let mut services = self.shared.services();
         let mut changed = BTreeSet::new();
@@ -211,9 +223,10 @@ impl<K: Connect> Daemon<K> {
             if r.spec_hash.is_some() && before.is_some() && before != r.spec_hash {
                 changed.insert(r.name.clone());
             }
-            let delay = services.record(env, r, now, rand::random::<f64>());
+            let delay = services.record(env, r, now, rand::random::<f64>(), outage);
             let s = services.entry(env, &r.name);
             match r.outcome.failure() {
+                Some(_) if outage => {}
                 Some(f) => {
                     let text = f.to_string();
                     if s.logged_error.as_deref() != Some(text.as_str()) {
@@ -263,4 +276,22 @@ fn set_no_release(services: &mut Services, env: &str) {
     tracing::info!(env, "no release tag vX.Y.Z yet: nothing to deploy until the first release");
     *services.env_mut(env) = EnvState { ready: true, no_release: true, ..EnvState::default() };
     services.retain(|e, _| e != env);
+}
+
+/// The first error of a cycle in which AWS answered nothing: every service that got as far
+/// as a call failed with no answer, a timeout or a 5xx. `None` when any call was answered
+/// (or none was made).
+fn aws_outage(reports: &[ServiceReport]) -> Option<String> {
+    let mut first = None;
+    for r in reports {
+        match &r.outcome {
+            Outcome::Failed(f) if f.class() == FailureClass::Unavailable => {
+                first.get_or_insert_with(|| f.to_string());
+            }
+            // Decided before any call, or not attempted.
+            Outcome::Failed(Failure::Invalid(_)) | Outcome::Skipped(_) | Outcome::Held(_) => {}
+            _ => return None,
+        }
+    }
+    first
 }

@@ -71,11 +71,27 @@ impl Shared {
         self.config.read().expect("config lock").clone()
     }
 
-    /// Every configured environment has finished its first full sync.
+    /// Every configured environment has finished its first full sync, and AWS answers.
     pub fn ready(&self) -> bool {
+        self.not_ready().is_none()
+    }
+
+    /// Why the daemon is not ready, if it is not.
+    pub fn not_ready(&self) -> Option<String> {
         let config = self.config();
         let services = self.services();
-        config.environments.keys().all(|e| services.env(e).is_some_and(|s| s.ready))
+        let envs: Vec<_> = config.environments.keys().map(|e| (e, services.env(e))).collect();
+        let waiting: Vec<&str> =
+            envs.iter().filter(|(_, s)| !s.is_some_and(|s| s.ready)).map(|(e, _)| e.as_str()).collect();
+        if !waiting.is_empty() {
+            return Some(format!("the first sync is not done: {}", waiting.join(", ")));
+        }
+        let down: Vec<&str> = envs
+            .iter()
+            .filter(|(_, s)| s.is_some_and(|s| s.aws_unavailable.is_some()))
+            .map(|(e, _)| e.as_str())
+            .collect();
+        (!down.is_empty()).then(|| format!("AWS does not answer: {}", down.join(", ")))
     }
 
     pub fn services(&self) -> std::sync::MutexGuard<'_, Services> {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use berth::aws::{AwsError, Datum, RequestStats, Verified, VerifyRequest};
+use berth::aws::{AwsError, Datum, Item, RequestStats, Verified, VerifyRequest};
 use berth::core::config::Config;
 use berth::core::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition};
 use berth::core::live::{Deployment, LivePolicy, LiveScalableTarget, LiveService, LiveTaskDefinition};
@@ -28,6 +28,8 @@ pub struct State {
     pub missing_images: BTreeSet<String>,
     /// Rollouts of these services never finish.
     pub stuck: BTreeSet<String>,
+    /// AWS is gone: every call fails with a 503.
+    pub down: bool,
     pub counts: BTreeMap<&'static str, u64>,
 }
 
@@ -41,8 +43,11 @@ fn unavailable(op: &str) -> AwsError {
 }
 
 impl FakeCloud {
-    fn count(&self, op: &'static str) {
-        *self.state.lock().unwrap().counts.entry(op).or_default() += 1;
+    /// Counts a call; fails it when AWS is down.
+    fn count(&self, op: &'static str) -> Result<(), AwsError> {
+        let mut s = self.state.lock().unwrap();
+        *s.counts.entry(op).or_default() += 1;
+        if s.down { Err(unavailable(op)) } else { Ok(()) }
     }
 
     pub fn calls(&self, op: &str) -> u64 {
@@ -76,11 +81,17 @@ impl FakeCloud {
 
 impl Cloud for FakeCloud {
     async fn account_id(&self) -> Result<String, AwsError> {
+        self.count("GetCallerIdentity")?;
         Ok(ACCOUNT.into())
     }
 
     async fn verify(&self, req: &VerifyRequest, _fresh: bool) -> Verified {
-        self.count("Verify");
+        if let Err(e) = self.count("Verify") {
+            let items = (req.ssm_secrets.iter().chain(&req.ssm_variables).map(|n| Item::parameter(n)))
+                .chain(req.secret_ids.iter().map(|id| Item::Secret(id.clone())))
+                .chain(req.images.iter().map(|i| Item::Image(i.clone())));
+            return Verified { failed: items.map(|i| (i, e.clone())).collect(), ..Verified::default() };
+        }
         let s = self.state.lock().unwrap();
         Verified {
             existing_ssm: req.ssm_secrets.clone(),
@@ -100,7 +111,7 @@ impl Cloud for FakeCloud {
         cluster: &str,
         names: &[String],
     ) -> Result<BTreeMap<String, LiveService>, AwsError> {
-        self.count("DescribeServices");
+        self.count("DescribeServices")?;
         let s = self.state.lock().unwrap();
         let mut out = BTreeMap::new();
         for n in names {
@@ -124,7 +135,7 @@ impl Cloud for FakeCloud {
         &self,
         ids: &[String],
     ) -> Result<BTreeMap<String, LiveScalableTarget>, AwsError> {
-        self.count("DescribeScalableTargets");
+        self.count("DescribeScalableTargets")?;
         let s = self.state.lock().unwrap();
         Ok(ids.iter().filter_map(|i| Some((i.clone(), s.targets.get(i)?.clone()))).collect())
     }
@@ -133,13 +144,13 @@ impl Cloud for FakeCloud {
         &self,
         ids: &BTreeSet<String>,
     ) -> Result<BTreeMap<String, Vec<LivePolicy>>, AwsError> {
-        self.count("DescribeScalingPolicies");
+        self.count("DescribeScalingPolicies")?;
         let s = self.state.lock().unwrap();
         Ok(s.policies.iter().filter(|(k, _)| ids.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
     async fn describe_task_definition(&self, id: &str) -> Result<Option<Arc<LiveTaskDefinition>>, AwsError> {
-        self.count("DescribeTaskDefinition");
+        self.count("DescribeTaskDefinition")?;
         let s = self.state.lock().unwrap();
         if id.starts_with("arn:") {
             return Ok(s.revisions.get(id).cloned());
@@ -149,7 +160,7 @@ impl Cloud for FakeCloud {
     }
 
     async fn recent_task_definitions(&self, family: &str) -> Result<Vec<Arc<LiveTaskDefinition>>, AwsError> {
-        self.count("ListTaskDefinitions");
+        self.count("ListTaskDefinitions")?;
         let s = self.state.lock().unwrap();
         let newest = s.families.get(family).copied().unwrap_or(0);
         let arn = |n: u32| format!("arn:aws:ecs:us-east-1:{ACCOUNT}:task-definition/{family}:{n}");
@@ -157,7 +168,7 @@ impl Cloud for FakeCloud {
     }
 
     async fn register_task_definition(&self, td: &TaskDefinition) -> Result<String, AwsError> {
-        self.count("RegisterTaskDefinition");
+        self.count("RegisterTaskDefinition")?;
         let mut s = self.state.lock().unwrap();
         let n = s.families.entry(td.family.clone()).or_default();
         *n += 1;
@@ -168,7 +179,7 @@ impl Cloud for FakeCloud {
     }
 
     async fn create_service(&self, st: &ServiceSettings, revision: &str, count: i32) -> Result<LiveService, AwsError> {
-        self.count("CreateService");
+        self.count("CreateService")?;
         self.fails("CreateService", &st.service_name)?;
         let mut settings = st.clone();
         settings.task_definition = revision.into();
@@ -180,7 +191,7 @@ impl Cloud for FakeCloud {
     }
 
     async fn update_service(&self, st: &ServiceSettings, revision: &str, set: bool) -> Result<LiveService, AwsError> {
-        self.count("UpdateService");
+        self.count("UpdateService")?;
         self.fails("UpdateService", &st.service_name)?;
         let mut s = self.state.lock().unwrap();
         let svc = s.services.get_mut(&format!("{}/{}", st.cluster, st.service_name)).ok_or_else(|| {
@@ -196,7 +207,7 @@ impl Cloud for FakeCloud {
     }
 
     async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<(), AwsError> {
-        self.count("TagResource");
+        self.count("TagResource")?;
         let mut s = self.state.lock().unwrap();
         if let Some(svc) = s.services.values_mut().find(|x| x.arn == arn) {
             for t in tags {
@@ -208,7 +219,7 @@ impl Cloud for FakeCloud {
     }
 
     async fn untag_resource(&self, arn: &str, keys: &[&str]) -> Result<(), AwsError> {
-        self.count("UntagResource");
+        self.count("UntagResource")?;
         let mut s = self.state.lock().unwrap();
         if let Some(svc) = s.services.values_mut().find(|x| x.arn == arn) {
             svc.settings.tags.retain(|x| !keys.contains(&x.key.as_str()));
@@ -217,14 +228,14 @@ impl Cloud for FakeCloud {
     }
 
     async fn register_scalable_target(&self, t: &ScalableTarget) -> Result<(), AwsError> {
-        self.count("RegisterScalableTarget");
+        self.count("RegisterScalableTarget")?;
         let live = LiveScalableTarget { target: t.clone(), role_arn: None };
         self.state.lock().unwrap().targets.insert(t.resource_id.clone(), live);
         Ok(())
     }
 
     async fn put_scaling_policy(&self, p: &ScalingPolicy) -> Result<(), AwsError> {
-        self.count("PutScalingPolicy");
+        self.count("PutScalingPolicy")?;
         let mut s = self.state.lock().unwrap();
         let list = s.policies.entry(p.resource_id.clone()).or_default();
         list.retain(|x| x.policy.policy_name != p.policy_name);
@@ -233,7 +244,7 @@ impl Cloud for FakeCloud {
     }
 
     async fn delete_scaling_policy(&self, name: &str, resource_id: &str) -> Result<(), AwsError> {
-        self.count("DeleteScalingPolicy");
+        self.count("DeleteScalingPolicy")?;
         let mut s = self.state.lock().unwrap();
         if let Some(list) = s.policies.get_mut(resource_id) {
             list.retain(|x| x.policy.policy_name != name);
@@ -242,13 +253,13 @@ impl Cloud for FakeCloud {
     }
 
     async fn deregister_scalable_target(&self, resource_id: &str) -> Result<(), AwsError> {
-        self.count("DeregisterScalableTarget");
+        self.count("DeregisterScalableTarget")?;
         self.state.lock().unwrap().targets.remove(resource_id);
         Ok(())
     }
 
     async fn put_metric_data(&self, _namespace: &str, data: &[Datum]) -> Result<usize, AwsError> {
-        self.count("PutMetricData");
+        self.count("PutMetricData")?;
         Ok(data.len().div_ceil(1000))
     }
 
