@@ -118,14 +118,17 @@ pub struct Aws {
 
 impl Aws {
     /// Clients from the SDK's default credential chain (env, profile, web identity, ECS task
-    /// role, IMDS), with adaptive retry and the config's timeouts: a connection that does not
-    /// open, or an attempt that does not answer, in time is abandoned and retried, so one
-    /// slow request does not hold a whole batch.
+    /// role, IMDS), with the standard retry mode (exponential backoff with jitter, per call)
+    /// and the config's timeouts: a connection that does not open, or an attempt that does
+    /// not answer, in time is abandoned and retried, so one slow request does not hold a
+    /// whole batch. (The adaptive mode's client-wide rate limiter slowed every later call
+    /// of an apply to under one per second after a single throttled one: 60 s instead of
+    /// 4 s in `throttling_is_retried_and_makes_no_duplicate_revisions`.)
     pub async fn connect(config: &AwsConfig, stats: Arc<RequestStats>) -> Aws {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .retry_config(
-                RetryConfig::adaptive()
+                RetryConfig::standard()
                     .with_max_attempts(config.max_attempts)
                     .with_initial_backoff(Duration::from_millis(200)),
             )
