@@ -344,14 +344,6 @@ fn throttling_is_retried_and_makes_no_duplicate_revisions() {
     assert_eq!(code, 0);
 }
 
-/// The revisions of each family, on the moto side.
-fn revisions(w: &World, family: &str) -> usize {
-    let out = w.console(&format!(
-        "import boto3; print(len(boto3.client('ecs').list_task_definitions(familyPrefix='{family}')['taskDefinitionArns']))"
-    ));
-    out.trim().parse().unwrap()
-}
-
 fn running(w: &World, cluster: &str, service: &str) -> String {
     w.console(&format!(
         "import boto3; print(boto3.client('ecs').describe_services(cluster='{cluster}', services=['{service}'])['services'][0]['taskDefinition'])"
@@ -372,7 +364,7 @@ fn lost_answers_to_writes_make_no_duplicates() {
     let out = w.apply("pre", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     for family in ["bpg-pre", "klausapproves-pre", "ledger-pre", "notifier-pre"] {
-        assert_eq!(revisions(&w, family), 1, "{family}\n{}", text(&out));
+        assert_eq!(w.revisions(family), 1, "{family}\n{}", text(&out));
     }
     // The lost answers made berth ask: the CreateService tokens are one per service.
     let tokens: Vec<String> = w.proxy.bodies("CreateService").iter().map(|b| b["clientToken"].to_string()).collect();
@@ -387,7 +379,7 @@ fn lost_answers_to_writes_make_no_duplicates() {
     w.proxy.inject("UpdateService", Fault::LoseResponse, 1);
     let out = w.apply("pre", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(revisions(&w, "ledger-pre"), 2, "{}", text(&out));
+    assert_eq!(w.revisions("ledger-pre"), 2, "{}", text(&out));
     assert_eq!(w.diff_json("pre").0, 0);
 }
 
@@ -402,11 +394,11 @@ fn a_heal_and_a_tag_rollback_reuse_the_older_revision() {
     w.console(
         "import boto3\ne = boto3.client('ecs')\ntd = e.describe_task_definition(taskDefinition='notifier-pre')['taskDefinition']\nkeep = ['family', 'containerDefinitions', 'executionRoleArn', 'networkMode', 'requiresCompatibilities']\nnew = e.register_task_definition(**{k: td[k] for k in keep if k in td}, cpu='1024', memory='2048')['taskDefinition']['taskDefinitionArn']\ne.update_service(cluster='pre', service='notifier', taskDefinition=new)",
     );
-    assert_eq!(revisions(&w, "notifier-pre"), 2);
+    assert_eq!(w.revisions("notifier-pre"), 2);
     let out = w.apply("pre", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(running(&w, "pre", "notifier"), first, "the heal runs git's revision again\n{}", text(&out));
-    assert_eq!(revisions(&w, "notifier-pre"), 2, "the heal registered a copy\n{}", text(&out));
+    assert_eq!(w.revisions("notifier-pre"), 2, "the heal registered a copy\n{}", text(&out));
     // prod: release v1.1.0, then delete its tag: back to v1.0.0's revision.
     assert_eq!(w.apply("prod", &[]).status.code(), Some(0));
     let released = running(&w, "prod", "notifier");
@@ -423,7 +415,7 @@ fn a_heal_and_a_tag_rollback_reuse_the_older_revision() {
     let out = w.berth(&["apply", "--config", &config, "--env", "prod"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(running(&w, "prod", "notifier"), released, "{}", text(&out));
-    assert_eq!(revisions(&w, "notifier-prod"), 2, "the rollback registered a copy\n{}", text(&out));
+    assert_eq!(w.revisions("notifier-prod"), 2, "the rollback registered a copy\n{}", text(&out));
     let diff = w.berth(&["diff", "--config", &config, "--env", "prod"]);
     assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
 }

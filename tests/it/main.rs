@@ -6,6 +6,7 @@ mod cli;
 mod converge;
 mod daemon;
 mod engine;
+mod faults;
 mod packaging;
 mod parse_props;
 mod render_snapshots;

@@ -46,6 +46,28 @@ pub enum Fault {
     LoseResponse,
     /// The request is forwarded after this long (a slow network or endpoint).
     Delay(Duration),
+    /// The connection closes before the request reaches moto (not carried out).
+    Drop,
+}
+
+/// Faults on a share of every request, from a seeded generator (the same run each time).
+#[derive(Clone, Copy, Debug)]
+struct Chaos {
+    /// Per mille of requests that get `fault`.
+    per_mille: u64,
+    fault: Fault,
+    state: u64,
+}
+
+impl Chaos {
+    fn roll(&mut self) -> Option<Fault> {
+        // xorshift64*
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        let r = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33;
+        (r % 1000 < self.per_mille).then_some(self.fault)
+    }
 }
 
 #[derive(Default)]
@@ -53,6 +75,7 @@ struct State {
     counts: BTreeMap<String, u64>,
     describe_services_sizes: Vec<usize>,
     faults: BTreeMap<String, (Fault, u32)>,
+    chaos: Option<Chaos>,
     rollouts: Option<Rollouts>,
     /// Per service name, overriding `rollouts`.
     rollouts_for: BTreeMap<String, Rollouts>,
@@ -93,6 +116,13 @@ impl Proxy {
     /// Fails the next `times` requests of `operation` (e.g. "DescribeServices").
     pub fn inject(&self, operation: &str, fault: Fault, times: u32) {
         self.state.lock().unwrap().faults.insert(operation.to_string(), (fault, times));
+    }
+
+    /// From now on, `percent` % of all AWS requests (reads and writes alike) get `fault`,
+    /// chosen by a generator seeded with `seed`; `percent: 0` ends it.
+    pub fn chaos(&self, percent: u64, fault: Fault, seed: u64) {
+        self.state.lock().unwrap().chaos =
+            (percent > 0).then_some(Chaos { per_mille: percent * 10, fault, state: seed.max(1) });
     }
 
     pub fn set_rollouts(&self, mode: Rollouts) {
@@ -218,14 +248,16 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
                 *n -= 1;
                 Some(*f)
             }
-            _ => None,
+            _ => s.chaos.as_mut().and_then(Chaos::roll),
         };
         (fault, (s.rollouts.unwrap_or(Rollouts::Moto), s.rollouts_for.clone()))
     };
     let mut out = conn;
     let lose = matches!(fault, Some(Fault::LoseResponse));
-    if let Some(Fault::Delay(d)) = fault {
-        thread::sleep(d);
+    match fault {
+        Some(Fault::Delay(d)) => thread::sleep(d),
+        Some(Fault::Drop) => return Ok(()),
+        _ => {}
     }
     if let Some(f) = fault.filter(|f| !matches!(f, Fault::LoseResponse | Fault::Delay(_))) {
         let (status, reason, body) = match f {
@@ -236,7 +268,7 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
                 (code, "Error", format!(r#"{{"__type":"ServiceUnavailableException","message":"injected {code}"}}"#))
             }
             Fault::Code(code) => (400, "Bad Request", format!(r#"{{"__type":"{code}","message":"injected {code}"}}"#)),
-            Fault::LoseResponse | Fault::Delay(_) => unreachable!("forwarded below"),
+            Fault::LoseResponse | Fault::Delay(_) | Fault::Drop => unreachable!("handled above"),
         };
         return write_response(&mut out, status, reason, "application/x-amz-json-1.1", body.as_bytes());
     }

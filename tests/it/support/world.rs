@@ -273,6 +273,14 @@ for repo, tag in [{}]:
     }
 
     /// boto3 against moto directly (the "console").
+    /// The ACTIVE revisions of a task definition family, on the moto side.
+    pub fn revisions(&self, family: &str) -> usize {
+        let out = self.console(&format!(
+            "import boto3; print(len(boto3.client('ecs').list_task_definitions(familyPrefix='{family}')['taskDefinitionArns']))"
+        ));
+        out.trim().parse().expect("a count")
+    }
+
     pub fn console(&self, script: &str) -> String {
         self.moto.python(script)
     }
