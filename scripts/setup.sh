@@ -23,6 +23,7 @@ PY_PINS=(
   "botocore==1.44.5"
   "awscli==1.46.3"
   "prometheus_client==0.26.0"
+  "parliament==1.6.4"
 )
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target}"
