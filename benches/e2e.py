@@ -112,7 +112,8 @@ def serve_forever(server: ThreadingHTTPServer):
 
 def run_proxy(upstream_port: int):
     lock = threading.Lock()
-    state = {"counts": {}, "ds_sizes": [], "events": [], "total": 0}
+    # chaos: faults on a share of all requests (benches/faults.py): percent, kind, rng
+    state = {"counts": {}, "ds_sizes": [], "events": [], "total": 0, "chaos": None}
     local = threading.local()
 
     def upstream() -> http.client.HTTPConnection:
@@ -143,6 +144,12 @@ def run_proxy(upstream_port: int):
                 with lock:
                     body = json.dumps({"counts": state["counts"], "ds_sizes": state["ds_sizes"], "total": state["total"]})
                 return reply(self, 200, body.encode())
+            if self.path.startswith("/_bench/chaos"):
+                q = dict(kv.split("=", 1) for kv in self.path.split("?", 1)[1].split("&")) if "?" in self.path else {}
+                pct = int(q.get("percent", "0"))
+                with lock:
+                    state["chaos"] = (pct, q.get("fault", "5xx"), random.Random(int(q.get("seed", "1")))) if pct else None
+                return reply(self, 200, b"{}")
             if self.path.startswith("/_bench/events"):
                 since = float(self.path.split("since=", 1)[1]) if "since=" in self.path else 0.0
                 with lock:
@@ -170,6 +177,17 @@ def run_proxy(upstream_port: int):
             with lock:
                 state["counts"][op] = state["counts"].get(op, 0) + 1
                 state["total"] += 1
+                chaos = state["chaos"]
+                fault = chaos[1] if chaos and chaos[2].random() * 100 < chaos[0] else None
+            if fault == "5xx":
+                return reply(self, 503, b'{"__type":"ServiceUnavailableException","message":"injected"}')
+            if fault == "throttle":
+                return reply(self, 400, b'{"__type":"ThrottlingException","message":"Rate exceeded"}')
+            if fault == "drop":
+                self.close_connection = True
+                return
+            if fault == "delay":
+                time.sleep(10)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
             resp_body, status, resp_headers = b"", 502, []
             for attempt in range(2):
@@ -192,6 +210,10 @@ def run_proxy(upstream_port: int):
                     local.conn = None
                     if attempt == 1:
                         resp_body, status, resp_headers = b'{"__type":"ProxyError"}', 502, []
+            if fault == "lose":
+                # Carried out by moto; the answer never reaches berth.
+                self.close_connection = True
+                return
             reply(self, status, resp_body, resp_headers)
             with lock:
                 state["events"].append([t_recv, time.time(), op, target])
