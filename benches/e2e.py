@@ -1062,6 +1062,20 @@ def ensure_ecs_deploy(path: Path, log) -> str:
     return str(ecs)
 
 
+def bench_setup(berth_arg: str | None, prefix: str) -> tuple[str, str, Path, str]:
+    """The berth binary (copied into a fresh work directory: a rebuild elsewhere must not
+    swap it mid-run), the moto server, and that directory."""
+    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/berth/target"))
+    berth_src = berth_arg or str(Path(target) / "release/berth")
+    if not Path(berth_src).exists():
+        sys.exit(f"no berth binary at {berth_src}: run `cargo build --release --locked --bin berth` (or pass --berth)")
+    moto_bin = os.environ.get("BERTH_MOTO_SERVER") or str(Path(sys.executable).parent / "moto_server")
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    berth = str(base / "berth")
+    shutil.copy2(berth_src, berth)
+    return berth_src, moto_bin, base, berth
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="mode")
@@ -1090,14 +1104,7 @@ def main():
     def log(msg: str):
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/berth/target"))
-    berth_src = args.berth or str(Path(target) / "release/berth")
-    if not Path(berth_src).exists():
-        sys.exit(f"no berth binary at {berth_src}: run `cargo build --release --locked --bin berth` (or pass --berth)")
-    moto_bin = os.environ.get("BERTH_MOTO_SERVER") or str(Path(sys.executable).parent / "moto_server")
-    base = Path(tempfile.mkdtemp(prefix="berth-e2e-"))
-    berth = str(base / "berth")
-    shutil.copy2(berth_src, berth)  # a rebuild elsewhere must not swap the binary mid-run
+    berth_src, moto_bin, base, berth = bench_setup(args.berth, "berth-e2e-")
     ecs_bin = ensure_ecs_deploy(Path(args.ecs_deploy_venv), log)
     import moto  # noqa: F401 (version only)
     q = args.quick

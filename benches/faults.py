@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -141,14 +139,7 @@ def main():
     ap.add_argument("--json", help="also write the figures as JSON to this path")
     ap.add_argument("--only", help="comma-separated: faults,heal,outage (default all)")
     args = ap.parse_args()
-    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/berth/target"))
-    berth_src = args.berth or str(Path(target) / "release/berth")
-    if not Path(berth_src).exists():
-        sys.exit(f"no berth binary at {berth_src}: run `cargo build --release --locked --bin berth` (or pass --berth)")
-    moto_bin = os.environ.get("BERTH_MOTO_SERVER") or str(Path(sys.executable).parent / "moto_server")
-    base = Path(tempfile.mkdtemp(prefix="berth-faults-"))
-    berth = str(base / "berth")
-    shutil.copy2(berth_src, berth)
+    _, moto_bin, base, berth = e2e.bench_setup(args.berth, "berth-faults-")
     only = set((args.only or "faults,heal,outage").split(","))
     res: dict = {"n": args.n, "faults": [], "heal": None, "outage": None}
     try:

@@ -725,6 +725,13 @@ fn a_stuck_rollout_of_one_service_does_not_delay_a_heal_of_another() {
     assert_eq!(ledger["health"], "Progressing", "{ledger:#}");
 }
 
+/// The service's `berth:held` tag on the moto side, or `-`.
+fn held_tag(w: &World, service: &str) -> String {
+    w.console(&format!(
+        "import boto3; e = boto3.client('ecs'); s = e.describe_services(cluster='pre', services=['{service}'], include=['TAGS'])['services'][0]; print({{t['key']: t['value'] for t in s.get('tags', [])}}.get('berth:held', '-'))"
+    ))
+}
+
 /// The hold of a failed rollout lives on the ECS service (`berth:held`), not in the
 /// daemon: a restarted daemon applies nothing to the held service until git changes it.
 #[test]
@@ -747,9 +754,7 @@ fn a_hold_survives_a_daemon_restart() {
         d.service("pre", "ledger").is_some_and(|s| s["health"] == "Degraded" && s["commit"] == commit.as_str())
     });
     assert_eq!(d.terminate().0, Some(0));
-    let tags = w.console(
-        "import boto3; e = boto3.client('ecs'); s = e.describe_services(cluster='pre', services=['ledger'], include=['TAGS'])['services'][0]; print({t['key']: t['value'] for t in s.get('tags', [])}.get('berth:held', '-'))",
-    );
+    let tags = held_tag(&w, "ledger");
     assert_ne!(tags.trim(), "-", "no berth:held tag on the service");
     let updates = w.proxy.count("UpdateService");
     let d = Daemon::start(&w);
@@ -771,9 +776,7 @@ fn a_hold_survives_a_daemon_restart() {
     d.wait_for("Healthy again", Duration::from_secs(30), |d| {
         d.service("pre", "ledger").is_some_and(|s| s["health"] == "Healthy" && s["sync"] == "Synced")
     });
-    let tags = w.console(
-        "import boto3; e = boto3.client('ecs'); s = e.describe_services(cluster='pre', services=['ledger'], include=['TAGS'])['services'][0]; print({t['key']: t['value'] for t in s.get('tags', [])}.get('berth:held', '-'))",
-    );
+    let tags = held_tag(&w, "ledger");
     assert_eq!(tags.trim(), "-", "the hold's tag stayed");
 }
 
@@ -806,9 +809,7 @@ fn a_restart_during_a_rollout_resumes_its_watch() {
     d.wait_for("Degraded", Duration::from_secs(30), |d| {
         d.service("pre", "ledger").is_some_and(|s| s["health"] == "Degraded" && s["held"] == true)
     });
-    let tags = w.console(
-        "import boto3; e = boto3.client('ecs'); s = e.describe_services(cluster='pre', services=['ledger'], include=['TAGS'])['services'][0]; print({t['key']: t['value'] for t in s.get('tags', [])}.get('berth:held', '-'))",
-    );
+    let tags = held_tag(&w, "ledger");
     assert_ne!(tags.trim(), "-", "no berth:held tag on the service\n{}", d.log());
     assert_eq!(w.proxy.count("UpdateService"), updates, "the restart applied the spec again\n{}", d.log());
 }
