@@ -179,6 +179,8 @@ def run_proxy(upstream_port: int):
                 state["total"] += 1
                 chaos = state["chaos"]
                 fault = chaos[1] if chaos and chaos[2].random() * 100 < chaos[0] else None
+                if fault == "mix":  # issue 12's probe: 500, 503, throttling, drops or 10 s delays
+                    fault = chaos[2].choice(["5xx", "5xx", "throttle", "drop", "delay"])
             if fault == "5xx":
                 return reply(self, 503, b'{"__type":"ServiceUnavailableException","message":"injected"}')
             if fault == "throttle":
@@ -658,11 +660,13 @@ class World:
         # /metrics costs the daemon CPU in proportion to N: ask four times a second only.
         return wait_until(f"cycle {after + 1}", limit, lambda: (lambda c: c if c > after else 0)(self.cycles()), every=0.25)
 
-    def webhook(self) -> int:
+    def webhook(self, delivery: str | None = None) -> int:
         body = json.dumps({"ref": "refs/heads/develop", "after": git(self.repo, "rev-parse", "HEAD")}).encode()
         sig = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.hport}/webhook/github", data=body, method="POST",
-                                     headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": sig, "Content-Type": "application/json"})
+        headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": sig, "Content-Type": "application/json"}
+        if delivery:
+            headers["X-GitHub-Delivery"] = delivery
+        req = urllib.request.Request(f"http://127.0.0.1:{self.hport}/webhook/github", data=body, method="POST", headers=headers)
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status
 

@@ -187,6 +187,27 @@ wait_status "len(($env_of)(s, 'prod')['services']) == 3 and all(x['sync'] == 'Sy
 status
 echo "prod runs X.Y.Z images; ledger has no deploy/prod folder, so it is not in prod"
 
+step "a console edit, healed with git's own revision"
+RUNNING=$(curl -fsS "$URL/status" | "$PY" -c "import json,sys; s=json.load(sys.stdin); print(next(x['task_definition'] for e in s['environments'] if e['name'] == 'pre' for x in e['services'] if x['name'] == 'notifier'))")
+"$PY" - <<'PY'
+import boto3
+ecs = boto3.client("ecs")
+td = ecs.describe_task_definition(taskDefinition="notifier-pre")["taskDefinition"]
+keep = {k: td[k] for k in ("family", "containerDefinitions", "executionRoleArn", "taskRoleArn", "networkMode", "requiresCompatibilities") if k in td}
+edited = ecs.register_task_definition(**keep, cpu="1024", memory="2048")["taskDefinition"]["taskDefinitionArn"]
+ecs.update_service(cluster="pre", service="notifier", taskDefinition=edited)
+print(f"someone pointed notifier at {edited.rsplit('/', 1)[1]} by hand")
+PY
+wait_status "any(x['name'] == 'notifier' and x['task_definition'] == '$RUNNING' and x['sync'] == 'Synced' for x in ($env_of)(s, 'pre')['services'])" "notifier healed"
+REVISIONS=$("$PY" -c "import boto3; print(len(boto3.client('ecs').list_task_definitions(familyPrefix='notifier-pre')['taskDefinitionArns']))")
+echo "healed at the next poll: notifier runs ${RUNNING##*/} again, the revision git wants; no copy of it was registered ($REVISIONS revisions in the family: git's two and the hand-made one)"
+
+step "SIGHUP: the config is read again (systemctl reload berth)"
+kill -HUP "$DAEMON_PID"
+for _ in $(seq 1 50); do grep -q "configuration reloaded" "$WORK/berth.log" && break; sleep 0.1; done
+grep -q "configuration reloaded" "$WORK/berth.log"
+echo "reloaded, still running: /healthz $(curl -s -o /dev/null -w '%{http_code}' "$URL/healthz")"
+
 step "where to look"
 echo "  $URL/status    JSON of every environment and service"
 echo "  $URL/metrics   OpenMetrics (Prometheus); for example:"

@@ -128,6 +128,23 @@ impl Aws {
         Ok(out)
     }
 
+    /// The revision of `family` carrying `spec_hash`, if a registration whose answer was
+    /// lost made it. A request that timed out may still arrive: the family is read again
+    /// over a few seconds before berth concludes it did not.
+    async fn registered_meanwhile(&self, family: &str, spec_hash: Option<&str>, in_flight: bool) -> Option<String> {
+        let hash = spec_hash?;
+        let waits: &[u64] = if in_flight { &[0, 1, 2, 4] } else { &[0] };
+        for &secs in waits {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            if let Ok(recent) = self.recent_task_definitions(family).await
+                && let Some(found) = recent.iter().find(|r| r.tag(tags::SPEC_HASH) == Some(hash))
+            {
+                return Some(found.arn.clone());
+            }
+        }
+        None
+    }
+
     /// Registers a revision; returns its ARN. RegisterTaskDefinition is not idempotent, so
     /// the SDK does not retry it: berth does, throttling after a pause, and a write whose
     /// outcome is unknown (no answer, a timeout, a 5xx) only after reading the family: a
@@ -141,6 +158,8 @@ impl Aws {
             let once = aws_sdk_ecs::config::Builder::default()
                 .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1));
             let sent = convert::register_input(&self.ecs, td)?.customize().config_override(once).send().await;
+            // A timed-out request may still be on its way and be carried out later.
+            let in_flight = matches!(&sent, Err(aws_smithy_runtime_api::client::result::SdkError::TimeoutError(_)));
             let error = match sent {
                 Ok(resp) => {
                     let td = resp
@@ -154,11 +173,9 @@ impl Aws {
             };
             match &error {
                 AwsError::Unavailable { .. } => {
-                    if let (Some(hash), Ok(recent)) = (spec_hash, self.recent_task_definitions(&td.family).await)
-                        && let Some(found) = recent.iter().find(|r| r.tag(tags::SPEC_HASH) == Some(hash))
-                    {
-                        tracing::debug!(revision = %found.arn, error = %error, "the registration's answer was lost; its revision exists");
-                        return Ok(found.arn.clone());
+                    if let Some(arn) = self.registered_meanwhile(&td.family, spec_hash, in_flight).await {
+                        tracing::debug!(revision = %arn, error = %error, "the registration's answer was lost; its revision exists");
+                        return Ok(arn);
                     }
                 }
                 AwsError::Throttled { .. } => {}

@@ -48,7 +48,7 @@ pub struct RawAws {
     pub max_attempts: Option<At<u32>>,
     /// Time to open a connection to an AWS endpoint (default 3s).
     pub connect_timeout: Option<At<String>>,
-    /// Time for one attempt of a call, answer included (default 10s); a slower attempt is
+    /// Time for one attempt of a call, answer included (default 5s); a slower attempt is
     /// abandoned and retried.
     pub attempt_timeout: Option<At<String>>,
     /// Time for a whole call, retries included (default 60s).
@@ -180,7 +180,7 @@ impl AwsConfig {
             registry: None,
             max_attempts: 5,
             connect_timeout: Duration::from_secs(3),
-            attempt_timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(60),
         }
     }
