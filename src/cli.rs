@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "berth",
     version,
-    about = "A GitOps agent for Amazon ECS: keeps every service of a monorepo equal to git"
+    propagate_version = true,
+    about = "A GitOps agent for Amazon ECS: keeps every service of a monorepo equal to git",
+    after_help = "Exit codes: 0 ok, 1 failed, 2 drift (diff), 64 usage error."
 )]
 pub struct Cli {
     /// Log format on stderr. RUST_LOG sets the level (default: info).
@@ -29,6 +31,8 @@ pub enum Command {
     /// Parse and check every service and environment config of a repository.
     Validate(ValidateArgs),
     /// Print what berth would apply for one service in one environment (offline).
+    /// (Its `--version` is the release to render, not berth's version.)
+    #[command(disable_version_flag = true)]
     Render(RenderArgs),
     /// Scaffold files.
     #[command(subcommand)]
@@ -43,6 +47,17 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Show the daemon's services as a table.
     Status(StatusArgs),
+    /// Print a shell completion script: `berth completions bash > /etc/bash_completion.d/berth`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff): `berth man > /usr/local/share/man/man1/berth.1`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -57,8 +72,11 @@ pub struct StatusArgs {
     /// The daemon's metrics listener.
     #[arg(long, default_value = "http://127.0.0.1:9090")]
     pub url: String,
-    /// Print the raw JSON.
-    #[arg(long)]
+    /// `text` (a table) or `json` (the daemon's /status as is).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// The same as `--output json` (kept for scripts written before `--output`).
+    #[arg(long, hide = true)]
     pub json: bool,
 }
 
@@ -67,6 +85,7 @@ pub struct ConvergeArgs {
     /// The agent config.
     #[arg(long)]
     pub config: PathBuf,
+    /// The environment (a key under `environments:` in the agent config).
     #[arg(long)]
     pub env: String,
     /// Only this service.
@@ -75,6 +94,7 @@ pub struct ConvergeArgs {
     /// Use a local checkout (its HEAD) instead of resolving the environment's ref from repo.url.
     #[arg(long)]
     pub repo: Option<PathBuf>,
+    /// `text` (drift as `~ path: live → desired`) or `json` (docs/diff.md).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
@@ -102,6 +122,9 @@ pub struct ValidateArgs {
     /// Also check an agent config, and take the discovery glob from it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// `text` (`path:line:col: message` lines) or `json` (a list of `{file, line, column, message}`).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -109,10 +132,13 @@ pub struct RenderArgs {
     /// Agent config: registry, account, region and per-environment defaults.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The repository (default: the current directory).
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
+    /// The environment to render for.
     #[arg(long)]
     pub env: String,
+    /// The service (its `name:`).
     #[arg(long)]
     pub service: String,
     /// The service's commit (default: the newest commit that changed its folder, from git).
@@ -165,8 +191,10 @@ pub struct NewServiceArgs {
     /// ECR repository name or image reference (default: NAME).
     #[arg(long)]
     pub image: Option<String>,
+    /// CPU units (a Fargate size).
     #[arg(long, default_value_t = 256)]
     pub cpu: u32,
+    /// Memory in MiB (valid for the CPU on Fargate).
     #[arg(long, default_value_t = 512)]
     pub memory: u32,
     /// Scale on `cpu` or `memory` (target tracking at 70%, 1 to 4 tasks).
@@ -201,4 +229,16 @@ pub enum SchemaWhich {
     Service,
     Config,
     Agent,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap's own consistency checks (unique names, valid defaults, …) over every command:
+    /// what `completions` and `man` would otherwise find at run time.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

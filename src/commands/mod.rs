@@ -21,6 +21,8 @@ pub enum Exit {
     Ok = 0,
     Failed = 1,
     Drift = 2,
+    /// A usage error (EX_USAGE): never 2, which means drift for `berth diff`.
+    Usage = 64,
 }
 
 /// Writes a command's output to stdout. A closed pipe (`berth schema | head`) is not an

@@ -68,7 +68,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
     let body = runtime.block_on(fetch(&url)).with_context(|| format!("cannot read {url}"))?;
     let status: Status =
         serde_json::from_str(&body).with_context(|| format!("{url} did not answer berth status JSON"))?;
-    if args.json {
+    if args.json || args.output == crate::cli::OutputFormat::Json {
         crate::commands::emit(&format!("{}\n", serde_json::to_string_pretty(&status)?));
     } else {
         crate::commands::emit(&table(&status));

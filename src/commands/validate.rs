@@ -1,6 +1,6 @@
 //! `berth validate`: every problem of every service and environment, then exit 0 or 1.
 
-use crate::cli::ValidateArgs;
+use crate::cli::{OutputFormat, ValidateArgs};
 use crate::commands::{Exit, load_dir};
 use crate::core::diag;
 
@@ -20,6 +20,15 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
     let (_, repo) = load_dir(&args.repo, glob.as_deref())?;
     problems.extend(repo.diagnostics());
     diag::normalize(&mut problems);
+    if args.output == OutputFormat::Json {
+        let list: Vec<serde_json::Value> = (problems.iter())
+            .map(|d| {
+                serde_json::json!({"file": &*d.pos.file, "line": d.pos.line, "column": d.pos.column, "message": d.message})
+            })
+            .collect();
+        crate::commands::emit(&format!("{}\n", serde_json::to_string_pretty(&list)?));
+        return Ok(if problems.is_empty() { Exit::Ok } else { Exit::Failed });
+    }
     if problems.is_empty() {
         let envs: usize = repo.services.iter().map(|s| s.envs.len()).sum();
         eprintln!("ok: {} services, {envs} service environments", repo.services.len());

@@ -81,3 +81,52 @@ fn every_command_has_help() {
         assert!(text.contains("--log-format"), "berth {cmd} --help lacks the global --log-format:\n{text}");
     }
 }
+
+/// Usage errors exit 64, never 2 (which means drift for `diff`); help and version exit 0,
+/// on every command.
+#[test]
+fn usage_errors_exit_64_and_every_command_has_a_version() {
+    for args in [vec!["diff", "--outptu", "json"], vec!["bogus"], vec!["apply"], vec!["status", "--output", "yaml"]] {
+        let out = berth(&args);
+        assert_eq!(out.status.code(), Some(64), "berth {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    let out = berth(["diff", "--outptu", "json"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a similar argument exists: '--output'"));
+    for cmd in ["validate", "diff", "apply", "daemon", "status", "schema"] {
+        let text = stdout_ok(&format!("berth {cmd} --version"), &berth([cmd, "--version"]));
+        assert!(text.starts_with(&format!("berth-{cmd} ")), "{text}");
+    }
+}
+
+/// Shell completions for the four shells and the man page, generated from the command line.
+#[test]
+fn completions_and_the_man_page() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef berth"),
+        ("fish", "complete -c berth"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let text = stdout_ok(&format!("berth completions {shell}"), &berth(["completions", shell]));
+        assert!(text.contains(marker), "{shell}: {text}");
+        assert!(text.contains("daemon"), "{shell}: no subcommands");
+    }
+    let page = stdout_ok("berth man", &berth(["man"]));
+    assert!(page.contains(".TH berth 1"), "{page}");
+    for section in ["validate", "diff", "apply", "daemon", "status", "completions"] {
+        assert!(page.contains(section), "the man page does not mention {section}");
+    }
+}
+
+/// `validate --output json`: every problem as `{file, line, column, message}`, and exit 1.
+#[test]
+fn validate_prints_json_on_request() {
+    let repo = crate::support::fixture("invalid/bad-cpu-value");
+    let out = berth(["validate", "--repo", &repo.to_string_lossy(), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let problems: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let first = &problems[0];
+    assert!(first["file"].as_str().unwrap().ends_with("service.yaml"), "{problems:#}");
+    assert!(first["line"].as_u64().unwrap() > 0 && first["column"].as_u64().unwrap() > 0, "{problems:#}");
+    assert!(first["message"].as_str().unwrap().contains("cpu"), "{problems:#}");
+}

@@ -479,6 +479,8 @@ fn sighup_reloads_the_config_and_the_daemon_keeps_running() {
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     d.wait_for("the reload", Duration::from_secs(10), |d| d.log().contains("configuration reloaded"));
     assert!(d.log().contains("SIGHUP: reading the configuration again"), "{}", d.log());
+    // The log is a file, not a terminal: no colour codes in it.
+    assert!(!d.log().contains('\u{1b}'), "ANSI colour codes in a log file:\n{}", d.log());
     let before = cycles(&d, "pre");
     let body = r#"{"ref":"refs/heads/develop"}"#;
     assert_eq!(d.webhook(body, Some(sign(body))).0, 202);
