@@ -78,6 +78,12 @@ pub struct StatusArgs {
     /// The same as `--output json` (kept for scripts written before `--output`).
     #[arg(long, hide = true)]
     pub json: bool,
+    /// Only this environment.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Only this service.
+    #[arg(long)]
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -44,7 +44,7 @@ pub fn table(status: &Status) -> String {
                 if !note.is_empty() {
                     note.push_str("; ");
                 }
-                note.push_str(err.lines().next().unwrap_or_default());
+                note.push_str(&first_problem(err));
             }
             let _ = writeln!(
                 out,
@@ -62,12 +62,29 @@ pub fn table(status: &Status) -> String {
     out
 }
 
+/// The first line of an error, with the first problem under a heading line such as
+/// `invalid spec:` (its `path:line:col: message`), so the table names where to look.
+fn first_problem(error: &str) -> String {
+    let mut lines = error.lines().map(str::trim).filter(|l| !l.is_empty());
+    match (lines.next(), lines.next()) {
+        (Some(head), Some(next)) if head.ends_with(':') => format!("{head} {next}"),
+        (Some(head), _) => head.to_string(),
+        _ => String::new(),
+    }
+}
+
 pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
     let url = format!("{}/status", args.url.trim_end_matches('/'));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let body = runtime.block_on(fetch(&url)).with_context(|| format!("cannot read {url}"))?;
-    let status: Status =
+    let mut status: Status =
         serde_json::from_str(&body).with_context(|| format!("{url} did not answer berth status JSON"))?;
+    status.environments.retain(|e| args.env.as_ref().is_none_or(|n| &e.name == n));
+    if let Some(name) = &args.service {
+        for e in &mut status.environments {
+            e.services.retain(|s| &s.name == name);
+        }
+    }
     if args.json || args.output == crate::cli::OutputFormat::Json {
         crate::commands::emit(&format!("{}\n", serde_json::to_string_pretty(&status)?));
     } else {
@@ -98,4 +115,14 @@ async fn fetch(url: &str) -> anyhow::Result<String> {
         anyhow::bail!("{status_line}");
     }
     Ok(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_first_problem_is_shown_whole() {
+        let error = "invalid spec:\nservices/a/deploy/service.yaml:4:8: expected a number\nmore";
+        assert_eq!(super::first_problem(error), "invalid spec: services/a/deploy/service.yaml:4:8: expected a number");
+        assert_eq!(super::first_problem("applying: UpdateService: boom"), "applying: UpdateService: boom");
+    }
 }

@@ -344,6 +344,25 @@ fn a_broken_service_fails_alone_and_is_named_in_status_and_metrics() {
     let (_, metrics) = d.get("/metrics");
     assert!(metrics.contains("berth_reconcile_total{env=\"pre\",service=\"notifier\",result=\"failed\"}"), "{metrics}");
     assert!(metrics.contains("service=\"notifier\",commit="), "{metrics}");
+    // `berth status`, filtered to the broken service: its row names the file, line and column.
+    let url = format!("http://{}", d.metrics);
+    let out = w.berth(&["status", "--url", &url, "--env", "pre", "--service", "notifier"]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(rows[0].starts_with("pre ") && rows[0].contains("services/notifier/deploy/service.yaml:"), "{table}");
+    for json in [vec!["--output", "json"], vec!["--json"]] {
+        let mut args = vec!["status", "--url", &url, "--service", "bpg"];
+        args.extend(json);
+        let out = w.berth(&args);
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let envs = status["environments"].as_array().unwrap();
+        assert!(
+            envs.iter().all(|e| e["services"].as_array().unwrap().iter().all(|s| s["name"] == "bpg")),
+            "{status:#}"
+        );
+    }
 }
 
 #[test]
