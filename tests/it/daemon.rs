@@ -746,6 +746,26 @@ fn a_stuck_rollout_of_one_service_does_not_delay_a_heal_of_another() {
     assert_eq!(ledger["health"], "Progressing", "{ledger:#}");
 }
 
+/// A pre-only daemon (1 s polls, rollouts watched every 100 ms up to `timeout`) with every
+/// rollout completing, then ledger's next rollout answered as `ledger`, and a push of a
+/// change to ledger; returns the daemon and the commit.
+fn ledger_rollout(w: &World, timeout: &str, ledger: Rollouts) -> (Daemon, String) {
+    *w.poll_interval.borrow_mut() = "1s".into();
+    *w.envs.borrow_mut() = vec!["pre"];
+    w.write_config(&format!("    rollout: {{wait: true, timeout: {timeout}, poll: 100ms}}\n"));
+    w.proxy.set_rollouts(Rollouts::Complete);
+    let d = Daemon::ready(w);
+    d.wait_for("ledger healthy", Duration::from_secs(30), |d| {
+        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Healthy")
+    });
+    w.proxy.set_rollouts_for("ledger", ledger);
+    let commit =
+        w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
+    w.push_images();
+    w.push();
+    (d, commit)
+}
+
 /// The service's `berth:held` tag on the moto side, or `-`.
 fn held_tag(w: &World, service: &str) -> String {
     w.console(&format!(
@@ -758,19 +778,7 @@ fn held_tag(w: &World, service: &str) -> String {
 #[test]
 fn a_hold_survives_a_daemon_restart() {
     let w = World::new();
-    *w.poll_interval.borrow_mut() = "1s".into();
-    *w.envs.borrow_mut() = vec!["pre"];
-    w.write_config("    rollout: {wait: true, timeout: 10s, poll: 100ms}\n");
-    w.proxy.set_rollouts(Rollouts::Complete);
-    let mut d = Daemon::ready(&w);
-    d.wait_for("ledger healthy", Duration::from_secs(30), |d| {
-        d.service("pre", "ledger").is_some_and(|s| s["health"] == "Healthy")
-    });
-    w.proxy.set_rollouts_for("ledger", Rollouts::Fail);
-    let commit =
-        w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
-    w.push_images();
-    w.push();
+    let (mut d, commit) = ledger_rollout(&w, "10s", Rollouts::Fail);
     d.wait_for("Degraded", Duration::from_secs(30), |d| {
         d.service("pre", "ledger").is_some_and(|s| s["health"] == "Degraded" && s["commit"] == commit.as_str())
     });
@@ -806,16 +814,7 @@ fn a_hold_survives_a_daemon_restart() {
 #[test]
 fn a_restart_during_a_rollout_resumes_its_watch() {
     let w = World::new();
-    *w.poll_interval.borrow_mut() = "1s".into();
-    *w.envs.borrow_mut() = vec!["pre"];
-    w.write_config("    rollout: {wait: true, timeout: 10m, poll: 100ms}\n");
-    w.proxy.set_rollouts(Rollouts::Complete);
-    let mut d = Daemon::ready(&w);
-    w.proxy.set_rollouts_for("ledger", Rollouts::Stuck);
-    let commit =
-        w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
-    w.push_images();
-    w.push();
+    let (mut d, commit) = ledger_rollout(&w, "10m", Rollouts::Stuck);
     d.wait_for("ledger rolling out", Duration::from_secs(30), |d| {
         d.service("pre", "ledger").is_some_and(|s| s["health"] == "Progressing" && s["commit"] == commit.as_str())
     });
