@@ -36,6 +36,7 @@ pub struct ServiceState {
     pub spec_hash: Option<String>,
     /// Last seen in sync (or applied) at `spec_hash`, with nothing attempted since.
     pub settled: bool,
+    /// The error (or the awaited image) last logged, so that each is logged once.
     pub logged_error: Option<String>,
     pub watch: Option<Watch>,
     /// The spec hash of a rollout this process saw fail: a backstop for the `berth:held`

@@ -252,6 +252,21 @@ ecs.update_service(cluster="pre", service="notifier", taskDefinition=ecs.registe
     // Healed by the next poll (5 s) with no push or webhook; the bound leaves room for a
     // loaded CI machine and for this check's own python calls.
     assert!(healed < Duration::from_secs(15), "healed after {healed:?}");
+    // The log says what each heal put back, and that notifier runs git's revision again.
+    let log = d.log();
+    let line = |service: &str| {
+        log.lines()
+            .filter(|l| l.contains(" applied ") && l.contains(&format!("service={service} ")))
+            .last()
+            .map(str::to_string)
+    };
+    let ledger = line("ledger").unwrap_or_else(|| panic!("no apply line for ledger:\n{log}"));
+    assert!(ledger.contains("changed=service.desiredCount"), "{ledger}");
+    let notifier = line("notifier").unwrap_or_else(|| panic!("no apply line for notifier:\n{log}"));
+    assert!(
+        notifier.contains("container.environment.LOG_LEVEL") && notifier.contains("revision=notifier-pre:1"),
+        "{notifier}"
+    );
 }
 
 #[test]

@@ -225,19 +225,36 @@ impl<K: Connect> Daemon<K> {
             }
             let delay = services.record(env, r, now, rand::random::<f64>(), outage);
             let s = services.entry(env, &r.name);
-            match r.outcome.failure() {
-                Some(_) if outage => {}
-                Some(f) => {
+            match (r.outcome.failure(), &r.outcome) {
+                (Some(_), _) if outage => {}
+                (Some(f), _) => {
                     let text = f.to_string();
                     if s.logged_error.as_deref() != Some(text.as_str()) {
                         tracing::error!(env, service = %r.name, class = ?f.class(), retry_in = ?delay, error = %text, "service failed");
                         s.logged_error = Some(text);
                     }
                 }
-                None => s.logged_error = None,
+                (None, Outcome::WaitingForImage(image)) => {
+                    if s.logged_error.as_deref() != Some(image.as_str()) {
+                        tracing::info!(env, service = %r.name, image = %image, "waiting for the image to be pushed");
+                        s.logged_error = Some(image.clone());
+                    }
+                }
+                (None, _) => s.logged_error = None,
             }
-            for a in &r.applied {
-                tracing::info!(env, service = %r.name, action = %a, "applied");
+            if !r.applied.is_empty() {
+                // One line per applied service: what it now runs and which fields git changed
+                // or a heal put back (docs/operations.md, "Logs").
+                let fields: Vec<&str> = r.drift.iter().map(|c| c.path.as_str()).collect();
+                tracing::info!(
+                    env,
+                    service = %r.name,
+                    commit = %r.commit.as_deref().unwrap_or("-"),
+                    revision = %r.task_definition.as_deref().and_then(|t| t.rsplit('/').next()).unwrap_or("-"),
+                    changed = %fields.join(","),
+                    actions = %r.applied.join("; "),
+                    "applied"
+                );
             }
             let result = r.outcome.metric_result(!r.applied.is_empty());
             let key = labels(&[("env", env), ("service", &r.name), ("result", result)]);
