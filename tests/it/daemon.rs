@@ -256,8 +256,8 @@ ecs.update_service(cluster="pre", service="notifier", taskDefinition=ecs.registe
     let log = d.log();
     let line = |service: &str| {
         log.lines()
-            .filter(|l| l.contains(" applied ") && l.contains(&format!("service={service} ")))
-            .last()
+            .rev()
+            .find(|l| l.contains(" applied ") && l.contains(&format!("service={service} ")))
             .map(str::to_string)
     };
     let ledger = line("ledger").unwrap_or_else(|| panic!("no apply line for ledger:\n{log}"));
