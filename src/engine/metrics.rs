@@ -4,7 +4,7 @@
 //! each scrape, so a service that disappears from git disappears from the metrics and
 //! label sets stay bounded by (env, service).
 
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -124,7 +124,46 @@ impl Metrics {
         reg.register("aws_requests", "AWS API requests (each attempt) by result", aws);
 
         let mut out = String::new();
-        encode(&mut out, &reg).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &reg).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &process_registry()).expect("writing to a String cannot fail");
+        encode_eof(&mut out).expect("writing to a String cannot fail");
         out
     }
+}
+
+/// The standard `process_*` family (as the Prometheus client libraries name it), read from
+/// `/proc/self` at each scrape. Elsewhere than Linux, and when `/proc` cannot be read, it is
+/// left out.
+fn process_registry() -> Registry {
+    let mut reg = Registry::default();
+    let Ok(me) = procfs::process::Process::myself() else { return reg };
+    let gauge = |reg: &mut Registry, name: &str, help: &str, unit: Option<Unit>, value: f64| {
+        let g: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+        g.set(value);
+        match unit {
+            Some(u) => reg.register_with_unit(name, help, u, g),
+            None => reg.register(name, help, g),
+        }
+    };
+    if let Ok(stat) = me.stat() {
+        let ticks = procfs::ticks_per_second() as f64;
+        let cpu: Counter<f64, std::sync::atomic::AtomicU64> = Counter::default();
+        cpu.inc_by((stat.utime + stat.stime) as f64 / ticks);
+        reg.register_with_unit("process_cpu", "User and system CPU time spent", Unit::Seconds, cpu);
+        let page = procfs::page_size() as f64;
+        gauge(&mut reg, "process_resident_memory", "Resident memory size", Some(Unit::Bytes), stat.rss as f64 * page);
+        gauge(&mut reg, "process_virtual_memory", "Virtual memory size", Some(Unit::Bytes), stat.vsize as f64);
+        if let Ok(boot) = procfs::boot_time_secs() {
+            let start = boot as f64 + stat.starttime as f64 / ticks;
+            gauge(&mut reg, "process_start_time", "Start time since the Unix epoch", Some(Unit::Seconds), start);
+        }
+        gauge(&mut reg, "process_threads", "OS threads", None, stat.num_threads as f64);
+    }
+    if let Ok(n) = me.fd_count() {
+        gauge(&mut reg, "process_open_fds", "Open file descriptors", None, n as f64);
+    }
+    if let Ok(procfs::process::LimitValue::Value(max)) = me.limits().map(|l| l.max_open_files.soft_limit) {
+        gauge(&mut reg, "process_max_fds", "Maximum open file descriptors", None, max as f64);
+    }
+    reg
 }

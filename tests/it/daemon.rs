@@ -414,9 +414,19 @@ print(json.dumps(out))
         ("berth_service_info", "gauge"),
         ("berth_service_last_sync_timestamp_seconds", "gauge"),
         ("berth_aws_requests", "counter"),
+        ("berth_aws_unavailable", "gauge"),
+        ("process_cpu_seconds", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
     ] {
         assert_eq!(fams[name]["type"], kind, "{name} in {fams:#}");
     }
+    // The daemon's own numbers: tens of MiB resident, started within the last minutes.
+    let rss = fams["process_resident_memory_bytes"]["samples"][0][2].as_f64().unwrap();
+    assert!(rss > 1e6 && rss < 1e9, "{rss}");
     let samples = |f: &str| fams[f]["samples"].as_array().unwrap().clone();
     let applied = samples("berth_reconcile")
         .iter()
