@@ -93,28 +93,28 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// A plain HTTP/1.1 GET (the status endpoint is local and unencrypted).
+/// GET `url` (http or https, answers chunked or not) with a 10 s bound on each step.
 async fn fetch(url: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").context("only http:// URLs are supported")?;
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut stream =
-        tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect(host)).await??;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut buf)).await??;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP answer")?;
-    let status_line = head.lines().next().unwrap_or_default();
-    if !status_line.contains(" 200 ") {
-        anyhow::bail!("{status_line}");
+    use axum::body::Bytes;
+    use http_body_util::{BodyExt as _, Empty};
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .context("cannot load the system's TLS roots")?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+    let request = hyper::Request::get(url).header("accept", "application/json").body(Empty::new())?;
+    let response = tokio::time::timeout(LIMIT, client.request(request)).await.context("no answer within 10 s")??;
+    let status = response.status();
+    let body =
+        tokio::time::timeout(LIMIT, response.into_body().collect()).await.context("the answer took over 10 s")??;
+    if !status.is_success() {
+        anyhow::bail!("HTTP {status}");
     }
-    Ok(body.to_string())
+    Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
 
 #[cfg(test)]

@@ -130,3 +130,31 @@ fn validate_prints_json_on_request() {
     assert!(first["line"].as_u64().unwrap() > 0 && first["column"].as_u64().unwrap() > 0, "{problems:#}");
     assert!(first["message"].as_str().unwrap().contains("cpu"), "{problems:#}");
 }
+
+/// `berth status` reads a chunked answer (what a proxy in front of the daemon may send).
+#[test]
+fn status_reads_a_chunked_answer() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let body = r#"{"environments":[{"name":"pre","ref":"refs/heads/develop","commit":"abc","services":[{"name":"web","sync":"Synced","health":"Healthy","commit":"abc","task_definition":"arn:aws:ecs:us-east-1:1:task-definition/web-pre:3","drift":[],"last_error":null}]}]}"#;
+        let (a, b) = body.split_at(40);
+        let mut out = conn;
+        write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        for part in [a, b] {
+            write!(out, "{:x}\r\n{part}\r\n", part.len()).unwrap();
+        }
+        write!(out, "0\r\n\r\n").unwrap();
+    });
+    let out = berth(["status", "--url", &format!("http://127.0.0.1:{port}")]);
+    server.join().unwrap();
+    let table = stdout_ok("berth status", &out);
+    assert!(table.lines().any(|l| l.starts_with("pre ") && l.contains("web") && l.contains("web-pre:3")), "{table}");
+}
