@@ -159,7 +159,7 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: 
 }
 
 fn sign(body: &str) -> String {
-    use hmac::Mac;
+    use hmac::{KeyInit as _, Mac as _};
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
     mac.update(body.as_bytes());
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
