@@ -165,7 +165,22 @@ impl<K: Connect> Daemon<K> {
                 self.watch(st, env, &r.name, watch.clone());
             }
         }
+        let ts = now_secs();
         let mut services = self.shared.services();
+        for r in reports {
+            let s = services.entry(env, &r.name);
+            let new = service_status(r, ts, s.shown.as_ref());
+            match &mut s.shown {
+                // Kept where nothing but the time of the last sync changed.
+                Some(p) => {
+                    p.last_sync = new.last_sync;
+                    if *p != new {
+                        *p = new;
+                    }
+                }
+                None => s.shown = Some(new),
+            }
+        }
         let reported: BTreeSet<&str> = reports.iter().map(|r| r.name.as_str()).collect();
         // A partial cycle keeps the services it did not look at, if they are still deployed.
         let deployed: BTreeSet<&str> = if partial {
@@ -197,11 +212,10 @@ impl<K: Connect> Daemon<K> {
         };
     }
 
-    /// The services' state and shown status, the error log (once per new error; an outage
-    /// is logged once for the environment, not per service) and the counters.
+    /// The services' state, the error log (once per new error; an outage is logged once
+    /// for the environment, not per service) and the counters.
     fn record_services(&self, env: &str, reports: &[ServiceReport], outage: bool) {
         let now = Instant::now();
-        let ts = now_secs();
         let mut services = self.shared.services();
         let mut changed = BTreeSet::new();
         for r in reports {
@@ -211,17 +225,6 @@ impl<K: Connect> Daemon<K> {
             }
             let delay = services.record(env, r, now, rand::random::<f64>(), outage);
             let s = services.entry(env, &r.name);
-            let shown = service_status(r, ts, s.shown.as_ref());
-            match &mut s.shown {
-                // Kept where nothing but the time of the last sync changed.
-                Some(p) => {
-                    p.last_sync = shown.last_sync;
-                    if *p != shown {
-                        *p = shown;
-                    }
-                }
-                None => s.shown = Some(shown),
-            }
             match (r.outcome.failure(), &r.outcome) {
                 (Some(_), _) if outage => {}
                 (Some(f), _) => {
