@@ -168,6 +168,8 @@ fn converged(desired: &Desired) -> LiveState {
             .map(|s| LivePolicy { arn: "arn:aws:autoscaling:policy".into(), policy: s.scaling_policy.clone() })
             .collect(),
         held: None,
+        pinned: None,
+        paused: None,
     }
 }
 

@@ -47,10 +47,104 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Show the daemon's services as a table.
     Status(StatusArgs),
+    /// The applies berth made, newest first (from the state table; without one, the
+    /// service's task-definition revisions).
+    History(HistoryArgs),
+    /// Ask the running daemon to reconcile an environment now and end its services'
+    /// backoff (without a daemon API configured or --url: one `apply` here).
+    Sync(SyncArgs),
+    /// Run an earlier revision of a service and pin it until git changes the service.
+    Rollback(RollbackArgs),
+    /// End a rollback's pin now (the daemon applies git again at its next poll).
+    Unpin(ServiceArgs),
+    /// Stop applying one service (drift is still reported) until `berth resume`.
+    Pause(PauseArgs),
+    /// Apply a paused service again.
+    Resume(ServiceArgs),
     /// Print a shell completion script: `berth completions bash > /etc/bash_completion.d/berth`.
     Completions(CompletionsArgs),
     /// Print the man page (roff): `berth man > /usr/local/share/man/man1/berth.1`.
     Man,
+}
+
+/// One service of one environment, in AWS.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// The service (its `name:`).
+    pub service: String,
+    /// The agent config.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The environment (a key under `environments:` in the agent config).
+    #[arg(long)]
+    pub env: String,
+    /// `text` or `json`.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The agent config (its `api.token_env` names the token's environment variable).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The environment (a key under `environments:` in the agent config).
+    #[arg(long)]
+    pub env: String,
+    /// Only this service (its backoff ends; the environment reconciles).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// The daemon's metrics listener (default: http://127.0.0.1:<metrics port> when the
+    /// config has `api:`).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// `text` or `json`.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The agent config.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The environment (a key under `environments:` in the agent config).
+    #[arg(long)]
+    pub env: String,
+    /// Only this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// `text` (a table) or `json` (a list of entries).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub target: ServiceArgs,
+    /// The revision to run: its number, `family:N`, its ARN, or a commit (the revision berth
+    /// registered for it). Default: the newest earlier revision whose rollout completed.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Use a local checkout (its HEAD) to learn git's spec instead of repo.url.
+    #[arg(long)]
+    pub repo: Option<PathBuf>,
+    /// Why (recorded with the pin).
+    #[arg(long, default_value = "rollback")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    pub target: ServiceArgs,
+    /// Why (shown in status and history).
+    #[arg(long)]
+    pub reason: String,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,12 @@ fn main() -> ExitCode {
         Command::Apply(a) => commands::converge::run_apply(a),
         Command::Daemon(a) => commands::daemon::run(a),
         Command::Status(a) => commands::status::run(a),
+        Command::Sync(a) => commands::operate::sync(a),
+        Command::History(a) => commands::operate::history(a),
+        Command::Rollback(a) => commands::operate::rollback(a),
+        Command::Unpin(a) => commands::operate::unpin(a),
+        Command::Pause(a) => commands::operate::pause(a),
+        Command::Resume(a) => commands::operate::resume(a),
         Command::Completions(a) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();

@@ -44,7 +44,67 @@ pub fn status_router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/api/v1/sync", post(sync))
+        .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT))
         .with_state(shared)
+}
+
+/// `Authorization: Bearer <token>` equal to the token in the environment variable
+/// `api.token_env` names, compared in constant time. No token configured: nothing passes.
+fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    use subtle::ConstantTimeEq as _;
+    let config = shared.config();
+    let Some(api) = &config.api else {
+        return Err(Box::new(
+            (StatusCode::NOT_FOUND, "the API is off: set `api: {token_env: NAME}` in the agent config\n")
+                .into_response(),
+        ));
+    };
+    let expected = std::env::var(&api.token_env).unwrap_or_default();
+    let given = (headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if expected.is_empty() || !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        tracing::warn!(token_env = %api.token_env, "API request with a missing or wrong bearer token refused");
+        let refused =
+            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "missing or wrong bearer token\n");
+        return Err(Box::new(refused.into_response()));
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncRequest {
+    env: String,
+    #[serde(default)]
+    services: Vec<String>,
+}
+
+/// `POST /api/v1/sync {"env": E, "services": [..]}`: reconcile `env` now, with the named
+/// services' backoff (or every service's) ended.
+async fn sync(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(refused) = authorized(&shared, &headers) {
+        return *refused;
+    }
+    let req: SyncRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("expected {{\"env\": NAME, \"services\": [NAME, …]}}: {e}\n"))
+                .into_response();
+        }
+    };
+    if shared.config().env(&req.env).is_none() {
+        return (StatusCode::NOT_FOUND, format!("no environment `{}`\n", req.env)).into_response();
+    }
+    let cleared = shared.services().clear_backoff(&req.env, &req.services);
+    tracing::info!(env = %req.env, services = ?req.services, cleared = ?cleared, "sync requested through the API");
+    shared.trigger([req.env.clone()]);
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"env": req.env, "services": req.services, "backoff_cleared": cleared})),
+    )
+        .into_response()
 }
 
 #[derive(Clone)]

@@ -103,29 +103,36 @@ impl Aws {
     /// The family's newest ACTIVE revisions, newest first (at most [`RECENT_REVISIONS`]),
     /// each described once (revisions are cached by ARN).
     pub async fn recent_task_definitions(&self, family: &str) -> Result<Vec<Arc<LiveTaskDefinition>>, AwsError> {
+        let mut out = Vec::new();
+        for (_, arn) in self.list_revisions(family, RECENT_REVISIONS).await? {
+            out.extend(self.describe_task_definition(&arn).await?);
+        }
+        Ok(out)
+    }
+
+    /// The family's newest `max` ACTIVE revisions as (number, ARN), newest first (one
+    /// ListTaskDefinitions call up to 100).
+    pub async fn list_revisions(&self, family: &str, max: usize) -> Result<Vec<(u32, String)>, AwsError> {
         let resp = self
             .ecs
             .list_task_definitions()
             .family_prefix(family)
             .status(ecs::TaskDefinitionStatus::Active)
             .sort(ecs::SortOrder::Desc)
-            .max_results(RECENT_REVISIONS as i32)
+            .max_results(max.clamp(1, 100) as i32)
             .send()
             .await
             .map_err(|e| classify("ListTaskDefinitions", e))?;
         // Sorted here too: moto ignores `sort` and `maxResults` (docs/testing.md).
-        let mut arns: Vec<(u32, &str)> = (resp.task_definition_arns().iter())
+        let mut arns: Vec<(u32, String)> = (resp.task_definition_arns().iter())
             .filter_map(|arn| {
                 let (f, revision) = arn.rsplit('/').next()?.rsplit_once(':')?;
-                (f == family).then_some((revision.parse().ok()?, arn.as_str()))
+                (f == family).then_some((revision.parse().ok()?, arn.clone()))
             })
             .collect();
         arns.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
-        let mut out = Vec::new();
-        for (_, arn) in arns.into_iter().take(RECENT_REVISIONS) {
-            out.extend(self.describe_task_definition(arn).await?);
-        }
-        Ok(out)
+        arns.truncate(max);
+        Ok(arns)
     }
 
     /// The revision of `family` carrying `spec_hash`, if a registration whose answer was
@@ -248,6 +255,39 @@ impl Aws {
         let resp = req.send().await.map_err(|e| classify("UpdateService", e))?;
         let svc = resp.service().ok_or_else(|| AwsError::other("UpdateService", "no service in the answer"))?;
         Ok(convert::service_from_sdk(svc))
+    }
+
+    /// The names of a cluster's services (ListServices, 100 a page).
+    pub async fn list_services(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
+        let mut names = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let resp =
+                self.ecs.list_services().cluster(cluster).set_next_token(next.take()).max_results(100).send().await;
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_cluster_not_found_exception()) => return Ok(names),
+                Err(e) => return Err(classify("ListServices", e)),
+            };
+            names.extend(resp.service_arns().iter().filter_map(|a| a.rsplit('/').next()).map(str::to_string));
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => return Ok(names),
+            }
+        }
+    }
+
+    /// Deletes a service (scaled to zero first by the caller).
+    pub async fn delete_service(&self, cluster: &str, service: &str) -> Result<(), AwsError> {
+        self.ecs
+            .delete_service()
+            .cluster(cluster)
+            .service(service)
+            .force(true)
+            .send()
+            .await
+            .map_err(|e| classify("DeleteService", e))?;
+        Ok(())
     }
 
     pub async fn untag_resource(&self, arn: &str, keys: &[&str]) -> Result<(), AwsError> {

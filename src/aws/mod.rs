@@ -8,6 +8,7 @@ mod cloudwatch;
 mod convert;
 mod ecs;
 mod lookups;
+mod state;
 mod stats;
 
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ pub use lookups::{EcrImage, Item, Verified, VerifyRequest};
 pub fn lookups_image(image: &str, region: &str) -> Option<EcrImage> {
     EcrImage::parse(image, region)
 }
+pub use state::StateItem;
 pub use stats::{RequestKey, RequestStats};
 
 use crate::core::config::AwsConfig;
@@ -107,6 +109,7 @@ pub struct Aws {
     pub(crate) ecr: aws_sdk_ecr::Client,
     pub(crate) sts: aws_sdk_sts::Client,
     pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
+    pub(crate) ddb: aws_sdk_dynamodb::Client,
     pub stats: Arc<RequestStats>,
     td_cache: Mutex<ecs::TaskDefinitionCache>,
     verify_cache: Mutex<lookups::VerifyCache>,
@@ -164,7 +167,10 @@ impl Aws {
                 aws_sdk_sts::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
             ),
             cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
-                aws_sdk_cloudwatch::config::Builder::from(&sdk).interceptor(counter).build(),
+                aws_sdk_cloudwatch::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
+            ),
+            ddb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(counter).build(),
             ),
             stats,
             td_cache: Mutex::new(ecs::TaskDefinitionCache::default()),

@@ -3,6 +3,7 @@
 pub mod converge;
 pub mod daemon;
 pub mod new;
+pub mod operate;
 pub mod render;
 pub mod schema;
 pub mod status;

@@ -24,6 +24,8 @@ fn bare_env(name: &str, tags: bool) -> EnvConfig {
         rollout_timeout: Duration::from_secs(600),
         rollout_poll: Duration::from_secs(5),
         defaults: EnvDefaults::default(),
+        prune: false,
+        prune_limit: crate::core::config::PruneLimit::Percent(10.0),
     }
 }
 

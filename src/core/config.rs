@@ -24,6 +24,28 @@ pub struct RawConfig {
     pub webhook: Option<At<RawWebhook>>,
     pub concurrency: Option<At<u32>>,
     pub cloudwatch: Option<At<RawCloudWatch>>,
+    /// Where berth keeps its deployment history (a DynamoDB table).
+    pub state: Option<At<RawState>>,
+    /// The daemon's API on the metrics listener (`POST /api/v1/sync`).
+    pub api: Option<At<RawApi>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// The DynamoDB table (partition key `pk`, sort key `sk`, both strings; TTL on `ttl`).
+    pub table: Option<At<String>>,
+    /// How long history entries are kept (default 90d).
+    pub ttl: Option<At<String>>,
+    /// Create the table (on-demand billing) when it does not exist (default true).
+    pub create: Option<At<bool>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// The environment variable holding the bearer token the API requires.
+    pub token_env: Option<At<String>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
@@ -63,6 +85,11 @@ pub struct RawEnv {
     pub sync: Option<At<SyncMode>>,
     pub rollout: Option<At<RawRollout>>,
     pub defaults: Option<At<RawDefaults>>,
+    /// Delete berth-managed services whose folder is gone from git (default false).
+    pub prune: Option<At<bool>>,
+    /// At most this many services (`3`) or this share of the environment's (`10%`) are
+    /// pruned in one cycle (default 10%).
+    pub prune_limit: Option<At<Text>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
@@ -113,10 +140,12 @@ pub struct RawCloudWatch {
 }
 
 stamp_fields! {
-    RawConfig { repo, aws, environments, metrics, webhook, concurrency, cloudwatch }
+    RawConfig { repo, aws, environments, metrics, webhook, concurrency, cloudwatch, state, api }
+    RawState { table, ttl, create }
+    RawApi { token_env }
     RawRepo { url, token_env, ssh_key, poll_interval, workdir, discovery }
     RawAws { region, endpoint_url, account_id, registry, max_attempts, connect_timeout, attempt_timeout, timeout }
-    RawEnv { source, cluster, sync, rollout, defaults }
+    RawEnv { source, cluster, sync, rollout, defaults, prune, prune_limit }
     RawSource { branch, tags, prereleases }
     RawRollout { wait, timeout, poll }
     RawDefaults { execution_role, task_role, subnets, security_groups, assign_public_ip, log_group }
@@ -146,6 +175,39 @@ pub struct Config {
     pub webhook: Option<WebhookConfig>,
     pub concurrency: usize,
     pub cloudwatch_namespace: Option<String>,
+    pub state: Option<StateConfig>,
+    pub api: Option<ApiConfig>,
+}
+
+/// The DynamoDB table of berth's history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateConfig {
+    pub table: String,
+    pub ttl: Duration,
+    pub create: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiConfig {
+    pub token_env: String,
+}
+
+/// How many orphaned services one cycle may prune.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PruneLimit {
+    Count(usize),
+    Percent(f64),
+}
+
+impl PruneLimit {
+    /// The most services that may go in one cycle, of an environment with `services`.
+    pub fn of(self, services: usize) -> usize {
+        match self {
+            PruneLimit::Count(n) => n,
+            PruneLimit::Percent(p) => ((services as f64) * p / 100.0).floor() as usize,
+        }
+        .max(1)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -215,6 +277,8 @@ pub struct EnvConfig {
     pub rollout_timeout: Duration,
     pub rollout_poll: Duration,
     pub defaults: EnvDefaults,
+    pub prune: bool,
+    pub prune_limit: PruneLimit,
 }
 
 /// Per-environment service defaults. `{service}` and `{env}` are filled in by `for_service`.
@@ -404,7 +468,41 @@ fn check(file: &Arc<str>, raw: &RawConfig, diags: &mut Vec<Diagnostic>) -> Optio
         }
         ns
     });
-    Some(Config { repo: repo?, aws: aws?, environments, metrics_listen, webhook, concurrency, cloudwatch_namespace })
+    let state = raw.state.as_ref().and_then(|st| {
+        let table = st.table.as_ref().map(|t| t.value.clone());
+        match &table {
+            None => diags.push(Diagnostic::new(st.pos.clone(), "missing required field `table`")),
+            Some(t)
+                if !(3..=255).contains(&t.len())
+                    || !t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) =>
+            {
+                diags.push(Diagnostic::new(
+                    st.table.as_ref().expect("present").pos.clone(),
+                    format!("invalid DynamoDB table name `{t}`: 3 to 255 of [A-Za-z0-9_.-]"),
+                ));
+            }
+            Some(_) => {}
+        }
+        Some(StateConfig {
+            table: table?,
+            ttl: duration(&st.ttl, Duration::from_secs(90 * 86400), diags),
+            create: st.create.as_ref().is_none_or(|c| c.value),
+        })
+    });
+    let api = raw.api.as_ref().map(|a| ApiConfig {
+        token_env: a.token_env.as_ref().map_or("BERTH_API_TOKEN".to_string(), |t| t.value.clone()),
+    });
+    Some(Config {
+        repo: repo?,
+        aws: aws?,
+        environments,
+        metrics_listen,
+        webhook,
+        concurrency,
+        cloudwatch_namespace,
+        state,
+        api,
+    })
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -477,6 +575,24 @@ fn check_env(name: &str, env: &At<RawEnv>, diags: &mut Vec<Diagnostic>) -> Optio
         rollout_timeout: duration(&rollout.and_then(|r| r.timeout.clone()), Duration::from_secs(600), diags),
         rollout_poll: duration(&rollout.and_then(|r| r.poll.clone()), Duration::from_secs(5), diags),
         defaults,
+        prune: env.prune.as_ref().is_some_and(|p| p.value),
+        prune_limit: prune_limit(env.prune_limit.as_ref(), diags),
+    })
+}
+
+fn prune_limit(field: Option<&At<Text>>, diags: &mut Vec<Diagnostic>) -> PruneLimit {
+    let Some(f) = field else { return PruneLimit::Percent(10.0) };
+    let text = f.value.0.trim();
+    let parsed = match text.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().ok().filter(|p| *p > 0.0 && *p <= 100.0).map(PruneLimit::Percent),
+        None => text.parse::<usize>().ok().filter(|n| *n > 0).map(PruneLimit::Count),
+    };
+    parsed.unwrap_or_else(|| {
+        diags.push(Diagnostic::new(
+            f.pos.clone(),
+            format!("invalid prune_limit `{text}`: a number of services (3) or a share (10%)"),
+        ));
+        PruneLimit::Percent(10.0)
     })
 }
 

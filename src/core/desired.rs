@@ -235,10 +235,14 @@ pub mod tags {
     pub const SERVICE: &str = "berth:service";
     /// On a service: the spec hash whose rollout failed (held until git changes it).
     pub const HELD: &str = "berth:held";
+    /// On a service: a rollback's pin (`rev=family:N spec=HASH by=WHO at=TIME`).
+    pub const PINNED: &str = "berth:pinned";
+    /// On a service: an operator's pause (`by=WHO at=TIME reason=TEXT`).
+    pub const PAUSED: &str = "berth:paused";
 
     /// Tags that record berth's state of a service rather than what git says: never drift.
     pub fn is_state(key: &str) -> bool {
-        key == HELD
+        matches!(key, HELD | PINNED | PAUSED)
     }
 }
 

@@ -84,6 +84,128 @@ pub struct LiveState {
     /// The spec hash whose rollout failed (the service's `berth:held` tag): not applied
     /// again until git changes the service.
     pub held: Option<String>,
+    /// A rollback's pin (`berth:pinned`): git's spec at the time is not applied.
+    pub pinned: Option<Pin>,
+    /// An operator's pause (`berth:paused`): nothing is applied.
+    pub paused: Option<Pause>,
+}
+
+/// A rollback's pin, kept on the ECS service as the tag `berth:pinned`: the service runs
+/// `revision`, and berth does not apply `spec_hash` (what git wanted at the rollback) until
+/// git changes the service or someone unpins it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    /// `family:N`.
+    pub revision: String,
+    pub spec_hash: String,
+    pub by: String,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// An operator's pause of one service, kept on the ECS service as the tag `berth:paused`:
+/// drift is reported, nothing is applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub reason: String,
+    pub by: String,
+    pub at: String,
+}
+
+/// ECS tag values: at most 256 characters of letters, digits, spaces and `_ . : / = + - @`.
+/// Anything else in free text (a reason, a user name) becomes a space.
+pub fn tag_safe(text: &str, max: usize) -> String {
+    let mapped: String =
+        text.chars().map(|c| if c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c) { c } else { ' ' }).collect();
+    let words: Vec<&str> = mapped.split_whitespace().collect();
+    words.join(" ").chars().take(max).collect()
+}
+
+/// `key=value` words, the last one (`last`) taking the rest of the text.
+fn fields<'a>(value: &'a str, last: &'a str) -> std::collections::BTreeMap<&'a str, &'a str> {
+    let mut out = std::collections::BTreeMap::new();
+    let marker = format!(" {last}=");
+    let (head, tail) = match value.find(&marker) {
+        Some(i) => (&value[..i], Some(&value[i + marker.len()..])),
+        None => match value.strip_prefix(&format!("{last}=")) {
+            Some(t) => ("", Some(t)),
+            None => (value, None),
+        },
+    };
+    for word in head.split(' ') {
+        if let Some((k, v)) = word.split_once('=') {
+            out.insert(k, v);
+        }
+    }
+    if let Some(t) = tail {
+        out.insert(last, t);
+    }
+    out
+}
+
+impl Pin {
+    /// The tag value: `rev=family:N spec=HASH by=WHO at=TIME`.
+    pub fn to_tag(&self) -> String {
+        let v = format!("rev={} spec={} by={} at={}", self.revision, self.spec_hash, tag_safe(&self.by, 40), self.at);
+        v.chars().take(256).collect()
+    }
+
+    pub fn parse(value: &str) -> Option<Pin> {
+        let f = fields(value, "at");
+        Some(Pin {
+            revision: f.get("rev")?.to_string(),
+            spec_hash: f.get("spec")?.to_string(),
+            by: f.get("by").unwrap_or(&"").to_string(),
+            at: f.get("at").unwrap_or(&"").to_string(),
+        })
+    }
+}
+
+impl Pause {
+    /// The tag value: `by=WHO at=TIME reason=TEXT`.
+    pub fn to_tag(&self) -> String {
+        format!("by={} at={} reason={}", tag_safe(&self.by, 40), self.at, tag_safe(&self.reason, 160))
+    }
+
+    pub fn parse(value: &str) -> Pause {
+        let f = fields(value, "reason");
+        Pause {
+            reason: f.get("reason").map_or_else(|| value.to_string(), |r| r.to_string()),
+            by: f.get("by").unwrap_or(&"").to_string(),
+            at: f.get("at").unwrap_or(&"").to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pinned to {} by {} at {}", self.revision, or_unknown(&self.by), or_unknown(&self.at))?;
+        write!(
+            f,
+            "; git's spec {} is not applied until git changes the service or `berth unpin`",
+            short(&self.spec_hash)
+        )
+    }
+}
+
+impl std::fmt::Display for Pause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "paused by {} at {}: {} (`berth resume` to apply again)",
+            or_unknown(&self.by),
+            or_unknown(&self.at),
+            self.reason
+        )
+    }
+}
+
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() { "unknown" } else { s }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
 }
 
 impl LiveState {
@@ -118,5 +240,27 @@ mod tests {
         let held = converged(&d).with(|l| l.held = Some(d.spec_hash().into())).build();
         assert_eq!(free.fingerprint(), converged(&d).build().fingerprint());
         assert_ne!(free.fingerprint(), held.fingerprint());
+    }
+
+    #[test]
+    fn pins_and_pauses_round_trip_through_their_tags() {
+        use super::{Pause, Pin, tag_safe};
+        let pin = Pin {
+            revision: "web:7".into(),
+            spec_hash: "ab".repeat(32),
+            by: "alice".into(),
+            at: "2026-12-01T13:40:00Z".into(),
+        };
+        assert_eq!(Pin::parse(&pin.to_tag()), Some(pin.clone()));
+        assert!(pin.to_tag().len() <= 256);
+        let pause = Pause {
+            reason: "incident 42: db failover".into(),
+            by: "bob@host".into(),
+            at: "2026-12-01T13:40:00Z".into(),
+        };
+        assert_eq!(Pause::parse(&pause.to_tag()), pause);
+        assert_eq!(tag_safe("INC-42 (db) \"x\"; rm", 256), "INC-42 db x rm");
+        // A value written by hand is the reason.
+        assert_eq!(Pause::parse("freeze").reason, "freeze");
     }
 }

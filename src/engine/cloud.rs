@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::aws::{Aws, AwsError, Datum, Verified, VerifyRequest};
+use crate::aws::{Aws, AwsError, Datum, StateItem, Verified, VerifyRequest};
 use crate::core::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition};
 use crate::core::live::{LivePolicy, LiveScalableTarget, LiveService, LiveTaskDefinition};
 
@@ -55,6 +55,9 @@ pub trait Cloud: Send + Sync + 'static {
         revision: &str,
         set_count: bool,
     ) -> impl Future<Output = Result<LiveService, AwsError>> + Send;
+    /// The names of the services of `cluster`.
+    fn list_services(&self, cluster: &str) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+    fn delete_service(&self, cluster: &str, service: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn tag_resource(&self, arn: &str, tags: &[Tag]) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn untag_resource(&self, arn: &str, keys: &[&str]) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn register_scalable_target(&self, t: &ScalableTarget) -> impl Future<Output = Result<(), AwsError>> + Send;
@@ -65,6 +68,16 @@ pub trait Cloud: Send + Sync + 'static {
     fn put_metric_data(&self, namespace: &str, data: &[Datum]) -> impl Future<Output = Result<usize, AwsError>> + Send;
     /// Drops cached revisions no service used for `idle`.
     fn forget_unused(&self, idle: std::time::Duration);
+    /// The state table (history): see [`crate::aws::StateItem`].
+    fn ensure_state_table(&self, table: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn put_state_item(&self, table: &str, item: &StateItem) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn query_state_items(
+        &self,
+        table: &str,
+        pk: &str,
+        service: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StateItem>, AwsError>> + Send;
 }
 
 impl Cloud for Aws {
@@ -108,6 +121,12 @@ impl Cloud for Aws {
     async fn update_service(&self, s: &ServiceSettings, revision: &str, set: bool) -> Result<LiveService, AwsError> {
         Aws::update_service(self, s, revision, set).await
     }
+    async fn list_services(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
+        Aws::list_services(self, cluster).await
+    }
+    async fn delete_service(&self, cluster: &str, service: &str) -> Result<(), AwsError> {
+        Aws::delete_service(self, cluster, service).await
+    }
     async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<(), AwsError> {
         Aws::tag_resource(self, arn, tags).await
     }
@@ -131,6 +150,21 @@ impl Cloud for Aws {
     }
     fn forget_unused(&self, idle: std::time::Duration) {
         self.forget_task_definitions_unused_for(idle)
+    }
+    async fn ensure_state_table(&self, table: &str) -> Result<(), AwsError> {
+        Aws::ensure_state_table(self, table).await
+    }
+    async fn put_state_item(&self, table: &str, item: &StateItem) -> Result<(), AwsError> {
+        Aws::put_state_item(self, table, item).await
+    }
+    async fn query_state_items(
+        &self,
+        table: &str,
+        pk: &str,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StateItem>, AwsError> {
+        Aws::query_state_items(self, table, pk, service, limit).await
     }
 }
 

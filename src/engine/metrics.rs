@@ -60,6 +60,9 @@ impl Metrics {
         let drift: Family<Labels, Gauge> = Family::default();
         let info: Family<Labels, Gauge> = Family::default();
         let held: Family<Labels, Gauge> = Family::default();
+        let pinned: Family<Labels, Gauge> = Family::default();
+        let paused: Family<Labels, Gauge> = Family::default();
+        let orphaned: Family<Labels, Gauge> = Family::default();
         let last_sync: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
         let aws_unavailable: Family<Labels, Gauge> = Family::default();
         for env in &status.environments {
@@ -73,6 +76,11 @@ impl Metrics {
                     .get_or_create(&key)
                     .set(i64::from(!s.drift.is_empty() || s.sync == super::status::Sync::OutOfSync));
                 held.get_or_create(&key).set(i64::from(s.held));
+                pinned.get_or_create(&key).set(i64::from(s.pinned.is_some()));
+                paused.get_or_create(&key).set(i64::from(s.paused.is_some()));
+                if s.health == super::status::Health::Orphaned {
+                    orphaned.get_or_create(&key).set(1);
+                }
                 if let Some(t) = s.last_sync {
                     last_sync.get_or_create(&key).set(t);
                 }
@@ -116,6 +124,9 @@ impl Metrics {
             last_sync,
         );
         reg.register("service_held", "1 while a failed rollout holds the service's spec", held);
+        reg.register("service_pinned", "1 while a rollback pins the service to an earlier revision", pinned);
+        reg.register("service_paused", "1 while an operator has paused the service", paused);
+        reg.register("service_orphaned", "1 for a berth-managed service whose folder is gone from git", orphaned);
 
         let aws: Family<Labels, Counter> = Family::default();
         for (k, n) in stats.snapshot() {

@@ -11,6 +11,7 @@
 
 pub mod cloud;
 pub mod daemon;
+pub mod history;
 pub mod metrics;
 pub mod outcome;
 pub mod reconcile;

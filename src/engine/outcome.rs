@@ -93,8 +93,31 @@ pub enum Hold {
     /// The rollout of this spec failed: not applied again until git changes the service.
     /// `in_sync`: live already equals it (ECS left the failed deployment running).
     RolloutFailed { spec_hash: String, in_sync: bool },
+    /// A rollback pinned the service to an earlier revision (`berth unpin`, or a change in
+    /// git, ends it).
+    Pinned { pin: crate::core::live::Pin, in_sync: bool },
+    /// An operator paused the service (`berth resume` ends it).
+    Paused { pause: crate::core::live::Pause, in_sync: bool },
     /// The daemon is stopping.
     ShuttingDown,
+}
+
+impl Hold {
+    /// A hold an operator chose (a pin, a pause): the service is as it should be, and its
+    /// dependents go on.
+    pub fn is_intended(&self) -> bool {
+        matches!(self, Hold::Pinned { .. } | Hold::Paused { .. })
+    }
+
+    /// Live equals the spec being held (nothing differs from git).
+    pub fn in_sync(&self) -> bool {
+        matches!(
+            self,
+            Hold::RolloutFailed { in_sync: true, .. }
+                | Hold::Pinned { in_sync: true, .. }
+                | Hold::Paused { in_sync: true, .. }
+        )
+    }
 }
 
 impl std::fmt::Display for Hold {
@@ -109,6 +132,8 @@ impl std::fmt::Display for Hold {
                 let blocker = crate::core::plan::Blocker::Held { spec_hash: spec_hash.clone(), in_sync: *in_sync };
                 std::fmt::Display::fmt(&blocker, f)
             }
+            Hold::Pinned { pin, .. } => std::fmt::Display::fmt(pin, f),
+            Hold::Paused { pause, .. } => std::fmt::Display::fmt(pause, f),
             Hold::ShuttingDown => f.write_str("shutting down"),
         }
     }
@@ -133,6 +158,10 @@ pub enum Outcome {
     Skipped(String),
     /// Live differs, but berth holds off.
     Held(Hold),
+    /// Berth-managed in AWS, and its folder is gone from git; not pruned (the reason).
+    Orphaned(String),
+    /// Deleted: its folder is gone from git and the environment prunes.
+    Pruned,
 }
 
 /// What a command makes of an outcome (its exit code).
@@ -146,14 +175,8 @@ pub enum Verdict {
 impl Outcome {
     /// Not converged: dependents of such a service are skipped.
     pub fn is_failure(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Failed(_)
-                | Outcome::Unmanaged(_)
-                | Outcome::WaitingForImage(_)
-                | Outcome::Skipped(_)
-                | Outcome::Held(_)
-        )
+        matches!(self, Outcome::Failed(_) | Outcome::Unmanaged(_) | Outcome::WaitingForImage(_) | Outcome::Skipped(_))
+            || matches!(self, Outcome::Held(h) if !h.is_intended())
     }
 
     pub fn failure(&self) -> Option<&Failure> {
@@ -166,8 +189,8 @@ impl Outcome {
     /// The status's sync.
     pub fn sync(&self) -> Sync {
         match self {
-            Outcome::Synced | Outcome::Applied | Outcome::Progressing => Sync::Synced,
-            Outcome::Held(Hold::RolloutFailed { in_sync: true, .. }) => Sync::Synced,
+            Outcome::Synced | Outcome::Applied | Outcome::Progressing | Outcome::Pruned => Sync::Synced,
+            Outcome::Held(h) if h.in_sync() => Sync::Synced,
             Outcome::Failed(f) if f.class() != FailureClass::RolloutFailed => Sync::Unknown,
             _ => Sync::OutOfSync,
         }
@@ -182,10 +205,14 @@ impl Outcome {
         let or_missing = |h| if missing { Health::Missing } else { h };
         match self {
             Outcome::Synced | Outcome::Applied => Health::Healthy,
+            Outcome::Orphaned(_) => Health::Orphaned,
+            Outcome::Pruned => Health::Missing,
             Outcome::OutOfSync => or_missing(Health::Healthy),
             Outcome::Progressing | Outcome::WaitingForImage(_) | Outcome::Skipped(_) => Health::Progressing,
             Outcome::Unmanaged(_) => Health::Unmanaged,
             Outcome::Held(Hold::RolloutFailed { .. }) => Health::Degraded,
+            Outcome::Held(Hold::Pinned { .. }) => Health::Pinned,
+            Outcome::Held(Hold::Paused { .. }) => Health::Paused,
             Outcome::Held(_) => or_missing(Health::Progressing),
             Outcome::Failed(f) if f.class() == FailureClass::RolloutFailed => Health::Degraded,
             Outcome::Failed(_) => or_missing(Health::Unknown),
@@ -196,6 +223,9 @@ impl Outcome {
     pub fn error_text(&self) -> Option<String> {
         match self {
             Outcome::WaitingForImage(image) => Some(format!("waiting for image {image}")),
+            // A pin or a pause is shown as such, not as an error; an orphan says why it stays.
+            Outcome::Held(h) if h.is_intended() => None,
+            Outcome::Orphaned(r) => Some(r.clone()),
             other => other.reason(),
         }
     }
@@ -204,7 +234,8 @@ impl Outcome {
     pub fn metric_result(&self, applied: bool) -> &'static str {
         match self {
             Outcome::Synced => "synced",
-            Outcome::Applied => "applied",
+            Outcome::Applied | Outcome::Pruned => "applied",
+            Outcome::Orphaned(_) => "skipped",
             Outcome::Progressing if applied => "applied",
             Outcome::Progressing => "synced",
             Outcome::Failed(_) | Outcome::Unmanaged(_) => "failed",
@@ -217,10 +248,13 @@ impl Outcome {
         match (intent, self) {
             (_, Outcome::Failed(_)) => Verdict::Failed,
             (Mode::Diff, Outcome::Skipped(_)) => Verdict::Failed,
-            (Mode::Diff, Outcome::Synced | Outcome::Held(Hold::RolloutFailed { in_sync: true, .. })) => Verdict::Ok,
+            (Mode::Diff, Outcome::Synced) => Verdict::Ok,
+            (Mode::Diff, Outcome::Held(h)) if h.in_sync() => Verdict::Ok,
             (Mode::Diff, _) => Verdict::Drift,
             (Mode::DryRun, _) => Verdict::Ok,
-            (Mode::Apply, Outcome::Synced | Outcome::Applied) => Verdict::Ok,
+            (Mode::Apply, Outcome::Synced | Outcome::Applied | Outcome::Pruned | Outcome::Orphaned(_)) => Verdict::Ok,
+            // What an operator chose is not a failure of the apply.
+            (Mode::Apply, Outcome::Held(h)) if h.is_intended() => Verdict::Ok,
             (Mode::Apply, _) => Verdict::Failed,
         }
     }
@@ -236,7 +270,7 @@ impl Outcome {
             Outcome::Unmanaged(_) => "Unmanaged".into(),
             Outcome::Failed(_) => "Failed".into(),
             Outcome::Skipped(_) => "Skipped".into(),
-            Outcome::Held(_) => "Held".into(),
+            other => other.status_name().into(),
         }
     }
 
@@ -244,7 +278,7 @@ impl Outcome {
     pub fn reason(&self) -> Option<String> {
         match self {
             Outcome::Failed(f) => Some(f.to_string()),
-            Outcome::Unmanaged(r) | Outcome::Skipped(r) => Some(r.clone()),
+            Outcome::Unmanaged(r) | Outcome::Skipped(r) | Outcome::Orphaned(r) => Some(r.clone()),
             Outcome::Held(h) => Some(h.to_string()),
             _ => None,
         }
@@ -260,7 +294,11 @@ impl Outcome {
             Outcome::Unmanaged(_) => "Unmanaged",
             Outcome::Failed(_) => "Failed",
             Outcome::Skipped(_) => "Skipped",
+            Outcome::Held(Hold::Pinned { .. }) => "Pinned",
+            Outcome::Held(Hold::Paused { .. }) => "Paused",
             Outcome::Held(_) => "Held",
+            Outcome::Orphaned(_) => "Orphaned",
+            Outcome::Pruned => "Pruned",
         }
     }
 }
@@ -391,6 +429,15 @@ mod tests {
             assert_eq!(o.verdict(Mode::Apply), apply, "{o:?}");
             assert_eq!(o.health(false, true), Health::Degraded, "held: {o:?}");
         }
+        let pause = crate::core::live::Pause { reason: "r".into(), by: "b".into(), at: "t".into() };
+        let paused = Outcome::Held(Hold::Paused { pause, in_sync: false });
+        assert_eq!((paused.sync(), paused.health(false, false)), (Sync::OutOfSync, Health::Paused));
+        assert_eq!((paused.verdict(Mode::Diff), paused.verdict(Mode::Apply)), (Verdict::Drift, Verdict::Ok));
+        assert!(!paused.is_failure(), "a paused service's dependents go on");
+        let pin =
+            crate::core::live::Pin { revision: "w:1".into(), spec_hash: "h".into(), by: "b".into(), at: "t".into() };
+        let pinned = Outcome::Held(Hold::Pinned { pin, in_sync: false });
+        assert_eq!((pinned.health(false, false), pinned.label()), (Health::Pinned, "Pinned".to_string()));
         assert_eq!(Outcome::Progressing.metric_result(true), "applied");
         assert_eq!(Outcome::OutOfSync.health(true, false), Health::Missing);
     }

@@ -58,6 +58,12 @@ pub struct EnvState {
     pub no_release: bool,
     /// AWS answered none of the last cycle's calls: the first error.
     pub aws_unavailable: Option<String>,
+    /// git's services of the environment when its cluster was last looked at for orphans
+    /// (services berth manages whose folder is gone), and the orphans found: looked for
+    /// again when a commit removes one of those services (only that makes a new orphan),
+    /// shown until then.
+    pub orphan_scan: Option<std::collections::BTreeSet<String>>,
+    pub orphans: std::collections::BTreeSet<String>,
 }
 
 /// The daemon's services, by (env, service), and its environments.
@@ -78,6 +84,25 @@ impl Services {
 
     pub fn entry(&mut self, env: &str, service: &str) -> &mut ServiceState {
         self.map.entry(key(env, service)).or_default()
+    }
+
+    /// Ends the backoff of `names` in `env` (of every service of it when `names` is empty)
+    /// and makes them unsettled, so the next cycle attempts them at once (`berth sync`).
+    /// Returns the services whose backoff it ended. A failed rollout's hold stays: only git
+    /// ends it.
+    pub fn clear_backoff(&mut self, env: &str, names: &[String]) -> Vec<String> {
+        let mut cleared = Vec::new();
+        for ((e, name), s) in self.map.iter_mut() {
+            if e != env || !(names.is_empty() || names.contains(name)) {
+                continue;
+            }
+            s.settled = false;
+            if s.retry_at.take().is_some() || s.attempts > 0 {
+                s.attempts = 0;
+                cleared.push(name.clone());
+            }
+        }
+        cleared
     }
 
     /// Whether `service` may be attempted now with spec `hash`: a spec other than the one

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::reconcile::{Outcome, ServiceReport};
+use super::reconcile::{Hold, Outcome, ServiceReport};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Sync {
@@ -20,6 +20,12 @@ pub enum Health {
     Missing,
     Unmanaged,
     Unknown,
+    /// A rollback pinned it to an earlier revision.
+    Pinned,
+    /// An operator paused it.
+    Paused,
+    /// Berth-managed in AWS, but its folder is gone from git.
+    Orphaned,
 }
 
 impl Sync {
@@ -41,6 +47,9 @@ impl Health {
             Health::Missing => "Missing",
             Health::Unmanaged => "Unmanaged",
             Health::Unknown => "Unknown",
+            Health::Pinned => "Pinned",
+            Health::Paused => "Paused",
+            Health::Orphaned => "Orphaned",
         }
     }
 }
@@ -63,6 +72,12 @@ pub struct ServiceStatus {
     /// Whether a failed rollout holds this spec.
     #[serde(default)]
     pub held: bool,
+    /// A rollback's pin: the revision, git's spec it holds off, who and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<crate::core::live::Pin>,
+    /// An operator's pause: why, who and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<crate::core::live::Pause>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,5 +148,13 @@ pub fn service_status(report: &ServiceReport, now: f64, previous: Option<&Servic
         spec_hash: report.spec_hash.clone(),
         last_sync,
         held,
+        pinned: match o {
+            Outcome::Held(Hold::Pinned { pin, .. }) => Some(pin.clone()),
+            _ => None,
+        },
+        paused: match o {
+            Outcome::Held(Hold::Paused { pause, .. }) => Some(pause.clone()),
+            _ => None,
+        },
     }
 }

@@ -29,6 +29,17 @@ impl Harness {
     /// The fixture monorepo on `develop`, and a daemon for `pre` polling it every 30 s; the
     /// test runs `body` beside the daemon (on the test's one thread).
     async fn run<F: std::future::Future<Output = ()>>(rollout: &str, body: impl FnOnce(Arc<Harness>) -> F) {
+        Harness::run_with(rollout, "", "", body).await
+    }
+
+    /// [`Self::run`], with `env_extra` under `environments.pre` and `extra` at the top of
+    /// the agent config.
+    async fn run_with<F: std::future::Future<Output = ()>>(
+        rollout: &str,
+        env_extra: &str,
+        extra: &str,
+        body: impl FnOnce(Arc<Harness>) -> F,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("monorepo");
         copy(&fixture("monorepo"), &repo);
@@ -39,7 +50,7 @@ impl Harness {
         git(dir.path(), &["clone", "-q", "--bare", &repo.to_string_lossy(), &origin.to_string_lossy()]);
         git(&repo, &["remote", "add", "origin", &origin.to_string_lossy()]);
         let text = format!(
-            "repo:\n  url: file://{}\n  workdir: {}\n  poll_interval: 30s\naws:\n  region: us-east-1\n  account_id: \"123456789012\"\n  registry: 123456789012.dkr.ecr.us-east-1.amazonaws.com\nenvironments:\n  pre:\n    source: {{branch: develop}}\n    cluster: pre\n    rollout: {rollout}\n    defaults:\n      execution_role: arn:aws:iam::123456789012:role/ecs-execution-{{env}}\n      subnets: [subnet-1]\n      security_groups: [sg-1]\nconcurrency: 4\n",
+            "repo:\n  url: file://{}\n  workdir: {}\n  poll_interval: 30s\naws:\n  region: us-east-1\n  account_id: \"123456789012\"\n  registry: 123456789012.dkr.ecr.us-east-1.amazonaws.com\nenvironments:\n  pre:\n    source: {{branch: develop}}\n    cluster: pre\n    rollout: {rollout}\n    defaults:\n      execution_role: arn:aws:iam::123456789012:role/ecs-execution-{{env}}\n      subnets: [subnet-1]\n      security_groups: [sg-1]\n{env_extra}concurrency: 4\n{extra}",
             origin.display(),
             dir.path().join("work").display()
         );
@@ -103,6 +114,17 @@ impl Harness {
         git(&self.repo, &["commit", "-q", "-am", "edit"]);
         git(&self.repo, &["push", "-q", "--force", "origin", "develop"]);
         let _ = &self.origin;
+        self.shared.trigger(["pre".to_string()]);
+        git(&self.repo, &["rev-parse", "HEAD"])
+    }
+}
+
+impl Harness {
+    /// Removes a folder in git, pushes, and tells the daemon.
+    fn remove(&self, rel: &str) -> String {
+        git(&self.repo, &["rm", "-r", "-q", rel]);
+        git(&self.repo, &["commit", "-q", "-m", "remove"]);
+        git(&self.repo, &["push", "-q", "--force", "origin", "develop"]);
         self.shared.trigger(["pre".to_string()]);
         git(&self.repo, &["rev-parse", "HEAD"])
     }
@@ -295,6 +317,111 @@ async fn an_aws_outage_is_one_failure_and_lost_state_is_recreated_at_the_next_po
             .await;
         assert!(took <= POLL + Duration::from_secs(1), "re-created after {took:?}");
         assert!(h.shared.metrics_text().contains("berth_aws_unavailable{env=\"pre\"} 0"));
+    })
+    .await;
+}
+
+/// A paused service's drift is reported and not healed while every other service goes on;
+/// after resume it is healed. The heal's history entry names the field it put back.
+#[tokio::test(start_paused = true)]
+async fn a_paused_service_keeps_its_drift_until_resumed() {
+    Harness::run_with("{wait: false}", "", "state: {table: berth-state}\n", |h| async move {
+        h.cloud.set_tag("notifier", "berth:paused", Some("by=ops at=2026-12-01T10:00:00Z reason=incident 42"));
+        h.cloud.set_desired_count("notifier", 7);
+        h.cloud.set_desired_count("ledger", 5);
+        h.wait("ledger healed", |h| h.cloud.desired_count("ledger") == Some(1)).await;
+        h.cycles_more(1).await;
+        let s = h.service("notifier");
+        assert_eq!((s["health"].as_str(), s["sync"].as_str()), (Some("Paused"), Some("OutOfSync")), "{s}");
+        assert_eq!(s["paused"]["reason"], "incident 42");
+        assert_eq!(s["drift"], serde_json::json!(["service.desiredCount"]));
+        assert_eq!(h.cloud.desired_count("notifier"), Some(7), "a paused service was healed");
+        assert!(h.shared.metrics_text().contains("berth_service_paused{env=\"pre\",service=\"notifier\"} 1"));
+        h.cloud.set_tag("notifier", "berth:paused", None);
+        h.wait("notifier healed after resume", |h| h.cloud.desired_count("notifier") == Some(1)).await;
+        let heals: Vec<_> = h.cloud.history().into_iter().filter(|e| e["trigger"]["kind"] == "drift_heal").collect();
+        let names: Vec<&str> = heals.iter().filter_map(|e| e["service"].as_str()).collect();
+        assert_eq!(names, ["ledger", "notifier"], "{heals:?}");
+        assert_eq!(heals[0]["trigger"]["fields"], serde_json::json!(["service.desiredCount"]));
+        assert_eq!(heals[0]["result"], "completed");
+    })
+    .await;
+}
+
+/// A pin holds off the spec git wanted at the rollback (no UpdateService for the service
+/// over several polls, while another service converges); a new spec in git ends it.
+#[tokio::test(start_paused = true)]
+async fn a_pin_holds_until_git_changes_the_service() {
+    Harness::run("{wait: false}", |h| async move {
+        let first = h.cloud.running("ledger").unwrap().arn.clone();
+        h.push("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"));
+        h.wait("ledger at revision 2", |h| h.cloud.running("ledger").is_some_and(|t| t.arn != first)).await;
+        let hash = h.cloud.tag_of("ledger", "berth:spec-hash").unwrap();
+        // What `berth rollback` leaves: the earlier revision, pinned at git's spec.
+        h.cloud.set_tag(
+            "ledger",
+            "berth:pinned",
+            Some(&format!("rev=ledger:1 spec={hash} by=ops at=2026-12-01T10:00:00Z")),
+        );
+        h.cloud.set_task_definition("ledger", &first);
+        let updates = h.cloud.calls("UpdateService");
+        h.cloud.set_desired_count("notifier", 3);
+        h.wait("notifier healed", |h| h.cloud.desired_count("notifier") == Some(1)).await;
+        tokio::time::sleep(POLL * 3).await;
+        h.cycles_more(1).await;
+        assert_eq!(h.cloud.calls("UpdateService"), updates + 1, "only notifier's heal was written");
+        assert_eq!(h.cloud.running("ledger").unwrap().arn, first);
+        let s = h.service("ledger");
+        assert_eq!(s["health"], "Pinned", "{s}");
+        assert_eq!(s["pinned"]["revision"], "ledger:1");
+        // A fix in git: deployed, and the pin is over.
+        h.push("services/ledger/deploy/service.yaml", |t| t.replace("count: 2", "count: 3"));
+        h.wait("ledger deployed", |h| h.service("ledger")["health"] == "Healthy").await;
+        assert_ne!(h.cloud.running("ledger").unwrap().arn, first);
+        assert_eq!(h.cloud.tag_of("ledger", "berth:pinned"), None);
+    })
+    .await;
+}
+
+/// A service whose folder is gone is pruned (scaled to zero, its scaling removed, deleted)
+/// when the environment prunes; deleting every folder prunes nothing and says why.
+#[tokio::test(start_paused = true)]
+async fn pruning_removes_only_orphans_and_never_everything() {
+    Harness::run_with("{wait: false}", "    prune: true\n    prune_limit: 50%\n", "", |h| async move {
+        assert!(h.cloud.exists("pre", "notifier"));
+        h.remove("services/notifier");
+        h.wait("notifier pruned", |h| !h.cloud.exists("pre", "notifier")).await;
+        assert_eq!(h.cloud.calls("DeleteService"), 1);
+        for s in ["bpg", "klausapproves", "ledger"] {
+            assert!(h.cloud.exists("pre", s), "{s} was deleted");
+        }
+        h.cycles_more(1).await;
+        assert_eq!(h.service("notifier"), Value::Null, "a pruned service leaves the status");
+        // Every folder gone: nothing is deleted, and the status says why.
+        h.remove("services");
+        h.wait("orphans reported", |h| h.service("ledger")["health"] == "Orphaned").await;
+        let why = h.service("ledger")["last_error"].as_str().unwrap_or_default().to_string();
+        assert!(why.contains("git has no services at all"), "{why}");
+        assert_eq!(h.cloud.calls("DeleteService"), 1);
+        assert!(h.shared.metrics_text().contains("berth_service_orphaned{env=\"pre\",service=\"ledger\"} 1"));
+    })
+    .await;
+}
+
+/// Without `prune`, an orphan is only reported, and more orphans than `prune_limit` allows
+/// are not pruned at all.
+#[tokio::test(start_paused = true)]
+async fn orphans_are_reported_and_the_prune_limit_holds() {
+    Harness::run_with("{wait: false}", "    prune: true\n    prune_limit: 1\n", "", |h| async move {
+        git(&h.repo, &["rm", "-r", "-q", "services/notifier"]);
+        h.remove("services/ledger");
+        h.wait("orphans reported", |h| h.service("ledger")["health"] == "Orphaned").await;
+        let why = h.service("notifier")["last_error"].as_str().unwrap_or_default().to_string();
+        assert!(why.contains("more than prune_limit allows"), "{why}");
+        assert_eq!(h.cloud.calls("DeleteService"), 0);
+        // Shown until a commit removes another service (orphans are looked for then).
+        h.cycles_more(2).await;
+        assert_eq!(h.service("notifier")["health"], "Orphaned");
     })
     .await;
 }

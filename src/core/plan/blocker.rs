@@ -19,6 +19,10 @@ pub enum Blocker {
     /// The rollout of this spec failed; it is not applied again until git changes the service.
     /// `in_sync`: live already equals it (ECS left the failed deployment in place).
     Held { spec_hash: String, in_sync: bool },
+    /// A rollback pinned the service: git's spec at the time is not applied.
+    Pinned { pin: crate::core::live::Pin, in_sync: bool },
+    /// An operator paused the service: nothing is applied.
+    Paused { pause: crate::core::live::Pause, in_sync: bool },
 }
 
 impl fmt::Display for Blocker {
@@ -42,6 +46,8 @@ impl fmt::Display for Blocker {
                 f,
                 "the rollout of spec {spec_hash} failed; berth will not retry it until git changes the service"
             ),
+            Blocker::Pinned { pin, .. } => fmt::Display::fmt(pin, f),
+            Blocker::Paused { pause, .. } => fmt::Display::fmt(pause, f),
         }
     }
 }

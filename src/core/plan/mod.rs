@@ -210,13 +210,21 @@ fn do_plan(plan: &mut Plan, input: &Input) -> Step {
 /// A spec whose rollout failed is not applied again (its drift is still reported) until git
 /// changes the service, and so its spec hash. A held spec is blocked even where live looks
 /// equal to it (ECS left the failed deployment in place): its health is what is wrong.
+///
+/// An operator's pause stops every apply; a rollback's pin stops the spec git wanted when
+/// it was made (a new spec hash ends it: the fix is deployed).
 fn hold(plan: &Plan, input: &Input) -> Step {
     let spec_hash = input.desired.spec_hash();
-    match &input.live.held {
-        Some(held) if held == spec_hash => Err(vec![Blocker::Held {
-            spec_hash: spec_hash.to_string(),
-            in_sync: plan.drift.is_empty() && plan.actions.is_empty(),
-        }]),
+    let in_sync = plan.drift.is_empty() && plan.actions.is_empty();
+    let live = input.live;
+    if let Some(pause) = &live.paused {
+        return Err(vec![Blocker::Paused { pause: pause.clone(), in_sync }]);
+    }
+    if let Some(pin) = live.pinned.as_ref().filter(|p| p.spec_hash == spec_hash) {
+        return Err(vec![Blocker::Pinned { pin: pin.clone(), in_sync }]);
+    }
+    match &live.held {
+        Some(held) if held == spec_hash => Err(vec![Blocker::Held { spec_hash: spec_hash.to_string(), in_sync }]),
         _ => Ok(()),
     }
 }

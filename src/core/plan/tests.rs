@@ -122,7 +122,35 @@ fn in_sync_and_blocked() {
         )
         .actions(&["RegisterTaskDefinition", "UpdateService", "TagService"])
         .drift(&["container.image", "service.tags.berth:spec-hash"]),
+        Case::new("paused, drifted", changed.clone(), converged(&d).with(|l| l.paused = Some(pause())).build())
+            .blockers(vec![Blocker::Paused { pause: pause(), in_sync: false }])
+            .drift(&["container.image", "service.tags.berth:spec-hash"]),
+        Case::new("paused, in sync", d.clone(), converged(&d).with(|l| l.paused = Some(pause())).build())
+            .blockers(vec![Blocker::Paused { pause: pause(), in_sync: true }]),
+        Case::new("pinned at git's spec", changed.clone(), converged(&d).with(|l| l.pinned = Some(pin(&held))).build())
+            .blockers(vec![Blocker::Pinned { pin: pin(&held), in_sync: false }])
+            .drift(&["container.image", "service.tags.berth:spec-hash"]),
+        Case::new(
+            "pinned, git changed since",
+            changed.clone(),
+            converged(&d).with(|l| l.pinned = Some(pin(d.spec_hash()))).build(),
+        )
+        .actions(&["RegisterTaskDefinition", "UpdateService", "TagService"])
+        .drift(&["container.image", "service.tags.berth:spec-hash"]),
     ]);
+}
+
+fn pause() -> crate::core::live::Pause {
+    crate::core::live::Pause { reason: "incident".into(), by: "ops".into(), at: "2026-12-01T00:00:00Z".into() }
+}
+
+fn pin(spec_hash: &str) -> crate::core::live::Pin {
+    crate::core::live::Pin {
+        revision: "web:1".into(),
+        spec_hash: spec_hash.into(),
+        by: "ops".into(),
+        at: String::new(),
+    }
 }
 
 #[test]

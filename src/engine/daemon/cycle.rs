@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::{Daemon, Due, LoopState};
 use crate::core::config::{Config, EnvConfig, SyncMode};
 use crate::engine::cloud::{Cloud, Connect};
+use crate::engine::history::Trigger;
 use crate::engine::metrics::labels;
 use crate::engine::outcome::{Failure, FailureClass, cloudwatch_values};
 use crate::engine::reconcile::{self, EnvInput, Mode, Outcome, Scope, ServiceReport};
@@ -22,6 +23,13 @@ fn now_secs() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// What a cycle looked at: some services only (`partial`: the others keep their status),
+/// and whether the cluster, for orphans.
+struct Looked {
+    partial: bool,
+    orphans: bool,
+}
+
 /// One environment's part of a cycle.
 struct Work {
     env: EnvConfig,
@@ -30,6 +38,11 @@ struct Work {
     due: Due,
     settled: BTreeMap<String, String>,
     watching: BTreeMap<String, String>,
+    /// The release this environment deployed before, when its new one is older (the newest
+    /// release tag was removed).
+    release_removed: Option<String>,
+    /// The commit is new to the orphan scan.
+    scan_orphans: bool,
 }
 
 impl<K: Connect> Daemon<K> {
@@ -56,6 +69,11 @@ impl<K: Connect> Daemon<K> {
                     Due::Changed => Scope::Changed(&w.settled),
                     Due::Retry(names) => Scope::Only(names),
                 };
+                let trigger = match (&w.release_removed, &w.due) {
+                    (Some(from), _) => Some(Trigger::ReleaseTagRemoved { from: from.clone() }),
+                    (None, Due::Retry(_)) => Some(Trigger::Retry),
+                    _ => None,
+                };
                 let input = EnvInput {
                     gate: Some(&gate),
                     semaphore: Some(semaphore),
@@ -64,6 +82,8 @@ impl<K: Connect> Daemon<K> {
                     memo: memo.as_deref(),
                     detach_rollouts: true,
                     watching: Some(&w.watching),
+                    trigger,
+                    scan_orphans: w.scan_orphans,
                     ..EnvInput::new(&config, &w.env, &w.checkout, mode)
                 };
                 let reports = reconcile::reconcile_env(&*cloud, &input).await;
@@ -74,7 +94,8 @@ impl<K: Connect> Daemon<K> {
         for (w, reports, took) in futures::future::join_all(futures).await {
             let key = labels(&[("env", &w.env.name)]);
             self.shared.metrics.reconcile_duration.get_or_create(&key).observe(took.as_secs_f64());
-            self.record(st, &w.env.name, &w.checkout, w.fetch_error, &reports, w.due != Due::All);
+            let looked = Looked { partial: w.due != Due::All, orphans: w.scan_orphans };
+            self.record(st, &w.env.name, &w.checkout, w.fetch_error, &reports, looked);
             data.extend(self.cloudwatch_data(&w.env.name));
         }
         if let Some(namespace) = &config.cloudwatch_namespace
@@ -129,8 +150,20 @@ impl<K: Connect> Daemon<K> {
                 }
                 None => (None, Some("not polled".to_string())),
             };
+            let before = services.env(&env.name).and_then(|e| e.ref_name.clone());
+            let release_removed = checkout.as_ref().and_then(|c| older_release(before.as_deref(), &c.ref_name));
+            if let (Some(from), Some(c)) = (&release_removed, &checkout) {
+                tracing::warn!(env = %env.name, from = %from, to = %c.ref_name, "the newest release tag was removed: rolling the environment back to the newest remaining release");
+            }
+            let scanned = services.env(&env.name).and_then(|e| e.orphan_scan.as_ref());
+            let scan_orphans = checkout.as_ref().is_some_and(|c| {
+                let now = git_services(c, &env.name);
+                scanned.is_none_or(|before| before.iter().any(|s| !now.contains(s)))
+            });
             match checkout {
                 Some(checkout) => work.push(Work {
+                    release_removed,
+                    scan_orphans,
                     env: env.clone(),
                     checkout,
                     fetch_error: error,
@@ -156,8 +189,9 @@ impl<K: Connect> Daemon<K> {
         checkout: &Checkout,
         fetch_error: Option<String>,
         reports: &[ServiceReport],
-        partial: bool,
+        looked: Looked,
     ) {
+        let Looked { partial, orphans: scanned_orphans } = looked;
         let outage = aws_outage(reports);
         self.record_services(env, reports, outage.is_some());
         for r in reports {
@@ -183,16 +217,18 @@ impl<K: Connect> Daemon<K> {
         }
         let reported: BTreeSet<&str> = reports.iter().map(|r| r.name.as_str()).collect();
         // A partial cycle keeps the services it did not look at, if they are still deployed.
-        let deployed: BTreeSet<&str> = if partial {
-            (checkout.repo.services.iter())
-                .filter(|d| d.envs.contains_key(env))
-                .map(|d| d.name.as_str())
-                .chain(checkout.repo.broken.iter().filter(|b| b.envs.iter().any(|e| e == env)).map(|b| b.key.as_str()))
-                .collect()
+        let deployed: BTreeSet<String> = if partial { git_services(checkout, env) } else { BTreeSet::new() };
+        let orphans = if scanned_orphans {
+            reports.iter().filter(|r| matches!(r.outcome, Outcome::Orphaned(_))).map(|r| r.name.clone()).collect()
         } else {
-            BTreeSet::new()
+            services.env(env).map(|e| e.orphans.clone()).unwrap_or_default()
         };
-        services.retain(|e, s| e != env || reported.contains(s) || deployed.contains(s));
+        let orphan_scan = if scanned_orphans {
+            Some(git_services(checkout, env))
+        } else {
+            services.env(env).and_then(|e| e.orphan_scan.clone())
+        };
+        services.retain(|e, s| e != env || reported.contains(s) || deployed.contains(s) || orphans.contains(s));
         match (&services.env(env).and_then(|e| e.aws_unavailable.clone()), &outage) {
             (None, Some(error)) => tracing::warn!(
                 env,
@@ -209,6 +245,8 @@ impl<K: Connect> Daemon<K> {
             ready: true,
             no_release: false,
             aws_unavailable: outage,
+            orphan_scan,
+            orphans,
         };
     }
 
@@ -250,8 +288,10 @@ impl<K: Connect> Daemon<K> {
                     env,
                     service = %r.name,
                     commit = %r.commit.as_deref().unwrap_or("-"),
+                    image = %r.image.as_deref().unwrap_or("-"),
                     revision = %r.task_definition.as_deref().and_then(|t| t.rsplit('/').next()).unwrap_or("-"),
                     changed = %fields.join(","),
+                    trigger = %r.trigger.as_ref().map_or("-".to_string(), ToString::to_string),
                     actions = %r.applied.join("; "),
                     "applied"
                 );
@@ -282,6 +322,23 @@ impl<K: Connect> Daemon<K> {
         }
         out
     }
+}
+
+/// The services git has for `env` at `checkout` (broken ones included).
+fn git_services(checkout: &Checkout, env: &str) -> BTreeSet<String> {
+    (checkout.repo.services.iter())
+        .filter(|d| d.envs.contains_key(env))
+        .map(|d| d.name.clone())
+        .chain(checkout.repo.broken.iter().filter(|b| b.envs.iter().any(|e| e == env)).map(|b| b.key.clone()))
+        .collect()
+}
+
+/// `before`, when `now` is an older release than it (`vX.Y.Z` refs): the newest release
+/// tag was removed and the environment goes back to the newest one left.
+fn older_release(before: Option<&str>, now: &str) -> Option<String> {
+    let version = |r: &str| semver::Version::parse(r.strip_prefix('v')?).ok();
+    let (b, n) = (version(before?)?, version(now)?);
+    (n < b).then(|| before.unwrap_or_default().to_string())
 }
 
 /// A tag environment with no release tag yet: nothing to deploy, and ready (its poll

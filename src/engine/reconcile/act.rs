@@ -19,6 +19,7 @@ use crate::core::live::LiveService;
 use crate::core::plan::{Action, Outputs, Plan};
 use crate::core::rollout::{Rollout, rollout_state};
 use crate::engine::cloud::Cloud;
+use crate::engine::history::{self, Entry, Trigger};
 
 /// Executes the table's plans with something to do, dependency layer by layer.
 pub async fn act<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_>) {
@@ -41,7 +42,8 @@ pub async fn act<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_>) {
                     if cancel.is_cancelled() {
                         return (run.name, None);
                     }
-                    let ex = execute(cloud, input, &run).await;
+                    let mut ex = execute(cloud, input, &run).await;
+                    record_history(cloud, input, &run, &mut ex).await;
                     (run.name, Some(ex))
                 }
             })
@@ -60,10 +62,14 @@ struct Run {
     desired: Arc<Desired>,
     plan: Box<Plan>,
     spec_hash: String,
-    /// The live service carries a hold (of another spec): lifted once this one applies.
-    lift_hold: bool,
+    /// State tags of another spec on the live service (a hold, a pin): lifted once this one
+    /// applies.
+    lift: Vec<&'static str>,
     /// The revision the live service ran when planned (a move to another one is rolled out).
     live_revision: Option<String>,
+    /// The spec hash the live service was applied with (equal to this one: a drift heal).
+    live_spec_hash: Option<String>,
+    commit: String,
 }
 
 /// The run for `name`, if its plan has something to do and nothing stops it now (a
@@ -91,15 +97,19 @@ fn admit(table: &mut Table, name: &str, input: &EnvInput<'_>) -> Option<Run> {
     }
     let row = table.rows.get_mut(name)?;
     let live_revision = row.report.task_definition.clone();
-    let Stage::Planned { rendering, plan, live_held, .. } = std::mem::take(&mut row.stage) else { return None };
+    let live_spec_hash = row.report.live_spec_hash.clone();
+    let commit = row.report.commit.clone().unwrap_or_default();
+    let Stage::Planned { rendering, plan, lift, .. } = std::mem::take(&mut row.stage) else { return None };
     row.stage = Stage::Done;
     Some(Run {
         name: name.to_string(),
         desired: desired(&rendering).clone(),
         spec_hash: rendering.spec_hash,
         plan,
-        lift_hold: live_held,
+        lift,
         live_revision,
+        live_spec_hash,
+        commit,
     })
 }
 
@@ -137,6 +147,8 @@ fn record(table: &mut Table, name: &str, result: Option<Execution>) {
         return;
     };
     r.applied = ex.applied;
+    r.trigger = ex.trigger;
+    r.image = ex.image;
     if let Some(td) = ex.task_definition {
         r.task_definition = Some(td);
     }
@@ -149,8 +161,53 @@ fn record(table: &mut Table, name: &str, result: Option<Execution>) {
     r.rollout = ex.rollout;
 }
 
+/// Records an attempt in the history table (when there is one): what it applied, why, and
+/// (when waited for here) how its rollout ended; a detached rollout's watch completes it.
+async fn record_history<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run, ex: &mut Execution) {
+    let trigger = if run.live_spec_hash.as_deref() == Some(run.spec_hash.as_str()) {
+        Trigger::DriftHeal { fields: run.plan.drift.iter().map(|c| c.path.clone()).collect() }
+    } else {
+        input.trigger.clone().unwrap_or(Trigger::GitChange)
+    };
+    ex.trigger = Some(trigger.clone());
+    ex.image = run.desired.task_definition.container_definitions.first().map(|c| c.image.clone());
+    let Some(state) = &input.config.state else { return };
+    if ex.applied.is_empty() && ex.error.is_none() {
+        return;
+    }
+    let (result, error) = match &ex.error {
+        Some(Failure::Rollout(reason)) => ("rollout_failed", Some(format!("rollout failed: {reason}"))),
+        Some(f) => ("failed", Some(f.to_string())),
+        None if ex.rollout.is_some() => ("applied", None),
+        None if ex.interrupted => ("interrupted", None),
+        None => ("completed", None),
+    };
+    let entry = Entry {
+        time: ex.started,
+        env: input.env.name.clone(),
+        service: run.name.clone(),
+        commit: run.commit.clone(),
+        spec_hash: run.spec_hash.clone(),
+        revision: ex.task_definition.clone().or_else(|| run.live_revision.clone()).unwrap_or_default(),
+        image: run.desired.task_definition.container_definitions.first().map(|c| c.image.clone()).unwrap_or_default(),
+        trigger,
+        result: result.to_string(),
+        duration_s: (result != "applied").then(|| (history::unix_now() - ex.started).max(0.0)),
+        by: "berth".to_string(),
+        error,
+    };
+    history::put(cloud, state, &entry).await;
+    if let Some(watch) = &mut ex.rollout {
+        watch.history = Some(Box::new((state.clone(), entry)));
+    }
+}
+
 #[derive(Default)]
 struct Execution {
+    /// Unix seconds when the attempt started.
+    started: f64,
+    trigger: Option<Trigger>,
+    image: Option<String>,
     interrupted: bool,
     applied: Vec<String>,
     task_definition: Option<String>,
@@ -162,7 +219,7 @@ struct Execution {
 /// One attempt at a plan. Every step is idempotent against a re-plan: a revision
 /// registered before a failed update is found and reused next time.
 async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execution {
-    let mut ex = Execution::default();
+    let mut ex = Execution { started: history::unix_now(), ..Execution::default() };
     let mut outputs = Outputs::default();
     let mut registered: Option<String> = None;
     let mut deployed: Option<String> = None;
@@ -221,11 +278,16 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
         }
     }
     ex.task_definition = deployed.clone().or(registered);
-    if let (true, Some(arn)) = (run.lift_hold, &service_arn) {
-        // Another spec than the held one is applied: the hold is over.
-        match cloud.untag_resource(arn, &[tags::HELD]).await {
-            Ok(()) => ex.applied.push("lifted the hold of a failed rollout".to_string()),
-            Err(e) => tracing::warn!(service = %run.name, error = %e, "cannot remove the berth:held tag"),
+    if let (false, Some(arn)) = (run.lift.is_empty(), &service_arn) {
+        // Another spec than the held or pinned one is applied: the hold, the pin is over.
+        match cloud.untag_resource(arn, &run.lift).await {
+            Ok(()) => ex.applied.extend(run.lift.iter().map(|t| match *t {
+                tags::PINNED => "ended the pin of a rollback (git changed the service)".to_string(),
+                _ => "lifted the hold of a failed rollout".to_string(),
+            })),
+            Err(e) => {
+                tracing::warn!(service = %run.name, error = %e, tags = ?run.lift, "cannot remove berth's state tags")
+            }
         }
     }
     let env = input.env;
@@ -238,6 +300,7 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
             spec_hash: run.spec_hash.clone(),
             timeout: env.rollout_timeout,
             poll: env.rollout_poll,
+            history: None,
         };
         if input.detach_rollouts {
             ex.rollout = Some(watch);

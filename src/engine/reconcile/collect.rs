@@ -202,6 +202,8 @@ impl<'a, C: Cloud> LiveReader<'a, C> {
                 None => None,
             };
             let held = service.tag(tags::HELD).map(str::to_string);
+            let pinned = service.tag(tags::PINNED).and_then(crate::core::live::Pin::parse);
+            let paused = service.tag(tags::PAUSED).map(crate::core::live::Pause::parse);
             let scalable_target = targets.remove(&rid(name));
             let state = LiveState {
                 service: Some(service),
@@ -210,6 +212,8 @@ impl<'a, C: Cloud> LiveReader<'a, C> {
                 scalable_target,
                 policies,
                 held,
+                pinned,
+                paused,
             };
             out.push((name.clone(), Ok(state)));
         }

@@ -201,6 +201,7 @@ impl<'a> Decider<'a> {
         let Some(row) = table.rows.get_mut(name) else { return };
         let Stage::Rendered { spec, mut rendering } = std::mem::take(&mut row.stage) else { return };
         row.report.task_definition = state.service.as_ref().map(|s| s.settings.task_definition.clone());
+        row.report.live_spec_hash = state.service.as_ref().and_then(|s| s.tag(tags::SPEC_HASH)).map(str::to_string);
         let planned = match self.memo.as_deref_mut() {
             Some(m) => {
                 let commit = self.commits.get(&spec.dir).cloned().unwrap_or_default();
@@ -212,10 +213,14 @@ impl<'a> Decider<'a> {
         };
         match planned {
             Ok(plan) => {
-                let live_held = state.held.is_some();
+                // A hold or a pin of another spec ends when this one applies.
+                let lift = [(state.held.is_some(), tags::HELD), (state.pinned.is_some(), tags::PINNED)]
+                    .into_iter()
+                    .filter_map(|(on, tag)| on.then_some(tag))
+                    .collect();
                 let rolling_out = rolling_out(&state, name, &rendering.spec_hash, self.env).map(Box::new);
                 let state = registers(&plan).then(|| Box::new(state));
-                row.stage = Stage::Planned { spec, rendering, plan: Box::new(plan), state, live_held, rolling_out };
+                row.stage = Stage::Planned { spec, rendering, plan: Box::new(plan), state, lift, rolling_out };
             }
             Err(diags) => row.report.outcome = Outcome::Failed(Failure::Invalid(diags)),
         }
@@ -277,6 +282,7 @@ fn rolling_out(state: &LiveState, name: &str, spec_hash: &str, env: &EnvConfig) 
         spec_hash: spec_hash.to_string(),
         timeout: env.rollout_timeout,
         poll: env.rollout_poll,
+        history: None,
     })
 }
 
@@ -285,9 +291,16 @@ fn registers(plan: &Plan) -> bool {
 }
 
 fn plan_outcome(plan: &Plan, watched: bool) -> Outcome {
-    if let Some(Blocker::Held { spec_hash, in_sync }) = plan.blockers.iter().find(|b| matches!(b, Blocker::Held { .. }))
-    {
-        return Outcome::Held(Hold::RolloutFailed { spec_hash: spec_hash.clone(), in_sync: *in_sync });
+    for b in &plan.blockers {
+        let hold = match b {
+            Blocker::Held { spec_hash, in_sync } => {
+                Hold::RolloutFailed { spec_hash: spec_hash.clone(), in_sync: *in_sync }
+            }
+            Blocker::Pinned { pin, in_sync } => Hold::Pinned { pin: pin.clone(), in_sync: *in_sync },
+            Blocker::Paused { pause, in_sync } => Hold::Paused { pause: pause.clone(), in_sync: *in_sync },
+            _ => continue,
+        };
+        return Outcome::Held(hold);
     }
     if !plan.blockers.is_empty() {
         let text: Vec<String> = plan.blockers.iter().map(ToString::to_string).collect();

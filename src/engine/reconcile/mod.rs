@@ -13,6 +13,7 @@
 mod act;
 mod collect;
 mod decide;
+mod orphans;
 mod table;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,6 +94,12 @@ pub struct EnvInput<'a> {
     /// The services (name → spec hash) whose rollout the daemon is watching: one still in
     /// sync with that spec is `Progressing`, and its dependents wait for it.
     pub watching: Option<&'a BTreeMap<String, String>>,
+    /// What started this reconcile, for the history of what it applies (a drift heal is
+    /// told by the live service itself); `None`: a change in git.
+    pub trigger: Option<super::history::Trigger>,
+    /// Look for berth-managed services whose folder is gone (a ListServices and the
+    /// cluster's DescribeServices): `Orphaned` rows, pruned where the environment says so.
+    pub scan_orphans: bool,
 }
 
 impl<'a> EnvInput<'a> {
@@ -118,6 +125,8 @@ impl<'a> EnvInput<'a> {
             memo: None,
             detach_rollouts: false,
             watching: None,
+            trigger: None,
+            scan_orphans: true,
         }
     }
 }
@@ -134,6 +143,12 @@ pub struct ServiceReport {
     pub plan: Vec<String>,
     /// What was done (apply mode).
     pub applied: Vec<String>,
+    /// Why it was applied (when it was).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<super::history::Trigger>,
+    /// The image it applied (when it applied).
+    #[serde(skip)]
+    pub image: Option<String>,
     pub task_definition: Option<String>,
     pub ownership: Option<Ownership>,
     /// Whether the rollout failed (a projection of the outcome, for `--output json`).
@@ -141,6 +156,9 @@ pub struct ServiceReport {
     /// The services it depends on (from its spec, when it resolved).
     #[serde(skip)]
     pub depends_on: Vec<String>,
+    /// The spec hash the live service was last applied with (`berth:spec-hash`).
+    #[serde(skip)]
+    pub live_spec_hash: Option<String>,
     /// The rollout to watch, when the input detached rollout waits.
     #[serde(skip)]
     pub rollout: Option<RolloutWatch>,
@@ -158,10 +176,13 @@ impl ServiceReport {
             drift: Vec::new(),
             plan: Vec::new(),
             applied: Vec::new(),
+            trigger: None,
+            image: None,
             task_definition: None,
             ownership: None,
             rollout_failed: false,
             depends_on: Vec::new(),
+            live_spec_hash: None,
             rollout: None,
             diagnostics: Vec::new(),
         }
@@ -185,6 +206,9 @@ pub struct RolloutWatch {
     pub spec_hash: String,
     pub timeout: Duration,
     pub poll: Duration,
+    /// The history entry of the apply that started this rollout, completed with the
+    /// rollout's result and duration when it ends.
+    pub history: Option<Box<(crate::core::config::StateConfig, super::history::Entry)>>,
 }
 
 impl RolloutWatch {
@@ -198,6 +222,16 @@ impl RolloutWatch {
         self.wait_reading(cloud, read).await
     }
 
+    /// [`Self::wait`], without writing a hold when it fails (a rollback's rollout: git's
+    /// spec did not fail).
+    pub async fn wait_without_hold<C: Cloud>(&self, cloud: &C) -> Result<(), String> {
+        let read = || async {
+            let mut found = cloud.describe_services(&self.cluster, std::slice::from_ref(&self.service)).await?;
+            Ok(found.remove(&self.service))
+        };
+        act::wait_for_rollout(self, read).await
+    }
+
     /// [`Self::wait`], with the service's state read by `read` (the daemon batches the
     /// reads of all its watches). A failure is written on the service as its hold
     /// (`berth:held`), so that no berth process applies this spec again until git changes it.
@@ -208,6 +242,13 @@ impl RolloutWatch {
         let result = act::wait_for_rollout(self, read).await;
         if result.is_err() {
             act::write_hold(cloud, &self.service_arn, &self.spec_hash).await;
+        }
+        if let Some(h) = &self.history {
+            let (state, mut entry) = (&h.0, h.1.clone());
+            entry.result = if result.is_ok() { "completed" } else { "rollout_failed" }.to_string();
+            entry.error = result.as_ref().err().map(|r| format!("rollout failed: {r}"));
+            entry.duration_s = Some((super::history::unix_now() - entry.time).max(0.0));
+            super::history::put(cloud, state, &entry).await;
         }
         result
     }
@@ -279,6 +320,9 @@ pub async fn reconcile_env<C: Cloud>(cloud: &C, input: &EnvInput<'_>) -> Vec<Ser
     }
     if input.mode == Mode::Apply {
         act::act(cloud, &mut table, input).await;
+    }
+    if input.scan_orphans && input.only.is_none() {
+        orphans::orphans(cloud, &mut table, input).await;
     }
     table.into_reports()
 }

@@ -21,15 +21,16 @@ pub enum Stage {
     /// References exist and the desired state is rendered.
     Rendered { spec: Arc<ServiceSpec>, rendering: Rendering },
     /// Planned against the live state. `state` is kept only when the plan registers a
-    /// revision (a family's newest revision may still be the one git wants); `live_held`:
-    /// the live service carries a hold (`berth:held`); `rolling_out`: ECS is still rolling
+    /// revision (a family's newest revision may still be the one git wants); `lift`: the
+    /// state tags of another spec on the live service (`berth:held`, `berth:pinned`), removed
+    /// once this one applies; `rolling_out`: ECS is still rolling
     /// out this very spec (a watch of it may need resuming).
     Planned {
         spec: Arc<ServiceSpec>,
         rendering: Rendering,
         plan: Box<Plan>,
         state: Option<Box<LiveState>>,
-        live_held: bool,
+        lift: Vec<&'static str>,
         rolling_out: Option<Box<RolloutWatch>>,
     },
 }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use berth::aws::{AwsError, Datum, Item, RequestStats, Verified, VerifyRequest};
+use berth::aws::{AwsError, Datum, Item, RequestStats, StateItem, Verified, VerifyRequest};
 use berth::core::config::Config;
 use berth::core::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition};
 use berth::core::live::{Deployment, LivePolicy, LiveScalableTarget, LiveService, LiveTaskDefinition};
@@ -31,6 +31,8 @@ pub struct State {
     /// AWS is gone: every call fails with a 503.
     pub down: bool,
     pub counts: BTreeMap<&'static str, u64>,
+    /// The state tables' items by (pk, sk).
+    pub tables: BTreeMap<String, BTreeMap<(String, String), StateItem>>,
 }
 
 #[derive(Default)]
@@ -71,6 +73,42 @@ impl FakeCloud {
         if let Some(svc) = s.services.values_mut().find(|x| x.settings.service_name == service) {
             svc.settings.desired_count = Some(count);
         }
+    }
+
+    /// An operator's (or the console's) tag on a service; `None` removes it.
+    pub fn set_tag(&self, service: &str, key: &str, value: Option<&str>) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(svc) = s.services.values_mut().find(|x| x.settings.service_name == service) {
+            svc.settings.tags.retain(|t| t.key != key);
+            if let Some(v) = value {
+                svc.settings.tags.push(Tag { key: key.into(), value: v.into() });
+            }
+        }
+    }
+
+    pub fn tag_of(&self, service: &str, key: &str) -> Option<String> {
+        let s = self.state.lock().unwrap();
+        s.services.values().find(|x| x.settings.service_name == service)?.tag(key).map(str::to_string)
+    }
+
+    /// A console edit: the revision a service runs.
+    pub fn set_task_definition(&self, service: &str, arn: &str) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(svc) = s.services.values_mut().find(|x| x.settings.service_name == service) {
+            svc.settings.task_definition = arn.into();
+        }
+    }
+
+    pub fn exists(&self, cluster: &str, service: &str) -> bool {
+        self.state.lock().unwrap().services.contains_key(&format!("{cluster}/{service}"))
+    }
+
+    /// Every history entry written, oldest first.
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        let s = self.state.lock().unwrap();
+        let mut items: Vec<&StateItem> = s.tables.values().flat_map(|t| t.values()).collect();
+        items.sort_by(|a, b| a.sk.cmp(&b.sk));
+        items.iter().map(|i| serde_json::from_str(&i.body).unwrap()).collect()
     }
 
     pub fn desired_count(&self, service: &str) -> Option<i32> {
@@ -264,6 +302,56 @@ impl Cloud for FakeCloud {
     }
 
     fn forget_unused(&self, _idle: std::time::Duration) {}
+    async fn list_services(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
+        self.count("ListServices")?;
+        let s = self.state.lock().unwrap();
+        Ok(s.services
+            .values()
+            .filter(|x| x.settings.cluster == cluster)
+            .map(|x| x.settings.service_name.clone())
+            .collect())
+    }
+    async fn delete_service(&self, cluster: &str, service: &str) -> Result<(), AwsError> {
+        self.count("DeleteService")?;
+        self.state
+            .lock()
+            .unwrap()
+            .services
+            .retain(|_, x| !(x.settings.cluster == cluster && x.settings.service_name == service));
+        Ok(())
+    }
+    async fn ensure_state_table(&self, table: &str) -> Result<(), AwsError> {
+        self.count("CreateTable")?;
+        self.state.lock().unwrap().tables.entry(table.to_string()).or_default();
+        Ok(())
+    }
+    async fn put_state_item(&self, table: &str, item: &StateItem) -> Result<(), AwsError> {
+        self.count("PutItem")?;
+        let mut s = self.state.lock().unwrap();
+        let Some(t) = s.tables.get_mut(table) else {
+            return Err(AwsError::NotFound { operation: "PutItem".into(), message: "no table".into() });
+        };
+        t.insert((item.pk.clone(), item.sk.clone()), item.clone());
+        Ok(())
+    }
+    async fn query_state_items(
+        &self,
+        table: &str,
+        pk: &str,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StateItem>, AwsError> {
+        self.count("Query")?;
+        let s = self.state.lock().unwrap();
+        let Some(t) = s.tables.get(table) else {
+            return Err(AwsError::NotFound { operation: "Query".into(), message: "no table".into() });
+        };
+        Ok((t.values().rev())
+            .filter(|i| i.pk == pk && service.is_none_or(|x| x == i.service))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
 }
 
 /// Hands the daemon the one [`FakeCloud`] of a test.

@@ -1,0 +1,115 @@
+//! Orphans: berth-managed services of the environment's cluster whose folder is gone from
+//! git. Reported `Orphaned`; with `prune: true`, scaled to zero, their scaling removed,
+//! and deleted, within the environment's `prune_limit`. Never a service without berth's
+//! tags for this environment, and never anything when git has no services at all for it
+//! (a broken discovery glob must not delete production).
+
+use std::collections::BTreeSet;
+
+use super::table::Table;
+use super::{EnvInput, Failure, Mode, Outcome};
+use crate::core::desired::{scaling_resource_id, tags};
+use crate::engine::cloud::Cloud;
+use crate::engine::history::{self, Entry, Trigger};
+
+/// Looks for the environment's orphans and adds a row for each (pruning them when the
+/// environment says so and the guards allow).
+pub async fn orphans<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_>) {
+    let env = input.env;
+    let in_git: BTreeSet<&str> = (input.repo.services.iter())
+        .filter(|d| d.envs.contains_key(&env.name))
+        .map(|d| d.name.as_str())
+        .chain(input.repo.broken.iter().filter(|b| b.envs.contains(&env.name)).map(|b| b.key.as_str()))
+        .collect();
+    // Only the services git does not have are read (the others were, by the reconcile): a
+    // cluster with no foreign services costs one ListServices.
+    let candidates = match cloud.list_services(&env.cluster).await {
+        Ok(names) => names.into_iter().filter(|n| !in_git.contains(n.as_str())).collect::<Vec<_>>(),
+        Err(e) => {
+            tracing::warn!(env = %env.name, error = %e, "cannot look for orphaned services");
+            return;
+        }
+    };
+    if candidates.is_empty() {
+        return;
+    }
+    let live = match cloud.describe_services(&env.cluster, &candidates).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(env = %env.name, error = %e, "cannot look for orphaned services");
+            return;
+        }
+    };
+    let orphans: Vec<_> = (live.values())
+        .filter(|s| s.status == "ACTIVE" && s.tag(tags::MANAGED) == Some("true") && s.tag(tags::ENV) == Some(&env.name))
+        .collect();
+    if orphans.is_empty() {
+        return;
+    }
+    let managed = in_git.len() + orphans.len();
+    let limit = env.prune_limit.of(managed);
+    let refusal = if !env.prune {
+        Some(
+            "its folder is gone from git; berth leaves it running (set `prune: true` for the environment to delete it)"
+                .to_string(),
+        )
+    } else if input.mode != Mode::Apply {
+        Some("its folder is gone from git; `prune: true` deletes it when berth applies".to_string())
+    } else if in_git.is_empty() {
+        Some("git has no services at all for this environment: berth prunes nothing (a broken discovery glob must not delete everything)".to_string())
+    } else if orphans.len() > limit {
+        Some(format!(
+            "its folder is gone from git; {} services would be pruned, more than prune_limit allows ({limit} of {}): berth prunes none",
+            orphans.len(),
+            managed
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = &refusal
+        && env.prune
+    {
+        tracing::warn!(env = %env.name, orphans = orphans.len(), reason = %reason, "not pruning");
+    }
+    for live in orphans {
+        let name = live.settings.service_name.clone();
+        let outcome = match &refusal {
+            Some(reason) => Outcome::Orphaned(reason.clone()),
+            None => match prune(cloud, &env.cluster, live).await {
+                Ok(()) => {
+                    tracing::info!(env = %env.name, service = %name, "pruned: its folder is gone from git");
+                    if let Some(state) = &input.config.state {
+                        let mut entry = Entry::operator(&env.name, &name, Trigger::Pruned, live);
+                        entry.by = "berth".into();
+                        history::put(cloud, state, &entry).await;
+                    }
+                    Outcome::Pruned
+                }
+                Err(error) => Outcome::Failed(Failure::Aws { context: "pruning", error, applying: true }),
+            },
+        };
+        let row = table.insert_done(&name, outcome);
+        row.report.task_definition = Some(live.settings.task_definition.clone());
+        row.report.commit = live.tag(tags::COMMIT).map(str::to_string);
+    }
+}
+
+/// Scale to zero, remove its scaling (policies go with the target), delete.
+async fn prune<C: Cloud>(
+    cloud: &C,
+    cluster: &str,
+    live: &crate::core::live::LiveService,
+) -> Result<(), crate::aws::AwsError> {
+    let mut settings = live.settings.clone();
+    settings.desired_count = Some(0);
+    cloud.update_service(&settings, &live.settings.task_definition, true).await?;
+    let rid = scaling_resource_id(cluster, &live.settings.service_name);
+    let policies = cloud.describe_scaling_policies(&BTreeSet::from([rid.clone()])).await?;
+    for p in policies.get(&rid).into_iter().flatten() {
+        cloud.delete_scaling_policy(&p.policy.policy_name, &rid).await?;
+    }
+    if !cloud.describe_scalable_targets(std::slice::from_ref(&rid)).await?.is_empty() {
+        cloud.deregister_scalable_target(&rid).await?;
+    }
+    cloud.delete_service(cluster, &live.settings.service_name).await
+}
