@@ -284,7 +284,12 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<Exit> {
         entry.image = revision.definition.container_definitions.first().map(|c| c.image.clone()).unwrap_or_default();
         entry.commit = revision.tag(tags::COMMIT).unwrap_or_default().to_string();
         entry.spec_hash = revision.tag(tags::SPEC_HASH).unwrap_or_default().to_string();
-        entry.result = if result.is_ok() { "completed" } else { "rollout_failed" }.into();
+        entry.result = match (&result, t.env.rollout_wait) {
+            (Err(_), _) => "rollout_failed",
+            (Ok(()), true) => "completed",
+            (Ok(()), false) => "applied",
+        }
+        .into();
         entry.duration_s = Some(started.elapsed().as_secs_f64());
         history::record_now(&t.config, &*t.aws, entry).await;
         let dependents: Vec<&str> = (checkout.repo.services.iter())

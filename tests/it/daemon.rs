@@ -15,10 +15,12 @@ use crate::support::proxy::{Fault, Rollouts};
 use crate::support::world::{SECRET_VALUES, World, git, text};
 
 const WEBHOOK_SECRET: &str = "webhook-test-secret";
+/// The daemon API's bearer token (`api: {token_env: BERTH_TEST_API_TOKEN}`).
+pub(crate) const API_TOKEN: &str = "api-test-token";
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Option<Child>,
-    metrics: String,
+    pub(crate) metrics: String,
     webhook: String,
     log: PathBuf,
 }
@@ -26,7 +28,7 @@ struct Daemon {
 impl Daemon {
     /// Starts `berth daemon` for the world (listeners on free loopback ports) and waits
     /// until `/healthz` answers.
-    fn start(w: &World) -> Daemon {
+    pub(crate) fn start(w: &World) -> Daemon {
         let (m, h) = (free_port(), free_port());
         *w.top_level.borrow_mut() = format!(
             "metrics: {{listen: 127.0.0.1:{m}}}\nwebhook: {{listen: 127.0.0.1:{h}, secret_env: BERTH_TEST_WEBHOOK}}\nconcurrency: 4\n"
@@ -38,6 +40,7 @@ impl Daemon {
         cmd.env_remove("AWS_ENDPOINT_URL")
             .env("RUST_LOG", "berth=debug,info")
             .env("BERTH_TEST_WEBHOOK", WEBHOOK_SECRET)
+            .env("BERTH_TEST_API_TOKEN", API_TOKEN)
             .args(["daemon", "--config", &w.config.to_string_lossy()])
             .stdout(file.try_clone().unwrap())
             .stderr(file);
@@ -48,28 +51,28 @@ impl Daemon {
         d
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         http(&self.metrics, "GET", path, &[], b"")
     }
 
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let (code, body) = self.get("/status");
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
 
-    fn service(&self, env: &str, name: &str) -> Option<Value> {
+    pub(crate) fn service(&self, env: &str, name: &str) -> Option<Value> {
         let s = self.status();
         let e = s["environments"].as_array()?.iter().find(|e| e["name"] == env)?.clone();
         e["services"].as_array()?.iter().find(|x| x["name"] == name).cloned()
     }
 
     /// Polls `cond` until it holds or `limit` passes (then fails with the daemon's log).
-    fn wait_for(&self, what: &str, limit: Duration, cond: impl Fn(&Daemon) -> bool) -> Duration {
+    pub(crate) fn wait_for(&self, what: &str, limit: Duration, cond: impl Fn(&Daemon) -> bool) -> Duration {
         let start = Instant::now();
         while start.elapsed() < limit {
             if cond(self) {
@@ -85,14 +88,14 @@ impl Daemon {
     }
 
     /// [`Daemon::start`], then waits for the first sync of every environment.
-    fn ready(w: &World) -> Daemon {
+    pub(crate) fn ready(w: &World) -> Daemon {
         let d = Daemon::start(w);
         d.wait_for("first sync", Duration::from_secs(60), |d| d.get("/readyz").0 == 200);
         d
     }
 
     /// Waits until `n` more cycles of `env` have completed.
-    fn cycles_more(&self, env: &str, n: u64) {
+    pub(crate) fn cycles_more(&self, env: &str, n: u64) {
         let target = cycles(self, env) + n;
         self.wait_for("more cycles", Duration::from_secs(60), |d| cycles(d, env) >= target);
     }
@@ -107,7 +110,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit status and how long it took.
-    fn terminate(&mut self) -> (Option<i32>, Duration) {
+    pub(crate) fn terminate(&mut self) -> (Option<i32>, Duration) {
         let mut child = self.child.take().unwrap();
         let start = Instant::now();
         let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
@@ -138,7 +141,7 @@ impl Drop for Daemon {
     }
 }
 
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(addr) else { return (0, String::new()) };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req =
@@ -165,7 +168,7 @@ fn sign(body: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn image_of(w: &World, cluster: &str, service: &str) -> String {
+pub(crate) fn image_of(w: &World, cluster: &str, service: &str) -> String {
     w.console(&format!(
         "import boto3; e = boto3.client('ecs'); s = e.describe_services(cluster='{cluster}', services=['{service}'])['services']; print(e.describe_task_definition(taskDefinition=s[0]['taskDefinition'])['taskDefinition']['containerDefinitions'][0]['image'] if s else '-')"
     ))
@@ -696,7 +699,7 @@ fn a_poll_of_a_converged_repository_costs_the_minimum_requests() {
 }
 
 /// The cycles the daemon has completed for `env` (`berth_reconcile_duration_seconds_count`).
-fn cycles(d: &Daemon, env: &str) -> u64 {
+pub(crate) fn cycles(d: &Daemon, env: &str) -> u64 {
     let (_, m) = d.get("/metrics");
     let prefix = format!("berth_reconcile_duration_seconds_count{{env=\"{env}\"}}");
     m.lines().find(|l| l.starts_with(&prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)

@@ -343,7 +343,7 @@ async fn a_paused_service_keeps_its_drift_until_resumed() {
         let names: Vec<&str> = heals.iter().filter_map(|e| e["service"].as_str()).collect();
         assert_eq!(names, ["ledger", "notifier"], "{heals:?}");
         assert_eq!(heals[0]["trigger"]["fields"], serde_json::json!(["service.desiredCount"]));
-        assert_eq!(heals[0]["result"], "completed");
+        assert_eq!(heals[0]["result"], "applied");
     })
     .await;
 }

@@ -7,6 +7,7 @@ mod converge;
 mod daemon;
 mod engine;
 mod faults;
+mod operate;
 mod packaging;
 mod parse_props;
 mod render_snapshots;

@@ -176,6 +176,8 @@ const STAR_OK: &[&str] = &[
     "application-autoscaling:DescribeScalingPolicies",
     // No resource types; the policy narrows it with the cloudwatch:namespace condition.
     "cloudwatch:PutMetricData",
+    // No resource types; narrowed to berth's clusters with the ecs:cluster condition.
+    "ecs:ListServices",
 ];
 
 /// Every permission the daemon needs (sts:GetCallerIdentity needs none).
@@ -187,6 +189,8 @@ const REQUIRED: &[&str] = &[
     "ecs:UpdateService",
     "ecs:TagResource",
     "ecs:UntagResource",
+    "ecs:ListServices",
+    "ecs:DeleteService",
     "application-autoscaling:DescribeScalableTargets",
     "application-autoscaling:DescribeScalingPolicies",
     "application-autoscaling:RegisterScalableTarget",
@@ -253,6 +257,13 @@ fn iam_policy_is_least_privilege() {
                 "{sid}"
             );
         }
+        if actions.iter().any(|a| a == "ecs:ListServices") {
+            let clusters = st["Condition"]["ArnEquals"].get("ecs:cluster").map(strings).unwrap_or_default();
+            assert!(!clusters.is_empty(), "{sid}: ecs:ListServices needs an ecs:cluster condition");
+        }
+        if actions.iter().any(|a| a.starts_with("dynamodb:")) {
+            assert!(resources.iter().all(|r| r.contains(":table/<STATE_TABLE>")), "{sid}: only berth's state table");
+        }
         if actions.iter().any(|a| a == "cloudwatch:PutMetricData") {
             assert_eq!(condition("cloudwatch:namespace"), Some(vec!["Berth".to_string()]), "{sid}");
         }
@@ -275,7 +286,7 @@ fn iam_policy_passes_parliament() {
 import json, sys
 from parliament import analyze_policy_string
 text = open(sys.argv[1]).read()
-for k, v in {"<REGION>": "us-east-1", "<ACCOUNT_ID>": "123456789012", "<PRE_CLUSTER>": "pre", "<PROD_CLUSTER>": "prod"}.items():
+for k, v in {"<REGION>": "us-east-1", "<ACCOUNT_ID>": "123456789012", "<PRE_CLUSTER>": "pre", "<PROD_CLUSTER>": "prod", "<STATE_TABLE>": "berth-state"}.items():
     text = text.replace(k, v)
 found = analyze_policy_string(text, include_community_auditors=True).findings
 print(json.dumps([{"issue": f.issue, "detail": str(f.detail), "at": str(f.location)} for f in found]))

@@ -180,6 +180,8 @@ async fn record_history<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run, ex
         Some(f) => ("failed", Some(f.to_string())),
         None if ex.rollout.is_some() => ("applied", None),
         None if ex.interrupted => ("interrupted", None),
+        // Not waited for: applied, not known to have rolled out.
+        None if !input.env.rollout_wait => ("applied", None),
         None => ("completed", None),
     };
     let entry = Entry {

@@ -37,6 +37,8 @@ pub struct World {
     pub poll_interval: std::cell::RefCell<String>,
     /// Extra top-level YAML written by `write_config` (listeners, …).
     pub top_level: std::cell::RefCell<String>,
+    /// More top-level YAML, kept when a daemon rewrites `top_level` (`state:`, `api:`, …).
+    pub top_extra: std::cell::RefCell<String>,
     /// Extra YAML for every environment, from the last `write_config`.
     env_extra: std::cell::RefCell<String>,
     /// Only these environments go into the config (default: pre and prod).
@@ -122,6 +124,7 @@ impl World {
             security_group,
             poll_interval: std::cell::RefCell::new("60s".into()),
             top_level: std::cell::RefCell::new(String::new()),
+            top_extra: std::cell::RefCell::new(String::new()),
             env_extra: std::cell::RefCell::new(String::new()),
             envs: std::cell::RefCell::new(vec!["pre", "prod"]),
             dir,
@@ -156,12 +159,13 @@ impl World {
             ));
         }
         let text = format!(
-            "repo:\n  url: file://{repo}\n  workdir: {work}\n  poll_interval: {poll}\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  account_id: \"123456789012\"\n  registry: {REGISTRY}\n  max_attempts: 4\nenvironments:\n{envs}{top}",
+            "repo:\n  url: file://{repo}\n  workdir: {work}\n  poll_interval: {poll}\naws:\n  region: us-east-1\n  endpoint_url: {endpoint}\n  account_id: \"123456789012\"\n  registry: {REGISTRY}\n  max_attempts: 4\nenvironments:\n{envs}{top}{top_extra}",
             repo = self.origin.display(),
             work = self.dir.path().join("work").display(),
             poll = self.poll_interval.borrow(),
             endpoint = self.proxy.endpoint,
             top = self.top_level.borrow(),
+            top_extra = self.top_extra.borrow(),
         );
         // Write-then-rename, as editors and config management do: a watcher never sees half a file.
         let tmp = self.config.with_extension("yaml.tmp");
