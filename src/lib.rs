@@ -11,7 +11,9 @@
 //! - [`engine`]: reconciling an environment (`reconcile`: collect, decide, act over one
 //!   table), outcomes and their projections, the daemon's loop and per-service state,
 //!   status and metrics, and the `Cloud` port the engine uses.
-//! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/status` and the webhook.
+//! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/status`, `/api/v1/sync` and the webhook.
+//! - [`http`]: the one HTTP client of berth's own requests (the CLI to the daemon,
+//!   notification sinks).
 //! - [`commands`]: one module per subcommand; glue only.
 //! - [`cli`]: the clap definitions.
 
@@ -20,5 +22,6 @@ pub mod cli;
 pub mod commands;
 pub mod core;
 pub mod engine;
+pub mod http;
 pub mod server;
 pub mod source;

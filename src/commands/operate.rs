@@ -19,13 +19,7 @@ use crate::engine::history::{self, Entry, Trigger};
 use crate::engine::reconcile::{self, EnvInput, Mode, RolloutWatch};
 use crate::source::checkout::{Checkout, local_checkout, remote_checkout};
 
-/// Who runs the command: `BERTH_ACTOR`, else the login name.
-pub fn actor() -> String {
-    ["BERTH_ACTOR", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "unknown".to_string())
-}
+pub use crate::engine::history::actor;
 
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
@@ -453,7 +447,12 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<Exit> {
     let body = serde_json::json!({"env": args.env, "services": args.service.iter().collect::<Vec<_>>()}).to_string();
     let endpoint = format!("{url}/api/v1/sync");
     let (status, answer) = runtime()?
-        .block_on(crate::commands::status::request(hyper::Method::POST, &endpoint, Some(body), Some(&token)))
+        .block_on(crate::http::request(
+            hyper::Method::POST,
+            &endpoint,
+            &[("authorization", format!("Bearer {token}")), ("content-type", "application/json".into())],
+            Some(body.into_bytes()),
+        ))
         .with_context(|| format!("cannot reach {endpoint}"))?;
     if !status.is_success() {
         bail!("{endpoint} refused: HTTP {status}: {}", answer.trim());

@@ -97,45 +97,11 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<Exit> {
 
 /// GET `url` (http or https, answers chunked or not) with a 10 s bound on each step.
 async fn fetch(url: &str) -> anyhow::Result<String> {
-    let (status, body) = request(hyper::Method::GET, url, None, None).await?;
+    let (status, body) = crate::http::request(hyper::Method::GET, url, &[], None).await?;
     if !status.is_success() {
         anyhow::bail!("HTTP {status}");
     }
     Ok(body)
-}
-
-/// One request to the daemon (http or https, answers chunked or not), each step bounded
-/// by 10 s: its status and body. `body` is sent as JSON; `token` as a bearer token.
-pub async fn request(
-    method: hyper::Method,
-    url: &str,
-    body: Option<String>,
-    token: Option<&str>,
-) -> anyhow::Result<(hyper::StatusCode, String)> {
-    use axum::body::Bytes;
-    use http_body_util::{BodyExt as _, Full};
-    const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .context("cannot load the system's TLS roots")?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
-    let mut builder = hyper::Request::builder().method(method).uri(url).header("accept", "application/json");
-    if let Some(t) = token {
-        builder = builder.header("authorization", format!("Bearer {t}"));
-    }
-    if body.is_some() {
-        builder = builder.header("content-type", "application/json");
-    }
-    let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-    let response = tokio::time::timeout(LIMIT, client.request(request)).await.context("no answer within 10 s")??;
-    let status = response.status();
-    let body =
-        tokio::time::timeout(LIMIT, response.into_body().collect()).await.context("the answer took over 10 s")??;
-    Ok((status, String::from_utf8_lossy(&body.to_bytes()).into_owned()))
 }
 
 #[cfg(test)]

@@ -28,6 +28,38 @@ pub struct RawConfig {
     pub state: Option<At<RawState>>,
     /// The daemon's API on the metrics listener (`POST /api/v1/sync`).
     pub api: Option<At<RawApi>>,
+    /// Where berth tells people what it did: Slack, a signed webhook, GitHub.
+    pub notifications: Option<At<Vec<At<RawSink>>>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    /// `slack` (incoming webhook), `webhook` (JSON, signed) or `github` (commit statuses
+    /// and deployments).
+    #[serde(rename = "type")]
+    pub kind: Option<At<String>>,
+    /// The sink's name in metrics and logs (default: its type, then its position).
+    pub name: Option<At<String>>,
+    /// The URL (webhook).
+    pub url: Option<At<String>>,
+    /// The environment variable holding the URL (slack; webhook).
+    pub url_env: Option<At<String>>,
+    /// The environment variable holding the HMAC key (webhook).
+    pub secret_env: Option<At<String>>,
+    /// The environment variable holding the token (github).
+    pub token_env: Option<At<String>>,
+    /// `owner/name` (github).
+    pub repo: Option<At<String>>,
+    /// The API base (github; default https://api.github.com, or GitHub Enterprise's).
+    pub api_url: Option<At<String>>,
+    /// Only these events (default: all).
+    pub events: Option<At<Vec<At<String>>>>,
+    /// Only these environments (default: all).
+    pub envs: Option<At<Vec<At<String>>>>,
+    /// Notices kept waiting for this sink at most (default 1000); when full, the oldest
+    /// is dropped (and counted).
+    pub queue: Option<At<u32>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
@@ -140,7 +172,8 @@ pub struct RawCloudWatch {
 }
 
 stamp_fields! {
-    RawConfig { repo, aws, environments, metrics, webhook, concurrency, cloudwatch, state, api }
+    RawConfig { repo, aws, environments, metrics, webhook, concurrency, cloudwatch, state, api, notifications }
+    RawSink { kind, name, url, url_env, secret_env, token_env, repo, api_url, events, envs, queue }
     RawState { table, ttl, create }
     RawApi { token_env }
     RawRepo { url, token_env, ssh_key, poll_interval, workdir, discovery }
@@ -177,6 +210,7 @@ pub struct Config {
     pub cloudwatch_namespace: Option<String>,
     pub state: Option<StateConfig>,
     pub api: Option<ApiConfig>,
+    pub notifications: Vec<SinkConfig>,
 }
 
 /// The DynamoDB table of berth's history.
@@ -186,6 +220,29 @@ pub struct StateConfig {
     pub ttl: Duration,
     pub create: bool,
 }
+
+/// A notification sink.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SinkConfig {
+    pub name: String,
+    pub kind: SinkKind,
+    /// Empty: every event.
+    pub events: Vec<String>,
+    /// Empty: every environment.
+    pub envs: Vec<String>,
+    pub queue: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SinkKind {
+    Slack { url_env: String },
+    Webhook { url: Option<String>, url_env: Option<String>, secret_env: Option<String> },
+    GitHub { token_env: String, repo: String, api_url: String },
+}
+
+/// The events a sink may ask for.
+pub const EVENTS: &[&str] =
+    &["applied", "failed", "rollout_failed", "rolled_back", "drift_healed", "pinned", "paused", "pruned"];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiConfig {
@@ -492,7 +549,11 @@ fn check(file: &Arc<str>, raw: &RawConfig, diags: &mut Vec<Diagnostic>) -> Optio
     let api = raw.api.as_ref().map(|a| ApiConfig {
         token_env: a.token_env.as_ref().map_or("BERTH_API_TOKEN".to_string(), |t| t.value.clone()),
     });
+    let notifications = raw.notifications.as_ref().map_or_else(Vec::new, |list| {
+        list.value.iter().enumerate().filter_map(|(i, s)| sink(i, s, &environments, diags)).collect()
+    });
     Some(Config {
+        notifications,
         repo: repo?,
         aws: aws?,
         environments,
@@ -577,6 +638,80 @@ fn check_env(name: &str, env: &At<RawEnv>, diags: &mut Vec<Diagnostic>) -> Optio
         defaults,
         prune: env.prune.as_ref().is_some_and(|p| p.value),
         prune_limit: prune_limit(env.prune_limit.as_ref(), diags),
+    })
+}
+
+fn sink(
+    i: usize,
+    s: &At<RawSink>,
+    envs: &BTreeMap<String, EnvConfig>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<SinkConfig> {
+    let text = |f: &Option<At<String>>| f.as_ref().map(|v| v.value.clone());
+    let required = |f: &Option<At<String>>, name: &str, diags: &mut Vec<Diagnostic>| {
+        let v = text(f);
+        if v.is_none() {
+            diags.push(Diagnostic::new(s.pos.clone(), format!("missing required field `{name}`")));
+        }
+        v
+    };
+    let kind = match s.kind.as_ref().map(|k| k.value.as_str()) {
+        Some("slack") => SinkKind::Slack { url_env: required(&s.url_env, "url_env", diags)? },
+        Some("webhook") => {
+            if s.url.is_none() == s.url_env.is_none() {
+                diags.push(Diagnostic::new(s.pos.clone(), "set exactly one of `url` or `url_env`"));
+            }
+            SinkKind::Webhook { url: text(&s.url), url_env: text(&s.url_env), secret_env: text(&s.secret_env) }
+        }
+        Some("github") => SinkKind::GitHub {
+            token_env: required(&s.token_env, "token_env", diags)?,
+            repo: required(&s.repo, "repo", diags)?,
+            api_url: text(&s.api_url)
+                .map_or("https://api.github.com".to_string(), |u| u.trim_end_matches('/').to_string()),
+        },
+        Some(other) => {
+            let at = s.kind.as_ref().expect("present").pos.clone();
+            diags.push(Diagnostic::new(at, format!("unknown notification type `{other}`: slack, webhook or github")));
+            return None;
+        }
+        None => {
+            diags.push(Diagnostic::new(s.pos.clone(), "missing required field `type` (slack, webhook or github)"));
+            return None;
+        }
+    };
+    for u in [&s.url, &s.api_url].into_iter().flatten() {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            diags
+                .push(Diagnostic::new(u.pos.clone(), format!("invalid URL `{}`: an http:// or https:// URL", u.value)));
+        }
+    }
+    let list = |f: &Option<At<Vec<At<String>>>>| f.as_ref().map(|l| l.value.clone()).unwrap_or_default();
+    let events = list(&s.events);
+    for e in &events {
+        if !EVENTS.contains(&e.value.as_str()) {
+            diags.push(Diagnostic::new(
+                e.pos.clone(),
+                format!("unknown event `{}`: one of {}", e.value, EVENTS.join(", ")),
+            ));
+        }
+    }
+    let sink_envs = list(&s.envs);
+    for e in &sink_envs {
+        if !envs.contains_key(&e.value) {
+            diags.push(Diagnostic::new(e.pos.clone(), format!("no environment `{}` in this config", e.value)));
+        }
+    }
+    let default_name = match &kind {
+        SinkKind::Slack { .. } => "slack",
+        SinkKind::Webhook { .. } => "webhook",
+        SinkKind::GitHub { .. } => "github",
+    };
+    Some(SinkConfig {
+        name: text(&s.name).unwrap_or_else(|| format!("{default_name}-{}", i + 1)),
+        kind,
+        events: events.into_iter().map(|e| e.value).collect(),
+        envs: sink_envs.into_iter().map(|e| e.value).collect(),
+        queue: s.queue.as_ref().map_or(1000, |q| q.value.clamp(1, 100_000) as usize),
     })
 }
 

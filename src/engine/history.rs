@@ -86,6 +86,14 @@ pub struct Entry {
     pub error: Option<String>,
 }
 
+/// Who runs a command: `BERTH_ACTOR`, else the login name.
+pub fn actor() -> String {
+    ["BERTH_ACTOR", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 pub fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }
@@ -111,7 +119,7 @@ impl Entry {
             trigger,
             result: result.to_string(),
             duration_s: None,
-            by: crate::commands::operate::actor(),
+            by: actor(),
             error: None,
         }
     }

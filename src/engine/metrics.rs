@@ -33,6 +33,8 @@ pub struct Metrics {
     pub git_fetch: Family<Labels, Counter>,
     pub reconcile_duration: HistogramFamily,
     pub reconcile: Family<Labels, Counter>,
+    /// `berth_notifications_total{sink,result}`, counted by the notifier.
+    pub notifications: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -42,6 +44,7 @@ impl Default for Metrics {
             git_fetch: Family::default(),
             reconcile_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             reconcile: Family::default(),
+            notifications: Family::default(),
         }
     }
 }
@@ -63,6 +66,7 @@ impl Metrics {
         let pinned: Family<Labels, Gauge> = Family::default();
         let paused: Family<Labels, Gauge> = Family::default();
         let orphaned: Family<Labels, Gauge> = Family::default();
+        let last_change: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
         let last_sync: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
         let aws_unavailable: Family<Labels, Gauge> = Family::default();
         for env in &status.environments {
@@ -78,6 +82,14 @@ impl Metrics {
                 held.get_or_create(&key).set(i64::from(s.held));
                 pinned.get_or_create(&key).set(i64::from(s.pinned.is_some()));
                 paused.get_or_create(&key).set(i64::from(s.paused.is_some()));
+                if let Some(c) = &s.last_change {
+                    let kind =
+                        serde_json::to_value(&c.trigger).ok().and_then(|v| v["kind"].as_str().map(str::to_string));
+                    let kind = kind.unwrap_or_default();
+                    last_change
+                        .get_or_create(&labels(&[("env", &env.name), ("service", &s.name), ("trigger", &kind)]))
+                        .set(c.at);
+                }
                 if s.health == super::status::Health::Orphaned {
                     orphaned.get_or_create(&key).set(1);
                 }
@@ -115,6 +127,11 @@ impl Metrics {
             "Service reconciles by result (synced, applied, failed, skipped)",
             self.reconcile.clone(),
         );
+        reg.register(
+            "notifications",
+            "Notifications by sink and result (sent, failed after retries, dropped from a full queue)",
+            self.notifications.clone(),
+        );
         reg.register("service_drift", "1 when live state differs from git", drift);
         reg.register("service_info", "The service's commit, task definition and status", info);
         reg.register_with_unit(
@@ -126,6 +143,12 @@ impl Metrics {
         reg.register("service_held", "1 while a failed rollout holds the service's spec", held);
         reg.register("service_pinned", "1 while a rollback pins the service to an earlier revision", pinned);
         reg.register("service_paused", "1 while an operator has paused the service", paused);
+        reg.register_with_unit(
+            "service_last_change_timestamp",
+            "When berth last changed the service, by what triggered it (git_change, drift_heal, retry, …)",
+            Unit::Seconds,
+            last_change,
+        );
         reg.register("service_orphaned", "1 for a berth-managed service whose folder is gone from git", orphaned);
 
         let aws: Family<Labels, Counter> = Family::default();

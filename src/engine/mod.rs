@@ -13,6 +13,7 @@ pub mod cloud;
 pub mod daemon;
 pub mod history;
 pub mod metrics;
+pub mod notify;
 pub mod outcome;
 pub mod reconcile;
 pub mod scheduler;

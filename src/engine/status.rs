@@ -78,6 +78,17 @@ pub struct ServiceStatus {
     /// An operator's pause: why, who and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<crate::core::live::Pause>,
+    /// When this daemon last changed the service, and why (the full record is in
+    /// `berth history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<LastChange>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastChange {
+    /// Unix seconds.
+    pub at: f64,
+    pub trigger: crate::engine::history::Trigger,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -155,6 +166,10 @@ pub fn service_status(report: &ServiceReport, now: f64, previous: Option<&Servic
         paused: match o {
             Outcome::Held(Hold::Paused { pause, .. }) => Some(pause.clone()),
             _ => None,
+        },
+        last_change: match (&report.trigger, report.applied.is_empty()) {
+            (Some(trigger), false) => Some(LastChange { at: now, trigger: trigger.clone() }),
+            _ => previous.and_then(|p| p.last_change.clone()),
         },
     }
 }

@@ -17,6 +17,8 @@ use crate::support::world::{SECRET_VALUES, World, git, text};
 const WEBHOOK_SECRET: &str = "webhook-test-secret";
 /// The daemon API's bearer token (`api: {token_env: BERTH_TEST_API_TOKEN}`).
 pub(crate) const API_TOKEN: &str = "api-test-token";
+/// The notification webhook's HMAC key (`secret_env: BERTH_TEST_HOOK_SECRET`).
+pub(crate) const HOOK_SECRET: &str = "hook-test-secret";
 
 pub(crate) struct Daemon {
     child: Option<Child>,
@@ -41,6 +43,8 @@ impl Daemon {
             .env("RUST_LOG", "berth=debug,info")
             .env("BERTH_TEST_WEBHOOK", WEBHOOK_SECRET)
             .env("BERTH_TEST_API_TOKEN", API_TOKEN)
+            .env("BERTH_TEST_HOOK_SECRET", HOOK_SECRET)
+            .env("BERTH_TEST_GITHUB_TOKEN", "github-test-token")
             .args(["daemon", "--config", &w.config.to_string_lossy()])
             .stdout(file.try_clone().unwrap())
             .stderr(file);

@@ -221,3 +221,132 @@ fn a_deleted_folder_prunes_only_its_berth_managed_service() {
     }
     assert!(d.log().contains("pruned: its folder is gone from git"), "{}", d.log());
 }
+
+/// A request as received: headers (lower-cased; `:request` is the request line) and body.
+type Received = (std::collections::BTreeMap<String, String>, Vec<u8>);
+
+/// A local receiver: records every request and answers 201 `{"id": 7}`.
+struct Receiver {
+    addr: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut headers = std::collections::BTreeMap::new();
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                headers.insert(":request".to_string(), line.trim_end().to_string());
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.trim_end().split_once(':') {
+                        headers.insert(k.to_lowercase(), v.trim().to_string());
+                    }
+                }
+                let len = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                sink.lock().unwrap().push((headers, body));
+                // A GitHub API answers a new deployment with its id.
+                let _ = conn
+                    .write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{\"id\": 7}");
+            }
+        });
+        Receiver { addr, got }
+    }
+
+    /// The request lines received (`POST /path HTTP/1.1`) with their Authorization.
+    fn requests(&self) -> Vec<(String, String)> {
+        let got = self.got.lock().unwrap();
+        got.iter().map(|(h, _)| (h[":request"].clone(), h.get("authorization").cloned().unwrap_or_default())).collect()
+    }
+
+    /// The events received, each checked against its signature.
+    fn events(&self) -> Vec<Value> {
+        use hmac::{KeyInit as _, Mac as _};
+        let got = self.got.lock().unwrap();
+        got.iter()
+            .map(|(headers, body)| {
+                let mut mac =
+                    hmac::Hmac::<sha2::Sha256>::new_from_slice(crate::daemon::HOOK_SECRET.as_bytes()).unwrap();
+                mac.update(body);
+                let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+                assert_eq!(headers.get("x-berth-signature-256"), Some(&want), "a bad signature");
+                let text = String::from_utf8_lossy(body);
+                for v in crate::support::world::SECRET_VALUES {
+                    assert!(!text.contains(v), "secret value in a notification: {text}");
+                }
+                serde_json::from_slice(body).unwrap()
+            })
+            .collect()
+    }
+
+    fn has(&self, event: &str, service: &str) -> bool {
+        self.events().iter().any(|e| e["event"] == event && e["service"] == service)
+    }
+}
+
+/// Notifications: a local receiver gets applied, healed and failed events, each signed;
+/// a sink that is down and one that never answers delay no reconcile, and the slow one's
+/// full queue drops its oldest notices (counted).
+#[test]
+fn notifications_are_signed_and_a_dead_sink_delays_nothing() {
+    let w = world();
+    let good = Receiver::start();
+    let github = Receiver::start();
+    let down = crate::support::moto::free_port();
+    // Accepts connections (the kernel's backlog) and never answers.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_addr = stuck.local_addr().unwrap();
+    let base = w.top_extra.borrow().clone();
+    *w.top_extra.borrow_mut() = format!(
+        "{base}notifications:\n  - {{type: webhook, name: good, url: \"http://{}/hook\", secret_env: BERTH_TEST_HOOK_SECRET}}\n  - {{type: webhook, name: down, url: \"http://127.0.0.1:{down}/\"}}\n  - {{type: webhook, name: slow, url: \"http://{stuck_addr}/\", queue: 2, envs: [pre]}}\n  - {{type: github, token_env: BERTH_TEST_GITHUB_TOKEN, repo: acme/monorepo, api_url: \"http://{}\", events: [applied, failed]}}\n",
+        good.addr, github.addr
+    );
+    w.rewrite_config();
+    let d = Daemon::ready(&w);
+    d.wait_for("applied events", LIMIT, |_| good.has("applied", "ledger"));
+    // A console edit is healed at the next poll (1 s) while two sinks hang or fail.
+    w.console("import boto3; boto3.client('ecs').update_service(cluster='pre', service='notifier', desiredCount=4)");
+    let started = Instant::now();
+    d.wait_for("healed", LIMIT, |_| desired_count(&w, "notifier") == 1);
+    eprintln!("notifications: a heal with a dead and a stuck sink took {} ms", started.elapsed().as_millis());
+    d.wait_for("healed event", LIMIT, |_| good.has("drift_healed", "notifier"));
+    let healed = good.events().into_iter().find(|e| e["event"] == "drift_healed").unwrap();
+    assert_eq!(healed["fields"], serde_json::json!(["service.desiredCount"]), "{healed}");
+    // A failure.
+    w.proxy.inject("UpdateService", Fault::Code("InvalidParameterException"), 4);
+    w.commit_edit("services/ledger/deploy/service.yaml", |t| t.replace("count: 1", "count: 2"), "ledger: 2");
+    w.push_images();
+    w.push();
+    d.wait_for("failed event", LIMIT, |_| good.has("failed", "ledger"));
+    d.wait_for("dropped counted", LIMIT, |d| {
+        d.get("/metrics")
+            .1
+            .lines()
+            .any(|l| l.starts_with("berth_notifications_total{sink=\"slow\",result=\"dropped\"}") && !l.ends_with(" 0"))
+    });
+    let (_, metrics) = d.get("/metrics");
+    assert!(metrics.contains("berth_notifications_total{sink=\"good\",result=\"sent\"}"), "{metrics}");
+    // GitHub: a commit status and a deployment (with its status) per apply, authenticated.
+    let calls = github.requests();
+    let commit = crate::support::world::git(&w.repo, &["log", "-1", "--format=%H", "--", "services/bpg"]);
+    let status = format!("POST /repos/acme/monorepo/statuses/{commit} HTTP/1.1");
+    assert!(calls.iter().any(|(r, _)| *r == status), "{calls:#?}");
+    assert!(calls.iter().any(|(r, _)| r == "POST /repos/acme/monorepo/deployments HTTP/1.1"), "{calls:#?}");
+    assert!(calls.iter().any(|(r, _)| r == "POST /repos/acme/monorepo/deployments/7/statuses HTTP/1.1"), "{calls:#?}");
+    assert!(calls.iter().all(|(_, auth)| auth == "Bearer github-test-token"), "{calls:#?}");
+    drop(stuck);
+}

@@ -13,6 +13,7 @@ use crate::core::config::{Config, EnvConfig, SyncMode};
 use crate::engine::cloud::{Cloud, Connect};
 use crate::engine::history::Trigger;
 use crate::engine::metrics::labels;
+use crate::engine::notify::Notice;
 use crate::engine::outcome::{Failure, FailureClass, cloudwatch_values};
 use crate::engine::reconcile::{self, EnvInput, Mode, Outcome, Scope, ServiceReport};
 use crate::engine::scheduler::{EnvState, Services};
@@ -204,6 +205,13 @@ impl<K: Connect> Daemon<K> {
         for r in reports {
             let s = services.entry(env, &r.name);
             let new = service_status(r, ts, s.shown.as_ref());
+            let before = s.shown.as_ref();
+            if let Some(pin) = new.pinned.as_ref().filter(|_| before.is_none_or(|b| b.pinned.is_none())) {
+                self.shared.notifier.send(&notice(env, r, "pinned", pin.to_string()));
+            }
+            if let Some(pause) = new.paused.as_ref().filter(|_| before.is_none_or(|b| b.paused.is_none())) {
+                self.shared.notifier.send(&notice(env, r, "paused", pause.to_string()));
+            }
             match &mut s.shown {
                 // Kept where nothing but the time of the last sync changed.
                 Some(p) => {
@@ -269,6 +277,9 @@ impl<K: Connect> Daemon<K> {
                     let text = f.to_string();
                     if s.logged_error.as_deref() != Some(text.as_str()) {
                         tracing::error!(env, service = %r.name, class = ?f.class(), retry_in = ?delay, error = %text, "service failed");
+                        let event = if f.class() == FailureClass::RolloutFailed { "rollout_failed" } else { "failed" };
+                        let first = text.lines().take(2).collect::<Vec<_>>().join(" ");
+                        self.shared.notifier.send(&notice(env, r, event, first));
                         s.logged_error = Some(text);
                     }
                 }
@@ -279,6 +290,25 @@ impl<K: Connect> Daemon<K> {
                     }
                 }
                 (None, _) => s.logged_error = None,
+            }
+            if r.outcome == Outcome::Pruned {
+                self.shared.notifier.send(&notice(env, r, "pruned", "deleted: its folder is gone from git".into()));
+            }
+            if !r.applied.is_empty() && r.outcome.failure().is_none() {
+                let fields: Vec<&str> = r.drift.iter().map(|c| c.path.as_str()).collect();
+                let (event, message) = match &r.trigger {
+                    Some(Trigger::DriftHeal { fields }) => {
+                        ("drift_healed", format!("healed drift of {}", fields.join(", ")))
+                    }
+                    Some(t @ Trigger::ReleaseTagRemoved { .. }) => {
+                        ("rolled_back", format!("{t}: now at {}", revision_of(r)))
+                    }
+                    _ => (
+                        "applied",
+                        format!("applied {} ({}): {}", short(r.commit.as_deref()), revision_of(r), fields.join(", ")),
+                    ),
+                };
+                self.shared.notifier.send(&notice(env, r, event, message));
             }
             if !r.applied.is_empty() {
                 // One line per applied service: what it now runs and which fields git changed
@@ -322,6 +352,29 @@ impl<K: Connect> Daemon<K> {
         }
         out
     }
+}
+
+/// A notice of `event` about a service's report.
+fn notice(env: &str, r: &ServiceReport, event: &'static str, message: String) -> Notice {
+    Notice {
+        event,
+        env: env.to_string(),
+        service: r.name.clone(),
+        commit: r.commit.clone(),
+        image: r.image.clone(),
+        revision: r.task_definition.clone(),
+        fields: r.drift.iter().map(|c| c.path.clone()).collect(),
+        message,
+        time: now_secs(),
+    }
+}
+
+fn revision_of(r: &ServiceReport) -> &str {
+    r.task_definition.as_deref().and_then(|t| t.rsplit('/').next()).unwrap_or("-")
+}
+
+fn short(commit: Option<&str>) -> &str {
+    commit.map_or("-", |c| &c[..c.len().min(12)])
 }
 
 /// The services git has for `env` at `checkout` (broken ones included).

@@ -44,6 +44,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub stats: Arc<RequestStats>,
     pub config: RwLock<Arc<Config>>,
+    /// The notification sinks (from the config at start).
+    pub notifier: crate::engine::notify::Notifier,
     /// Environments a webhook (or the end of a rollout) asked to reconcile now.
     pending: Mutex<BTreeSet<String>>,
     wake: Notify,
@@ -51,9 +53,13 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Arc<Config>) -> Arc<Shared> {
+        let metrics = Metrics::default();
+        let mut notifier = crate::engine::notify::Notifier::new(&config.notifications);
+        notifier.counts = metrics.notifications.clone();
         Arc::new(Shared {
             services: Mutex::new(Services::default()),
-            metrics: Metrics::default(),
+            notifier,
+            metrics,
             stats: RequestStats::new(),
             config: RwLock::new(config),
             pending: Mutex::new(BTreeSet::new()),
@@ -159,6 +165,7 @@ impl<K: Connect> Daemon<K> {
             watch_ids: 0,
             rollouts_done: done_tx,
         };
+        self.shared.notifier.start();
         tracing::info!(repo = %config.repo.url, envs = ?config.environments.keys().collect::<Vec<_>>(), "berth daemon started");
         loop {
             let config = self.shared.config();

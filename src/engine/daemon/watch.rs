@@ -117,7 +117,7 @@ impl<K: Connect> Daemon<K> {
     /// dependents were waiting for this rollout.
     pub(super) fn rollout_done(&self, done: RolloutDone) {
         let (env, service) = (done.env.as_str(), done.service.as_str());
-        {
+        let commit = {
             let mut services = self.shared.services();
             let s = services.entry(env, service);
             if s.watch.as_ref().is_none_or(|w| w.id != done.id) {
@@ -131,11 +131,23 @@ impl<K: Connect> Daemon<K> {
             if let Some(shown) = &mut s.shown {
                 shown.rollout_finished(&done.result);
             }
-        }
+            s.shown.as_ref().and_then(|x| x.commit.clone())
+        };
         match &done.result {
             Ok(()) => tracing::info!(env, service, spec = %done.spec_hash, "rollout completed"),
             Err(reason) => {
                 tracing::error!(env, service, spec = %done.spec_hash, reason = %reason, "rollout failed; holding this spec until git changes it");
+                self.shared.notifier.send(&crate::engine::notify::Notice {
+                    event: "rollout_failed",
+                    env: env.to_string(),
+                    service: service.to_string(),
+                    commit: commit.clone(),
+                    image: None,
+                    revision: None,
+                    fields: Vec::new(),
+                    message: format!("rollout failed: {reason}; berth holds this spec until git changes the service"),
+                    time: crate::engine::history::unix_now(),
+                });
                 let key = labels(&[("env", env), ("service", service), ("result", "failed")]);
                 self.shared.metrics.reconcile.get_or_create(&key).inc();
             }
