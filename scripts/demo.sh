@@ -142,11 +142,16 @@ environments:
     defaults: *defaults
 metrics: {listen: 127.0.0.1:$METRICS_PORT}
 webhook: {listen: 127.0.0.1:$WEBHOOK_PORT, secret_env: BERTH_WEBHOOK_SECRET}
+# The deployment history (DynamoDB; berth creates the table) and the API of \`berth sync\`.
+state: {table: berth-state}
+api: {token_env: BERTH_API_TOKEN}
 EOF
 "$BERTH" validate --repo "$REPO" --config "$CONFIG"
 
 step "berth daemon"
-export BERTH_WEBHOOK_SECRET=demo-webhook-secret
+export BERTH_WEBHOOK_SECRET=demo-webhook-secret BERTH_API_TOKEN=demo-api-token BERTH_ACTOR=demo
+# (The SDK warns that the demo's AWS config files, set to nothing, do not exist.)
+export RUST_LOG=${RUST_LOG:-info,aws_runtime=error}
 "$BERTH" daemon --config "$CONFIG" >"$WORK/berth.log" 2>&1 &
 DAEMON_PID=$!
 URL="http://127.0.0.1:$METRICS_PORT"
@@ -198,9 +203,37 @@ edited = ecs.register_task_definition(**keep, cpu="1024", memory="2048")["taskDe
 ecs.update_service(cluster="pre", service="notifier", taskDefinition=edited)
 print(f"someone pointed notifier at {edited.rsplit('/', 1)[1]} by hand")
 PY
-wait_status "any(x['name'] == 'notifier' and x['task_definition'] == '$RUNNING' and x['sync'] == 'Synced' for x in ($env_of)(s, 'pre')['services'])" "notifier healed"
+# Healed means ECS runs git's revision again (the status said so before the edit, too).
+for _ in $(seq 1 300); do
+  LIVE=$("$PY" -c "import boto3; print(boto3.client('ecs').describe_services(cluster='pre', services=['notifier'])['services'][0]['taskDefinition'])")
+  [ "$LIVE" = "$RUNNING" ] && break
+  sleep 0.1
+done
+[ "$LIVE" = "$RUNNING" ] || { echo "timed out waiting for notifier healed" >&2; exit 1; }
 REVISIONS=$("$PY" -c "import boto3; print(len(boto3.client('ecs').list_task_definitions(familyPrefix='notifier-pre')['taskDefinitionArns']))")
 echo "healed at the next poll: notifier runs ${RUNNING##*/} again, the revision git wants; no copy of it was registered ($REVISIONS revisions in the family: git's two and the hand-made one)"
+
+step "a rollback: notifier back one revision, pinned until git changes it"
+"$BERTH" rollback notifier --config "$CONFIG" --env pre --repo "$REPO" --reason "demo"
+wait_status "any(x['name'] == 'notifier' and x['health'] == 'Pinned' for x in ($env_of)(s, 'pre')['services'])" "notifier pinned"
+status
+echo "the daemon reports notifier's drift and leaves it; every other service keeps converging"
+sed -i 's/value: notifier-pre-v2$/value: notifier-pre-v3/' "$REPO/services/notifier/deploy/pre/config.yaml"
+git -C "$REPO" commit -q -am "notifier: the fix"
+push_images
+git -C "$REPO" push -q origin develop
+FIX=$(git -C "$REPO" rev-parse HEAD)
+wait_status "any(x['name'] == 'notifier' and x['commit'] == '$FIX' and x['health'] == 'Healthy' for x in ($env_of)(s, 'pre')['services'])" "the fix deployed"
+echo "a new commit to notifier ended the pin and deployed"
+"$BERTH" history --config "$CONFIG" --env pre --service notifier --limit 5
+
+step "pause one service, then sync now"
+"$BERTH" pause ledger --config "$CONFIG" --env pre --reason "incident 42"
+wait_status "any(x['name'] == 'ledger' and x['health'] == 'Paused' for x in ($env_of)(s, 'pre')['services'])" "ledger paused"
+status | grep -E "^(ENV|pre +ledger)"
+"$BERTH" resume ledger --config "$CONFIG" --env pre
+"$BERTH" sync --config "$CONFIG" --env pre --service ledger
+wait_status "any(x['name'] == 'ledger' and x['health'] == 'Healthy' for x in ($env_of)(s, 'pre')['services'])" "ledger resumed"
 
 step "SIGHUP: the config is read again (systemctl reload berth)"
 kill -HUP "$DAEMON_PID"

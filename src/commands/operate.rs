@@ -260,7 +260,8 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<Exit> {
             return Err(e).context(format!("cannot update service {} to {}", a.service, revision.arn));
         }
         let mut result = Ok(());
-        if t.env.rollout_wait && revision.arn != from {
+        let waited = t.env.rollout_wait && revision.arn != from;
+        if waited {
             let watch = RolloutWatch {
                 cluster: t.env.cluster.clone(),
                 service: a.service.clone(),
@@ -278,7 +279,7 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<Exit> {
         entry.image = revision.definition.container_definitions.first().map(|c| c.image.clone()).unwrap_or_default();
         entry.commit = revision.tag(tags::COMMIT).unwrap_or_default().to_string();
         entry.spec_hash = revision.tag(tags::SPEC_HASH).unwrap_or_default().to_string();
-        entry.result = match (&result, t.env.rollout_wait) {
+        entry.result = match (&result, waited) {
             (Err(_), _) => "rollout_failed",
             (Ok(()), true) => "completed",
             (Ok(()), false) => "applied",
@@ -301,7 +302,8 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<Exit> {
             short_revision(&revision.arn)
         );
         match &result {
-            Ok(()) => message.push_str(" (rollout completed)"),
+            Ok(()) if waited => message.push_str(" (rollout completed)"),
+            Ok(()) => message.push_str(" (rollout not waited for: rollout.wait is off)"),
             Err(reason) => {
                 let _ = write!(message, " (rollout FAILED: {reason})");
             }
