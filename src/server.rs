@@ -146,7 +146,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     match shared.not_ready() {
-        None => (StatusCode::OK, "ready\n").into_response(),
+        None => match shared.roles() {
+            Some(roles) => (StatusCode::OK, format!("ready: {roles}\n")).into_response(),
+            None => (StatusCode::OK, "ready\n").into_response(),
+        },
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
     }
 }

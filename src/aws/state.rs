@@ -12,6 +12,10 @@ use aws_sdk_dynamodb::types::{
 
 use super::{Aws, AwsError, classify};
 
+/// A lease write's answer: the lease's version (the fencing token) when the write took
+/// it, or `None` when another holder has it (the condition failed).
+pub type LeaseAnswer = Option<u64>;
+
 /// One item of the state table, as berth writes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StateItem {
@@ -88,6 +92,74 @@ impl Aws {
             .await
             .map_err(|e| classify("PutItem", e))?;
         Ok(())
+    }
+
+    /// Takes the lease `pk` for `holder` until `expires_ms` (Unix ms) if it is free or expired
+    /// at `now_ms` (its version goes up by one: the new fencing token), or renews it when
+    /// `version` is given and `holder` still has it at that version.
+    pub async fn write_lease(
+        &self,
+        table: &str,
+        pk: &str,
+        holder: &str,
+        version: Option<u64>,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<LeaseAnswer, AwsError> {
+        let n = |v: u64| AttributeValue::N(v.to_string());
+        let mut req = self
+            .ddb
+            .update_item()
+            .table_name(table)
+            .key("pk", AttributeValue::S(pk.to_string()))
+            .key("sk", AttributeValue::S("lease".into()))
+            .expression_attribute_names("#h", "holder")
+            .expression_attribute_values(":me", AttributeValue::S(holder.to_string()))
+            .expression_attribute_values(":exp", n(expires_ms))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        req = match version {
+            None => req
+                .update_expression("SET #h = :me, expires_at = :exp, version = if_not_exists(version, :zero) + :one")
+                .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+                .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1)),
+            Some(v) => req
+                .update_expression("SET expires_at = :exp")
+                .condition_expression("#h = :me AND version = :v")
+                .expression_attribute_values(":v", n(v)),
+        };
+        match req.send().await {
+            Ok(out) => {
+                let v = out.attributes().and_then(|a| a.get("version")).and_then(|v| v.as_n().ok());
+                Ok(Some(v.and_then(|v| v.parse().ok()).unwrap_or(0)))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    /// Gives the lease up (expires it now) if `holder` still has it at `version`.
+    pub async fn release_lease(&self, table: &str, pk: &str, holder: &str, version: u64) -> Result<(), AwsError> {
+        let r = self
+            .ddb
+            .update_item()
+            .table_name(table)
+            .key("pk", AttributeValue::S(pk.to_string()))
+            .key("sk", AttributeValue::S("lease".into()))
+            .update_expression("SET expires_at = :zero")
+            .condition_expression("#h = :me AND version = :v")
+            .expression_attribute_names("#h", "holder")
+            .expression_attribute_values(":me", AttributeValue::S(holder.to_string()))
+            .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
     }
 
     /// Up to `limit` items of partition `pk`, newest key first, of `service` only if given.

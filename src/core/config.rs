@@ -30,6 +30,21 @@ pub struct RawConfig {
     pub api: Option<At<RawApi>>,
     /// Where berth tells people what it did: Slack, a signed webhook, GitHub.
     pub notifications: Option<At<Vec<At<RawSink>>>>,
+    /// Leader election per environment, on a DynamoDB table: replicas that do not hold an
+    /// environment's lease only report on it.
+    pub ha: Option<At<RawHa>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHa {
+    /// The DynamoDB table of the leases (the state table's key schema; it may be the same
+    /// table).
+    pub table: Option<At<String>>,
+    /// How long a lease lasts unless renewed (default 15s; renewed every third of it).
+    pub lease: Option<At<String>>,
+    /// Create the table when it does not exist (default true).
+    pub create: Option<At<bool>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
@@ -172,7 +187,8 @@ pub struct RawCloudWatch {
 }
 
 stamp_fields! {
-    RawConfig { repo, aws, environments, metrics, webhook, concurrency, cloudwatch, state, api, notifications }
+    RawConfig { repo, aws, environments, metrics, webhook, concurrency, cloudwatch, state, api, notifications, ha }
+    RawHa { table, lease, create }
     RawSink { kind, name, url, url_env, secret_env, token_env, repo, api_url, events, envs, queue }
     RawState { table, ttl, create }
     RawApi { token_env }
@@ -211,6 +227,15 @@ pub struct Config {
     pub state: Option<StateConfig>,
     pub api: Option<ApiConfig>,
     pub notifications: Vec<SinkConfig>,
+    pub ha: Option<HaConfig>,
+}
+
+/// Leader election: one lease per environment in `table`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HaConfig {
+    pub table: String,
+    pub lease: Duration,
+    pub create: bool,
 }
 
 /// The DynamoDB table of berth's history.
@@ -552,8 +577,22 @@ fn check(file: &Arc<str>, raw: &RawConfig, diags: &mut Vec<Diagnostic>) -> Optio
     let notifications = raw.notifications.as_ref().map_or_else(Vec::new, |list| {
         list.value.iter().enumerate().filter_map(|(i, s)| sink(i, s, &environments, diags)).collect()
     });
+    let ha = raw.ha.as_ref().and_then(|h| {
+        let table = h.table.as_ref().map(|t| t.value.clone());
+        if table.is_none() {
+            diags.push(Diagnostic::new(h.pos.clone(), "missing required field `table`"));
+        }
+        let lease = duration(&h.lease, Duration::from_secs(15), diags);
+        if let Some(l) = &h.lease
+            && lease < Duration::from_secs(3)
+        {
+            diags.push(Diagnostic::new(l.pos.clone(), "a lease shorter than 3s cannot be renewed reliably"));
+        }
+        Some(HaConfig { table: table?, lease, create: h.create.as_ref().is_none_or(|c| c.value) })
+    });
     Some(Config {
         notifications,
+        ha,
         repo: repo?,
         aws: aws?,
         environments,

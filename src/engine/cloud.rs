@@ -78,6 +78,23 @@ pub trait Cloud: Send + Sync + 'static {
         service: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<StateItem>, AwsError>> + Send;
+    /// Takes (no `version`) or renews a lease: see [`Aws::write_lease`].
+    fn write_lease(
+        &self,
+        table: &str,
+        pk: &str,
+        holder: &str,
+        version: Option<u64>,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, AwsError>> + Send;
+    fn release_lease(
+        &self,
+        table: &str,
+        pk: &str,
+        holder: &str,
+        version: u64,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
 impl Cloud for Aws {
@@ -165,6 +182,20 @@ impl Cloud for Aws {
         limit: usize,
     ) -> Result<Vec<StateItem>, AwsError> {
         Aws::query_state_items(self, table, pk, service, limit).await
+    }
+    async fn write_lease(
+        &self,
+        table: &str,
+        pk: &str,
+        holder: &str,
+        version: Option<u64>,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<Option<u64>, AwsError> {
+        Aws::write_lease(self, table, pk, holder, version, now_ms, expires_ms).await
+    }
+    async fn release_lease(&self, table: &str, pk: &str, holder: &str, version: u64) -> Result<(), AwsError> {
+        Aws::release_lease(self, table, pk, holder, version).await
     }
 }
 

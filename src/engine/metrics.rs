@@ -35,6 +35,8 @@ pub struct Metrics {
     pub reconcile: Family<Labels, Counter>,
     /// `berth_notifications_total{sink,result}`, counted by the notifier.
     pub notifications: Family<Labels, Counter>,
+    /// `berth_lease_renew_failures_total{env}`, counted by the lease loop.
+    pub lease_renew_failures: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -45,6 +47,7 @@ impl Default for Metrics {
             reconcile_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             reconcile: Family::default(),
             notifications: Family::default(),
+            lease_renew_failures: Family::default(),
         }
     }
 }
@@ -69,7 +72,11 @@ impl Metrics {
         let last_change: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
         let last_sync: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
         let aws_unavailable: Family<Labels, Gauge> = Family::default();
+        let leader: Family<Labels, Gauge> = Family::default();
         for env in &status.environments {
+            if let Some(role) = &env.role {
+                leader.get_or_create(&labels(&[("env", &env.name)])).set(i64::from(role == "leader"));
+            }
             aws_unavailable.get_or_create(&labels(&[("env", &env.name)])).set(i64::from(env.aws_unavailable.is_some()));
             if let (Some(r), Some(c)) = (&env.ref_name, &env.commit) {
                 source.get_or_create(&labels(&[("env", &env.name), ("ref", r), ("commit", c)])).set(1);
@@ -108,6 +115,12 @@ impl Metrics {
             }
         }
         reg.register("source_info", "The commit each environment deploys", source);
+        reg.register("leader", "1 while this replica holds the environment's lease (with ha:)", leader);
+        reg.register(
+            "lease_renew_failures",
+            "Lease writes (takes and renewals) that failed, by environment",
+            self.lease_renew_failures.clone(),
+        );
         reg.register("aws_unavailable", "1 while AWS answers none of the environment's calls", aws_unavailable);
         reg.register_with_unit(
             "git_fetch_duration",

@@ -100,6 +100,8 @@ pub enum Hold {
     Paused { pause: crate::core::live::Pause, in_sync: bool },
     /// The daemon is stopping.
     ShuttingDown,
+    /// Another replica leads this environment (or this one's lease is no longer trusted).
+    NotLeader,
 }
 
 impl Hold {
@@ -135,6 +137,7 @@ impl std::fmt::Display for Hold {
             Hold::Pinned { pin, .. } => std::fmt::Display::fmt(pin, f),
             Hold::Paused { pause, .. } => std::fmt::Display::fmt(pause, f),
             Hold::ShuttingDown => f.write_str("shutting down"),
+            Hold::NotLeader => f.write_str("this replica does not hold the environment's lease: another one applies"),
         }
     }
 }

@@ -235,6 +235,7 @@ impl Services {
                 ready: e.ready,
                 no_release: e.no_release,
                 aws_unavailable: e.aws_unavailable.clone(),
+                role: None,
             })
             .collect();
         Status { environments }

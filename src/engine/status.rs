@@ -110,6 +110,10 @@ pub struct EnvStatus {
     /// the first error.
     #[serde(default)]
     pub aws_unavailable: Option<String>,
+    /// With `ha:`: `leader` (this replica converges the environment) or `follower` (it
+    /// only reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

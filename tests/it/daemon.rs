@@ -36,6 +36,36 @@ impl Daemon {
             "metrics: {{listen: 127.0.0.1:{m}}}\nwebhook: {{listen: 127.0.0.1:{h}, secret_env: BERTH_TEST_WEBHOOK}}\nconcurrency: 4\n"
         );
         w.rewrite_config();
+        Daemon::start_at(w, &w.config, m, h)
+    }
+
+    /// A second replica: the world's config with its own listeners, its own git workdir
+    /// and (when given) its own AWS endpoint, in a file of its own.
+    pub(crate) fn replica(w: &World, endpoint: Option<&str>) -> Daemon {
+        let (m, h) = (free_port(), free_port());
+        let text = std::fs::read_to_string(&w.config).unwrap();
+        let mut out = String::new();
+        for line in text.lines() {
+            let line = if line.starts_with("metrics:") {
+                format!("metrics: {{listen: 127.0.0.1:{m}}}")
+            } else if line.starts_with("webhook:") {
+                format!("webhook: {{listen: 127.0.0.1:{h}, secret_env: BERTH_TEST_WEBHOOK}}")
+            } else if let Some(dir) = line.strip_prefix("  workdir: ") {
+                format!("  workdir: {dir}-{m}")
+            } else if let (Some(e), true) = (endpoint, line.starts_with("  endpoint_url: ")) {
+                format!("  endpoint_url: {e}")
+            } else {
+                line.to_string()
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let config = w.path(&format!("berth-{m}.yaml"));
+        std::fs::write(&config, out).unwrap();
+        Daemon::start_at(w, &config, m, h)
+    }
+
+    fn start_at(w: &World, config: &std::path::Path, m: u16, h: u16) -> Daemon {
         let log = w.path(&format!("daemon-{m}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = w.moto.command(env!("CARGO_BIN_EXE_berth"));
@@ -45,7 +75,7 @@ impl Daemon {
             .env("BERTH_TEST_API_TOKEN", API_TOKEN)
             .env("BERTH_TEST_HOOK_SECRET", HOOK_SECRET)
             .env("BERTH_TEST_GITHUB_TOKEN", "github-test-token")
-            .args(["daemon", "--config", &w.config.to_string_lossy()])
+            .args(["daemon", "--config", &config.to_string_lossy()])
             .stdout(file.try_clone().unwrap())
             .stderr(file);
         let child = cmd.spawn().expect("cannot start berth daemon");
@@ -111,6 +141,14 @@ impl Daemon {
             headers.push(("X-Hub-Signature-256", s));
         }
         http(&self.webhook, "POST", "/webhook/github", &headers, body.as_bytes())
+    }
+
+    /// SIGKILL: the process is gone at once, its lease left to expire.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// SIGTERM, then the exit status and how long it took.

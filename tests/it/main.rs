@@ -7,6 +7,7 @@ mod converge;
 mod daemon;
 mod engine;
 mod faults;
+mod ha;
 mod operate;
 mod packaging;
 mod parse_props;

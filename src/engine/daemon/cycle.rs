@@ -58,13 +58,18 @@ impl<K: Connect> Daemon<K> {
         let futures = work.into_iter().map(|w| {
             let memo = st.memos.get(&w.env.name).cloned();
             let (cloud, shared, semaphore) = (st.cloud.clone(), self.shared.clone(), st.semaphore.clone());
+            let fence_shared = self.shared.clone();
             let (config, cancel) = (config.clone(), self.cancel.clone());
             async move {
                 let started = Instant::now();
                 let env_name = w.env.name.clone();
                 let gate =
                     move |service: &str, hash: &str| shared.services().gate(&env_name, service, hash, Instant::now());
-                let mode = if w.env.sync == SyncMode::Auto { Mode::Apply } else { Mode::Diff };
+                // A replica that does not hold the environment's lease only reports on it.
+                let leads = fence_shared.leads(&w.env.name);
+                let mode = if w.env.sync == SyncMode::Auto && leads { Mode::Apply } else { Mode::Diff };
+                let fence_env = w.env.name.clone();
+                let fence = move || fence_shared.leads(&fence_env);
                 let scope = match &w.due {
                     Due::All => Scope::All,
                     Due::Changed => Scope::Changed(&w.settled),
@@ -85,6 +90,7 @@ impl<K: Connect> Daemon<K> {
                     watching: Some(&w.watching),
                     trigger,
                     scan_orphans: w.scan_orphans,
+                    fence: Some(&fence),
                     ..EnvInput::new(&config, &w.env, &w.checkout, mode)
                 };
                 let reports = reconcile::reconcile_env(&*cloud, &input).await;

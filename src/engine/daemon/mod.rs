@@ -10,6 +10,7 @@
 //! cycles ([`watch`]).
 
 mod cycle;
+pub mod lease;
 mod process;
 mod watch;
 
@@ -46,6 +47,8 @@ pub struct Shared {
     pub config: RwLock<Arc<Config>>,
     /// The notification sinks (from the config at start).
     pub notifier: crate::engine::notify::Notifier,
+    /// The environments' leases this replica holds (`ha:`).
+    pub leases: lease::Leases,
     /// Environments a webhook (or the end of a rollout) asked to reconcile now.
     pending: Mutex<BTreeSet<String>>,
     wake: Notify,
@@ -56,9 +59,12 @@ impl Shared {
         let metrics = Metrics::default();
         let mut notifier = crate::engine::notify::Notifier::new(&config.notifications);
         notifier.counts = metrics.notifications.clone();
+        let mut leases = lease::Leases::default();
+        leases.renew_failures = metrics.lease_renew_failures.clone();
         Arc::new(Shared {
             services: Mutex::new(Services::default()),
             notifier,
+            leases,
             metrics,
             stats: RequestStats::new(),
             config: RwLock::new(config),
@@ -71,6 +77,12 @@ impl Shared {
     pub fn trigger(&self, envs: impl IntoIterator<Item = String>) {
         self.pending.lock().expect("pending lock").extend(envs);
         self.wake.notify_one();
+    }
+
+    /// Whether this replica converges `env`: always without `ha:`; with it, while it holds
+    /// the environment's lease.
+    pub fn leads(&self, env: &str) -> bool {
+        self.config().ha.is_none() || self.leases.holds(env)
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -106,7 +118,23 @@ impl Shared {
 
     /// What `/status` shows.
     pub fn status(&self) -> Status {
-        self.services().status()
+        let mut status = self.services().status();
+        if self.config().ha.is_some() {
+            for e in &mut status.environments {
+                e.role = Some(if self.leases.holds(&e.name) { "leader" } else { "follower" }.to_string());
+            }
+        }
+        status
+    }
+
+    /// This replica's role per environment, for `/readyz` (`None` without `ha:`).
+    pub fn roles(&self) -> Option<String> {
+        self.config().ha.as_ref()?;
+        let config = self.config();
+        let roles: Vec<String> = (config.environments.keys())
+            .map(|e| format!("{} of {e}", if self.leases.holds(e) { "leader" } else { "follower" }))
+            .collect();
+        Some(roles.join(", "))
     }
 
     pub fn metrics_text(&self) -> String {
@@ -166,6 +194,7 @@ impl<K: Connect> Daemon<K> {
             rollouts_done: done_tx,
         };
         self.shared.notifier.start();
+        let leases = tokio::spawn(lease::run(self.shared.clone(), st.cloud.clone(), self.cancel.clone()));
         tracing::info!(repo = %config.repo.url, envs = ?config.environments.keys().collect::<Vec<_>>(), "berth daemon started");
         loop {
             let config = self.shared.config();
@@ -206,6 +235,7 @@ impl<K: Connect> Daemon<K> {
                 break;
             }
         }
+        let _ = leases.await;
         tracing::info!("berth daemon stopped");
         Ok(())
     }

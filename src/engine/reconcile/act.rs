@@ -25,7 +25,16 @@ use crate::engine::history::{self, Entry, Trigger};
 pub async fn act<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_>) {
     let semaphore =
         input.semaphore.clone().unwrap_or_else(|| Arc::new(Semaphore::new(input.config.concurrency.max(1))));
+    let fenced = || input.fence.is_some_and(|may_write| !may_write());
     for layer in dependency_layers(table) {
+        if fenced() {
+            for name in &layer {
+                if table.rows.get(name).is_some_and(|r| r.stage.is_planned()) {
+                    table.finish(name, Outcome::Held(Hold::NotLeader));
+                }
+            }
+            continue;
+        }
         let runs: Vec<Run> = layer.iter().filter_map(|name| admit(table, name, input)).collect();
         // Each apply's future (SDK calls, rollout wait) is a few KiB: at most `concurrency`
         // of them exist at once (waiting for a permit of the semaphore the daemon shares
@@ -41,6 +50,10 @@ pub async fn act<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_>) {
                     };
                     if cancel.is_cancelled() {
                         return (run.name, None);
+                    }
+                    if fenced() {
+                        tracing::warn!(service = %run.name, "the lease is no longer trusted: not applying");
+                        return (run.name, Some(Execution { fenced: true, ..Execution::default() }));
                     }
                     let mut ex = execute(cloud, input, &run).await;
                     record_history(cloud, input, &run, &mut ex).await;
@@ -153,6 +166,7 @@ fn record(table: &mut Table, name: &str, result: Option<Execution>) {
         r.task_definition = Some(td);
     }
     r.outcome = match ex.error {
+        None if ex.fenced => Outcome::Held(Hold::NotLeader),
         Some(f) => Outcome::Failed(f),
         None if ex.interrupted => Outcome::OutOfSync,
         None if ex.rollout.is_some() => Outcome::Progressing,
@@ -206,6 +220,8 @@ async fn record_history<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run, ex
 
 #[derive(Default)]
 struct Execution {
+    /// Not attempted: the lease is no longer trusted.
+    fenced: bool,
     /// Unix seconds when the attempt started.
     started: f64,
     trigger: Option<Trigger>,

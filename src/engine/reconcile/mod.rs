@@ -100,6 +100,9 @@ pub struct EnvInput<'a> {
     /// Look for berth-managed services whose folder is gone (a ListServices and the
     /// cluster's DescribeServices): `Orphaned` rows, pruned where the environment says so.
     pub scan_orphans: bool,
+    /// Whether this process may still write (a leader checks its lease before each apply
+    /// batch and each service's apply); `None` always may.
+    pub fence: Option<&'a (dyn Fn() -> bool + Sync)>,
 }
 
 impl<'a> EnvInput<'a> {
@@ -127,6 +130,7 @@ impl<'a> EnvInput<'a> {
             watching: None,
             trigger: None,
             scan_orphans: true,
+            fence: None,
         }
     }
 }
@@ -308,7 +312,9 @@ pub async fn reconcile_env<C: Cloud>(cloud: &C, input: &EnvInput<'_>) -> Vec<Ser
     decider.render(&mut table, &verified, input.scope);
     collect::read_and_plan(cloud, &mut table, &mut decider, &env.cluster).await;
     collect::recent_revisions(cloud, &mut table, &mut decider).await;
-    decider.conclude(&mut table, input.watching);
+    // Only a process that applies follows rollouts (a follower replica, `sync: manual`
+    // and `diff` watch nothing, and write no holds).
+    decider.conclude(&mut table, if input.mode == Mode::Apply { input.watching } else { None });
     if input.mode == Mode::Apply {
         collect::verify_changing(cloud, &mut table, &decider).await;
     }

@@ -31,6 +31,8 @@ pub struct State {
     /// AWS is gone: every call fails with a 503.
     pub down: bool,
     pub counts: BTreeMap<&'static str, u64>,
+    /// Leases by `table/pk`: (holder, version, expires at in Unix ms).
+    pub leases: BTreeMap<String, (String, u64, u64)>,
     /// The state tables' items by (pk, sk).
     pub tables: BTreeMap<String, BTreeMap<(String, String), StateItem>>,
 }
@@ -332,6 +334,44 @@ impl Cloud for FakeCloud {
             return Err(AwsError::NotFound { operation: "PutItem".into(), message: "no table".into() });
         };
         t.insert((item.pk.clone(), item.sk.clone()), item.clone());
+        Ok(())
+    }
+    async fn write_lease(
+        &self,
+        table: &str,
+        pk: &str,
+        holder: &str,
+        version: Option<u64>,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<Option<u64>, AwsError> {
+        self.count("UpdateItem")?;
+        let mut s = self.state.lock().unwrap();
+        let lease = s.leases.entry(format!("{table}/{pk}")).or_insert((String::new(), 0, 0));
+        let free = lease.2 < now_ms || lease.0.is_empty();
+        let ok = match version {
+            None => free,
+            Some(v) => lease.0 == holder && lease.1 == v,
+        };
+        if !ok {
+            return Ok(None);
+        }
+        if version.is_none() {
+            lease.1 += 1;
+        }
+        lease.0 = holder.to_string();
+        lease.2 = expires_ms;
+        Ok(Some(lease.1))
+    }
+    async fn release_lease(&self, table: &str, pk: &str, holder: &str, version: u64) -> Result<(), AwsError> {
+        self.count("UpdateItem")?;
+        let mut s = self.state.lock().unwrap();
+        if let Some(l) = s.leases.get_mut(&format!("{table}/{pk}"))
+            && l.0 == holder
+            && l.1 == version
+        {
+            l.2 = 0;
+        }
         Ok(())
     }
     async fn query_state_items(
