@@ -54,6 +54,24 @@ impl AwsError {
         matches!(self, AwsError::Throttled { .. })
     }
 
+    /// The error of a call made with an environment's assumed role: when the role could
+    /// not be assumed, STS's answer under `AssumeRole <arn>`, classed by its code.
+    pub fn with_role(self, arn: &str) -> AwsError {
+        let text = self.to_string();
+        if !(text.contains("credentials") || text.contains("AssumeRole")) {
+            return self;
+        }
+        let operation = format!("AssumeRole {arn}");
+        let message = text;
+        if message.contains("AccessDenied") || message.contains("not authorized") {
+            AwsError::AccessDenied { operation, message }
+        } else if message.contains("Throttl") {
+            AwsError::Throttled { operation, message }
+        } else {
+            AwsError::Other { operation, message }
+        }
+    }
+
     pub(crate) fn other(operation: &str, message: impl Into<String>) -> AwsError {
         AwsError::Other { operation: operation.into(), message: message.into() }
     }
@@ -145,7 +163,24 @@ impl Aws {
         if let Some(endpoint) = &config.endpoint_url {
             loader = loader.endpoint_url(endpoint);
         }
-        let sdk = loader.load().await;
+        let mut sdk = loader.load().await;
+        if let Some(role) = &config.role {
+            // The environment's role, assumed with the default chain as the source; the
+            // SDK's identity cache asks for new credentials before these expire.
+            let mut builder = aws_config::sts::AssumeRoleProvider::builder(&role.arn)
+                .session_name(&role.session_name)
+                .session_length(role.duration)
+                .region(Region::new(config.region.clone()))
+                .configure(&sdk);
+            if let Some(id) = &role.external_id {
+                builder = builder.external_id(id);
+            }
+            let provider = builder.build().await;
+            sdk = sdk
+                .into_builder()
+                .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+                .build();
+        }
         let counter = stats::Counter(stats.clone());
         Aws {
             ecs: aws_sdk_ecs::Client::from_conf(

@@ -72,7 +72,7 @@ async fn run(args: &ConvergeArgs, mode: Mode) -> anyhow::Result<(Exit, Vec<Servi
     {
         bail!("no service `{s}` in the repository");
     }
-    let aws = ConnectAws.connect(&config, RequestStats::new()).await;
+    let aws = ConnectAws.connect(&env.aws, RequestStats::new()).await;
     let cancel = CancellationToken::new();
     if mode == Mode::Apply {
         tokio::spawn(stop_on_signal(cancel.clone()));

@@ -39,7 +39,7 @@ async fn target(args: &ServiceArgs) -> anyhow::Result<Target> {
         .env(&args.env)
         .cloned()
         .with_context(|| format!("environment `{}` is not in {}", args.env, args.config.display()))?;
-    let aws = ConnectAws.connect(&config, RequestStats::new()).await;
+    let aws = ConnectAws.connect(&env.aws, RequestStats::new()).await;
     let name = &args.service;
     let mut found = aws.describe_services(&env.cluster, std::slice::from_ref(name)).await?;
     let live = found
@@ -335,7 +335,7 @@ pub fn history(args: &HistoryArgs) -> anyhow::Result<Exit> {
             .env(&args.env)
             .cloned()
             .with_context(|| format!("environment `{}` is not in {}", args.env, args.config.display()))?;
-        let aws = ConnectAws.connect(&config, RequestStats::new()).await;
+        let aws = ConnectAws.connect(&env.aws, RequestStats::new()).await;
         let entries = match &config.state {
             Some(state) => history::list(&*aws, state, &env.name, args.service.as_deref(), args.limit)
                 .await

@@ -16,6 +16,7 @@ use crate::core::render::{self, Lookups, Target};
 /// in us-east-1, on a cluster named after the environment.
 fn bare_env(name: &str, tags: bool) -> EnvConfig {
     EnvConfig {
+        aws: crate::core::config::AwsConfig::new("us-east-1"),
         name: name.to_string(),
         source: if tags { Source::SemverTags { prereleases: false } } else { Source::Branch("develop".into()) },
         cluster: name.to_string(),

@@ -16,6 +16,14 @@ pub fn table(status: &Status) -> String {
         "ENV", "SERVICE", "SYNC", "HEALTH", "COMMIT", "TASK DEFINITION"
     );
     for env in &status.environments {
+        let place: Vec<String> =
+            [env.account.as_ref().map(|a| format!("account {a}")), env.region.clone(), env.role.clone()]
+                .into_iter()
+                .flatten()
+                .collect();
+        if !place.is_empty() {
+            let _ = writeln!(out, "{:<8} ({})", env.name, place.join(", "));
+        }
         if let Some(e) = &env.last_fetch_error {
             let _ = writeln!(out, "{:<8} {:<24} git: {e}", env.name, "-");
         }

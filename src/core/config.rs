@@ -132,11 +132,32 @@ pub struct RawEnv {
     pub sync: Option<At<SyncMode>>,
     pub rollout: Option<At<RawRollout>>,
     pub defaults: Option<At<RawDefaults>>,
+    /// This environment's AWS target; each key falls back to the top-level `aws:`.
+    pub aws: Option<At<RawEnvAws>>,
     /// Delete berth-managed services whose folder is gone from git (default false).
     pub prune: Option<At<bool>>,
     /// At most this many services (`3`) or this share of the environment's (`10%`) are
     /// pruned in one cycle (default 10%).
     pub prune_limit: Option<At<Text>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvAws {
+    pub region: Option<At<String>>,
+    /// A role to assume (with the default credential chain as the source) for this
+    /// environment: its account is the environment's.
+    pub role_arn: Option<At<String>>,
+    pub external_id: Option<At<String>>,
+    /// The session name of the assumed role (default `berth-<env>`).
+    pub session_name: Option<At<String>>,
+    /// How long assumed credentials last before berth asks for new ones (default 1h).
+    pub session_duration: Option<At<String>>,
+    pub endpoint_url: Option<At<String>>,
+    /// The registry of bare image names in this environment (default: the top-level one).
+    pub registry: Option<At<String>>,
+    /// The account id (default: from STS; the top-level one only without `role_arn`).
+    pub account_id: Option<At<Text>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
@@ -194,7 +215,8 @@ stamp_fields! {
     RawApi { token_env }
     RawRepo { url, token_env, ssh_key, poll_interval, workdir, discovery }
     RawAws { region, endpoint_url, account_id, registry, max_attempts, connect_timeout, attempt_timeout, timeout }
-    RawEnv { source, cluster, sync, rollout, defaults, prune, prune_limit }
+    RawEnv { source, cluster, sync, rollout, defaults, aws, prune, prune_limit }
+    RawEnvAws { region, role_arn, external_id, session_name, session_duration, endpoint_url, registry, account_id }
     RawSource { branch, tags, prereleases }
     RawRollout { wait, timeout, poll }
     RawDefaults { execution_role, task_role, subnets, security_groups, assign_public_ip, log_group }
@@ -312,6 +334,16 @@ pub struct AwsConfig {
     pub connect_timeout: Duration,
     pub attempt_timeout: Duration,
     pub timeout: Duration,
+    /// A role to assume for these clients (an environment's `aws.role_arn`).
+    pub role: Option<AssumeRole>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AssumeRole {
+    pub arn: String,
+    pub external_id: Option<String>,
+    pub session_name: String,
+    pub duration: Duration,
 }
 
 impl AwsConfig {
@@ -326,6 +358,7 @@ impl AwsConfig {
             connect_timeout: Duration::from_secs(3),
             attempt_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(60),
+            role: None,
         }
     }
 
@@ -352,6 +385,9 @@ pub enum Source {
 #[derive(Clone, Debug, PartialEq)]
 pub struct EnvConfig {
     pub name: String,
+    /// Where the environment's services live: the top-level `aws:` and the environment's
+    /// `aws:` over it.
+    pub aws: AwsConfig,
     pub source: Source,
     pub cluster: String,
     pub sync: SyncMode,
@@ -510,6 +546,7 @@ fn check(file: &Arc<str>, raw: &RawConfig, diags: &mut Vec<Diagnostic>) -> Optio
                     connect_timeout: duration(&a.connect_timeout, d.connect_timeout, diags),
                     attempt_timeout: duration(&a.attempt_timeout, d.attempt_timeout, diags),
                     timeout: duration(&a.timeout, d.timeout, diags),
+                    role: None,
                 }
             })
         }
@@ -526,7 +563,7 @@ fn check(file: &Arc<str>, raw: &RawConfig, diags: &mut Vec<Diagnostic>) -> Optio
                     ));
                     continue;
                 }
-                if let Some(e) = check_env(name, env, diags) {
+                if let Some(e) = check_env(name, env, aws.as_ref(), diags) {
                     environments.insert(name.clone(), e);
                 }
             }
@@ -611,7 +648,7 @@ pub struct WebhookConfig {
     pub secret_env: String,
 }
 
-fn check_env(name: &str, env: &At<RawEnv>, diags: &mut Vec<Diagnostic>) -> Option<EnvConfig> {
+fn check_env(name: &str, env: &At<RawEnv>, top: Option<&AwsConfig>, diags: &mut Vec<Diagnostic>) -> Option<EnvConfig> {
     let source = match &env.source {
         None => {
             diags.push(Diagnostic::new(
@@ -666,7 +703,9 @@ fn check_env(name: &str, env: &At<RawEnv>, diags: &mut Vec<Diagnostic>) -> Optio
             }
         }
     }
+    let aws = env_aws(name, env.aws.as_ref(), top?, diags);
     Some(EnvConfig {
+        aws,
         name: name.to_string(),
         source: source?,
         cluster: cluster?,
@@ -752,6 +791,51 @@ fn sink(
         envs: sink_envs.into_iter().map(|e| e.value).collect(),
         queue: s.queue.as_ref().map_or(1000, |q| q.value.clamp(1, 100_000) as usize),
     })
+}
+
+/// The environment's AWS target: the top-level `aws:` with the environment's keys over it.
+fn env_aws(env: &str, raw: Option<&At<RawEnvAws>>, top: &AwsConfig, diags: &mut Vec<Diagnostic>) -> AwsConfig {
+    let mut aws = top.clone();
+    let Some(r) = raw else { return aws };
+    let text = |f: &Option<At<String>>| f.as_ref().map(|v| v.value.clone());
+    if let Some(region) = text(&r.region) {
+        aws.region = region;
+    }
+    if let Some(e) = &r.endpoint_url {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            diags.push(Diagnostic::new(
+                e.pos.clone(),
+                format!("invalid endpoint_url `{}`: an http:// or https:// URL", e.value),
+            ));
+        }
+        aws.endpoint_url = Some(e.value.trim_end_matches('/').to_string());
+    }
+    if let Some(reg) = text(&r.registry) {
+        aws.registry = Some(reg.trim_end_matches('/').to_string());
+    }
+    if let Some(arn) = &r.role_arn {
+        if !(arn.starts_with("arn:") && arn.contains(":role/")) {
+            diags.push(Diagnostic::new(arn.pos.clone(), format!("`{}` is not an IAM role ARN", arn.value)));
+        }
+        // The role's account is the environment's: asked of STS, not the top-level one.
+        aws.account_id = None;
+        aws.role = Some(AssumeRole {
+            arn: arn.value.clone(),
+            external_id: text(&r.external_id),
+            session_name: text(&r.session_name).unwrap_or_else(|| format!("berth-{env}")),
+            duration: duration(&r.session_duration, Duration::from_secs(3600), diags),
+        });
+    } else if let Some(x) = &r.external_id {
+        diags.push(Diagnostic::new(x.pos.clone(), "`external_id` needs `role_arn`"));
+    }
+    if let Some(id) = &r.account_id {
+        let v = id.value.0.clone();
+        if !(v.len() == 12 && v.chars().all(|c| c.is_ascii_digit())) {
+            diags.push(Diagnostic::new(id.pos.clone(), format!("invalid account_id `{v}`: 12 digits, quoted")));
+        }
+        aws.account_id = Some(v);
+    }
+    aws
 }
 
 fn prune_limit(field: Option<&At<Text>>, diags: &mut Vec<Diagnostic>) -> PruneLimit {

@@ -199,12 +199,13 @@ impl Cloud for Aws {
     }
 }
 
-/// Makes the [`Cloud`] of a config (again when the config's AWS settings change).
+/// Makes the [`Cloud`] of an AWS target (the top-level `aws:`, or an environment's),
+/// again when its settings change.
 pub trait Connect: Send + Sync + 'static {
     type Cloud: Cloud;
     fn connect(
         &self,
-        config: &crate::core::config::Config,
+        aws: &crate::core::config::AwsConfig,
         stats: Arc<crate::aws::RequestStats>,
     ) -> impl Future<Output = Arc<Self::Cloud>> + Send;
 }
@@ -214,7 +215,7 @@ pub struct ConnectAws;
 
 impl Connect for ConnectAws {
     type Cloud = Aws;
-    async fn connect(&self, config: &crate::core::config::Config, stats: Arc<crate::aws::RequestStats>) -> Arc<Aws> {
-        Arc::new(Aws::connect(&config.aws, stats).await)
+    async fn connect(&self, aws: &crate::core::config::AwsConfig, stats: Arc<crate::aws::RequestStats>) -> Arc<Aws> {
+        Arc::new(Aws::connect(aws, stats).await)
     }
 }

@@ -64,6 +64,9 @@ pub struct EnvState {
     /// shown until then.
     pub orphan_scan: Option<std::collections::BTreeSet<String>>,
     pub orphans: std::collections::BTreeSet<String>,
+    /// The AWS account and region the environment's services live in.
+    pub account: Option<String>,
+    pub region: Option<String>,
 }
 
 /// The daemon's services, by (env, service), and its environments.
@@ -236,6 +239,8 @@ impl Services {
                 no_release: e.no_release,
                 aws_unavailable: e.aws_unavailable.clone(),
                 role: None,
+                account: e.account.clone(),
+                region: e.region.clone(),
             })
             .collect();
         Status { environments }

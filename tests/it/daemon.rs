@@ -65,7 +65,7 @@ impl Daemon {
         Daemon::start_at(w, &config, m, h)
     }
 
-    fn start_at(w: &World, config: &std::path::Path, m: u16, h: u16) -> Daemon {
+    pub(crate) fn start_at(w: &World, config: &std::path::Path, m: u16, h: u16) -> Daemon {
         let log = w.path(&format!("daemon-{m}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = w.moto.command(env!("CARGO_BIN_EXE_berth"));

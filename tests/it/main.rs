@@ -1,5 +1,6 @@
 //! berth's integration tests: one binary, shared helpers in `support`.
 
+mod accounts;
 mod aws_cli;
 mod boundaries;
 mod cli;

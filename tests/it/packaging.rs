@@ -262,7 +262,13 @@ fn iam_policy_is_least_privilege() {
             assert!(!clusters.is_empty(), "{sid}: ecs:ListServices needs an ecs:cluster condition");
         }
         if actions.iter().any(|a| a.starts_with("dynamodb:")) {
-            assert!(resources.iter().all(|r| r.contains(":table/<STATE_TABLE>")), "{sid}: only berth's state table");
+            assert!(
+                resources.iter().all(|r| r.contains(":table/<STATE_TABLE>") || r.contains(":table/<LEASE_TABLE>")),
+                "{sid}: only berth's tables"
+            );
+        }
+        if actions.iter().any(|a| a == "sts:AssumeRole") {
+            assert!(resources.iter().all(|r| r.contains(":role/")), "{sid}: only the environments' roles");
         }
         if actions.iter().any(|a| a == "cloudwatch:PutMetricData") {
             assert_eq!(condition("cloudwatch:namespace"), Some(vec!["Berth".to_string()]), "{sid}");
@@ -276,17 +282,24 @@ fn iam_policy_is_least_privilege() {
 /// policy but what is explained here. The placeholders get example values first.
 #[test]
 fn iam_policy_passes_parliament() {
-    const EXPLAINED: &[(&str, &str)] = &[(
-        "PERMISSIONS_MANAGEMENT_ACTIONS",
-        "iam:PassRole (the execution and task roles, to ecs-tasks.amazonaws.com only) and \
+    const EXPLAINED: &[(&str, &str)] = &[
+        (
+            "CREDENTIALS_EXPOSURE",
+            "sts:AssumeRole returns credentials by nature (an environment's `aws.role_arn`); it is \
+             scoped to those roles' ARNs",
+        ),
+        (
+            "PERMISSIONS_MANAGEMENT_ACTIONS",
+            "iam:PassRole (the execution and task roles, to ecs-tasks.amazonaws.com only) and \
          iam:CreateServiceLinkedRole (ECS's and Application Auto Scaling's own roles, by name) \
          manage permissions by nature; both are scoped by resource and condition",
-    )];
+        ),
+    ];
     let script = r#"
 import json, sys
 from parliament import analyze_policy_string
 text = open(sys.argv[1]).read()
-for k, v in {"<REGION>": "us-east-1", "<ACCOUNT_ID>": "123456789012", "<PRE_CLUSTER>": "pre", "<PROD_CLUSTER>": "prod", "<STATE_TABLE>": "berth-state"}.items():
+for k, v in {"<REGION>": "us-east-1", "<ACCOUNT_ID>": "123456789012", "<PRE_CLUSTER>": "pre", "<PROD_CLUSTER>": "prod", "<STATE_TABLE>": "berth-state", "<LEASE_TABLE>": "berth-leases", "<PROD_ACCOUNT_ID>": "222222222222", "<PROD_ROLE_NAME>": "berth"}.items():
     text = text.replace(k, v)
 found = analyze_policy_string(text, include_community_auditors=True).findings
 print(json.dumps([{"issue": f.issue, "detail": str(f.detail), "at": str(f.location)} for f in found]))
@@ -305,6 +318,20 @@ print(json.dumps([{"issue": f.issue, "detail": str(f.detail), "at": str(f.locati
     let unexplained: Vec<&Value> =
         findings.iter().filter(|f| !EXPLAINED.iter().any(|(issue, _)| f["issue"] == *issue)).collect();
     assert!(unexplained.is_empty(), "parliament: {unexplained:#?}");
+}
+
+/// berth's own service runs two replicas (leader election, `ha:`) across two subnets.
+#[test]
+fn the_service_runs_two_replicas_across_zones() {
+    let svc = json("deploy/service.json");
+    assert_eq!(svc["desiredCount"], 2);
+    let subnets = svc["networkConfiguration"]["awsvpcConfiguration"]["subnets"].as_array().unwrap();
+    assert!(subnets.len() >= 2, "one subnet per AZ");
+    assert!(svc["deploymentConfiguration"]["maximumPercent"].as_i64().unwrap() <= 100, "never a third replica");
+    let tables = std::fs::read_to_string(repo_file("deploy/dynamodb-tables.yaml")).unwrap();
+    for key in ["AttributeName: pk, KeyType: HASH", "AttributeName: sk, KeyType: RANGE", "AttributeName: ttl"] {
+        assert!(tables.contains(key), "{key}");
+    }
 }
 
 #[test]

@@ -52,12 +52,14 @@ impl<K: Connect> Daemon<K> {
         let envs: Vec<EnvConfig> =
             config.environments.values().filter(|e| due.contains_key(&e.name)).cloned().collect();
         let work = self.poll(st, config, &envs, due).await;
+        let mut clouds = Vec::new();
         for w in &work {
             st.memos.entry(w.env.name.clone()).or_default();
+            clouds.push(self.env_cloud(st, &w.env.aws).await);
         }
-        let futures = work.into_iter().map(|w| {
+        let futures = work.into_iter().zip(clouds).map(|(w, cloud)| {
             let memo = st.memos.get(&w.env.name).cloned();
-            let (cloud, shared, semaphore) = (st.cloud.clone(), self.shared.clone(), st.semaphore.clone());
+            let (shared, semaphore) = (self.shared.clone(), st.semaphore.clone());
             let fence_shared = self.shared.clone();
             let (config, cancel) = (config.clone(), self.cancel.clone());
             async move {
@@ -94,22 +96,31 @@ impl<K: Connect> Daemon<K> {
                     ..EnvInput::new(&config, &w.env, &w.checkout, mode)
                 };
                 let reports = reconcile::reconcile_env(&*cloud, &input).await;
-                (w, reports, started.elapsed())
+                let account = cloud.account_id().await.ok();
+                (w, reports, started.elapsed(), account, cloud)
             }
         });
-        let mut data = Vec::new();
-        for (w, reports, took) in futures::future::join_all(futures).await {
+        // CloudWatch data go to each environment's own account and region: one batch per
+        // target.
+        let mut data: Vec<(Arc<K::Cloud>, crate::core::config::AwsConfig, Vec<crate::aws::Datum>)> = Vec::new();
+        for (w, reports, took, account, cloud) in futures::future::join_all(futures).await {
             let key = labels(&[("env", &w.env.name)]);
             self.shared.metrics.reconcile_duration.get_or_create(&key).observe(took.as_secs_f64());
             let looked = Looked { partial: w.due != Due::All, orphans: w.scan_orphans };
-            self.record(st, &w.env.name, &w.checkout, w.fetch_error, &reports, looked);
-            data.extend(self.cloudwatch_data(&w.env.name));
+            self.record(st, &w.env, &w.checkout, w.fetch_error, &reports, looked);
+            self.shared.services().env_mut(&w.env.name).account = account;
+            let datums = self.cloudwatch_data(&w.env.name);
+            match data.iter_mut().find(|(_, aws, _)| *aws == w.env.aws) {
+                Some((_, _, d)) => d.extend(datums),
+                None => data.push((cloud, w.env.aws.clone(), datums)),
+            }
         }
-        if let Some(namespace) = &config.cloudwatch_namespace
-            && !data.is_empty()
-            && let Err(e) = st.cloud.put_metric_data(namespace, &data).await
-        {
-            tracing::warn!(error = %e, "cannot publish to CloudWatch");
+        if let Some(namespace) = &config.cloudwatch_namespace {
+            for (cloud, aws, d) in data.into_iter().filter(|(_, _, d)| !d.is_empty()) {
+                if let Err(e) = cloud.put_metric_data(namespace, &d).await {
+                    tracing::warn!(region = %aws.region, error = %e, "cannot publish to CloudWatch");
+                }
+            }
         }
     }
 
@@ -192,18 +203,19 @@ impl<K: Connect> Daemon<K> {
     fn record(
         &self,
         st: &mut LoopState<K::Cloud>,
-        env: &str,
+        env_config: &EnvConfig,
         checkout: &Checkout,
         fetch_error: Option<String>,
         reports: &[ServiceReport],
         looked: Looked,
     ) {
         let Looked { partial, orphans: scanned_orphans } = looked;
+        let env = env_config.name.as_str();
         let outage = aws_outage(reports);
         self.record_services(env, reports, outage.is_some());
         for r in reports {
             if let Some(watch) = &r.rollout {
-                self.watch(st, env, &r.name, watch.clone());
+                self.watch(st, env_config, &r.name, watch.clone());
             }
         }
         let ts = now_secs();
@@ -261,6 +273,8 @@ impl<K: Connect> Daemon<K> {
             aws_unavailable: outage,
             orphan_scan,
             orphans,
+            account: None,
+            region: Some(env_config.aws.region.clone()),
         };
     }
 

@@ -173,7 +173,23 @@ struct LoopState<C> {
     memos: BTreeMap<String, Arc<tokio::sync::Mutex<Memo>>>,
     watch_ids: u64,
     rollouts_done: mpsc::UnboundedSender<watch::RolloutDone>,
-    rollout_reads: watch::RolloutReads,
+    /// The clients of each environment's AWS target (its account and region), made when
+    /// first needed, with the batched reader of its rollout watches.
+    env_clouds: Vec<EnvCloud<C>>,
+}
+
+/// The clients of one AWS target (the top-level `aws:` with an environment's keys over it).
+struct EnvCloud<C> {
+    aws: crate::core::config::AwsConfig,
+    cloud: Arc<C>,
+    reads: watch::RolloutReads,
+}
+
+impl<C: Cloud> LoopState<C> {
+    /// The clients of `aws`, when made.
+    fn target(&self, aws: &crate::core::config::AwsConfig) -> Option<(Arc<C>, watch::RolloutReads)> {
+        self.env_clouds.iter().find(|e| e.aws == *aws).map(|e| (e.cloud.clone(), e.reads.clone()))
+    }
 }
 
 impl<K: Connect> Daemon<K> {
@@ -182,9 +198,9 @@ impl<K: Connect> Daemon<K> {
         let config = self.shared.config();
         let poller = Poller::open(&config, git::Auth::from_env(&config.repo))?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        let cloud = self.connect.connect(&config, self.shared.stats.clone()).await;
+        let cloud = self.connect.connect(&config.aws, self.shared.stats.clone()).await;
         let mut st = LoopState {
-            rollout_reads: watch::RolloutReads::start(cloud.clone()),
+            env_clouds: Vec::new(),
             cloud,
             poller: Arc::new(Mutex::new(poller)),
             semaphore: Arc::new(Semaphore::new(config.concurrency)),
@@ -229,7 +245,9 @@ impl<K: Connect> Daemon<K> {
                 }
             }
             // Revisions unused for three poll intervals are ones no service runs now.
-            st.cloud.forget_unused(config.repo.poll_interval * 3 + Duration::from_secs(60));
+            for e in &st.env_clouds {
+                e.cloud.forget_unused(config.repo.poll_interval * 3 + Duration::from_secs(60));
+            }
             process::release_freed_memory();
             if self.cancel.is_cancelled() {
                 break;
@@ -238,6 +256,17 @@ impl<K: Connect> Daemon<K> {
         let _ = leases.await;
         tracing::info!("berth daemon stopped");
         Ok(())
+    }
+
+    /// The clients of an environment's AWS target, made on first use.
+    async fn env_cloud(&self, st: &mut LoopState<K::Cloud>, aws: &crate::core::config::AwsConfig) -> Arc<K::Cloud> {
+        if let Some((cloud, _)) = st.target(aws) {
+            return cloud;
+        }
+        let cloud = self.connect.connect(aws, self.shared.stats.clone()).await;
+        let reads = watch::RolloutReads::start(cloud.clone());
+        st.env_clouds.push(EnvCloud { aws: aws.clone(), cloud: cloud.clone(), reads });
+        cloud
     }
 
     /// What is due now, per environment.
@@ -277,9 +306,10 @@ impl<K: Connect> Daemon<K> {
             tracing::warn!("listener addresses changed in the config: restart berth to apply them");
         }
         if new.aws != old.aws {
-            st.cloud = self.connect.connect(&new, self.shared.stats.clone()).await;
-            st.rollout_reads = watch::RolloutReads::start(st.cloud.clone());
+            st.cloud = self.connect.connect(&new.aws, self.shared.stats.clone()).await;
         }
+        // Targets no environment uses any more are dropped (watches in flight keep theirs).
+        st.env_clouds.retain(|c| new.environments.values().any(|e| e.aws == c.aws));
         if new.repo != old.repo {
             match Poller::open(&new, git::Auth::from_env(&new.repo)) {
                 Ok(p) => st.poller = Arc::new(Mutex::new(p)),

@@ -86,7 +86,15 @@ pub(super) struct RolloutDone {
 
 impl<K: Connect> Daemon<K> {
     /// Watches a rollout; a newer apply of the service stops the watch of an older one.
-    pub(super) fn watch(&self, st: &mut LoopState<K::Cloud>, env: &str, service: &str, watch: RolloutWatch) {
+    pub(super) fn watch(
+        &self,
+        st: &mut LoopState<K::Cloud>,
+        env_config: &crate::core::config::EnvConfig,
+        service: &str,
+        watch: RolloutWatch,
+    ) {
+        let env = env_config.name.as_str();
+        let Some((cloud, reads)) = st.target(&env_config.aws) else { return };
         st.watch_ids += 1;
         let id = st.watch_ids;
         let stop = self.cancel.child_token();
@@ -99,7 +107,7 @@ impl<K: Connect> Daemon<K> {
         if let Some(old) = old {
             old.stop.cancel();
         }
-        let (cloud, reads, tx) = (st.cloud.clone(), st.rollout_reads.clone(), st.rollouts_done.clone());
+        let tx = st.rollouts_done.clone();
         let (env, service) = (env.to_string(), service.to_string());
         tokio::spawn(async move {
             let read = || reads.read(&watch.cluster, &watch.service);

@@ -297,11 +297,15 @@ pub async fn reconcile_env<C: Cloud>(cloud: &C, input: &EnvInput<'_>) -> Vec<Ser
     let account = match cloud.account_id().await {
         Ok(a) => a,
         Err(e) => {
+            let e = match &env.aws.role {
+                Some(role) => e.with_role(&role.arn),
+                None => e,
+            };
             let failure = Failure::Aws { context: "cannot tell the AWS account", error: e, applying: false };
             return Table::failing(input.repo, &env.name, input.only, failure).into_reports();
         }
     };
-    let mut aws_config = input.config.aws.clone();
+    let mut aws_config = env.aws.clone();
     aws_config.account_id = Some(account);
     let mut decider = Decider::new(memo.as_deref_mut(), env, aws_config, input.commits, input.version);
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use berth::aws::{AwsError, Datum, Item, RequestStats, StateItem, Verified, VerifyRequest};
-use berth::core::config::Config;
+use berth::core::config::AwsConfig;
 use berth::core::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition};
 use berth::core::live::{Deployment, LivePolicy, LiveScalableTarget, LiveService, LiveTaskDefinition};
 use berth::engine::cloud::{Cloud, Connect};
@@ -400,7 +400,7 @@ pub struct ConnectFake(pub Arc<FakeCloud>);
 
 impl Connect for ConnectFake {
     type Cloud = FakeCloud;
-    async fn connect(&self, _config: &Config, _stats: Arc<RequestStats>) -> Arc<FakeCloud> {
+    async fn connect(&self, _aws: &AwsConfig, _stats: Arc<RequestStats>) -> Arc<FakeCloud> {
         self.0.clone()
     }
 }
