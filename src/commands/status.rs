@@ -16,14 +16,6 @@ pub fn table(status: &Status) -> String {
         "ENV", "SERVICE", "SYNC", "HEALTH", "COMMIT", "TASK DEFINITION"
     );
     for env in &status.environments {
-        let place: Vec<String> =
-            [env.account.as_ref().map(|a| format!("account {a}")), env.region.clone(), env.role.clone()]
-                .into_iter()
-                .flatten()
-                .collect();
-        if !place.is_empty() {
-            let _ = writeln!(out, "{:<8} ({})", env.name, place.join(", "));
-        }
         if let Some(e) = &env.last_fetch_error {
             let _ = writeln!(out, "{:<8} {:<24} git: {e}", env.name, "-");
         }
@@ -67,6 +59,17 @@ pub fn table(status: &Status) -> String {
                 td,
                 if note.is_empty() { "-".to_string() } else { note }
             );
+        }
+    }
+    // Where each environment lives, under the table (`#` lines: the rows stay one per service).
+    for env in &status.environments {
+        let place: Vec<String> =
+            [env.account.as_ref().map(|a| format!("account {a}")), env.region.clone(), env.role.clone()]
+                .into_iter()
+                .flatten()
+                .collect();
+        if !place.is_empty() {
+            let _ = writeln!(out, "# {}: {}", env.name, place.join(", "));
         }
     }
     out

@@ -158,9 +158,5 @@ fn each_environment_converges_into_its_own_account() {
     let err = d.service("prod", "bpg").unwrap()["last_error"].as_str().unwrap().to_string();
     assert!(err.contains("arn:aws:iam::222222222222:role/berth"), "{err}");
     let out = w.berth(&["status", "--url", &format!("http://127.0.0.1:{m}")]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("pre      (account 123456789012, us-east-1)"),
-        "{}",
-        text(&out)
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("# pre: account 123456789012, us-east-1"), "{}", text(&out));
 }

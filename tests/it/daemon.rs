@@ -409,8 +409,9 @@ fn a_broken_service_fails_alone_and_is_named_in_status_and_metrics() {
     let out = w.berth(&["status", "--url", &url, "--env", "pre", "--service", "notifier"]);
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let rows: Vec<&str> = table.lines().skip(1).collect();
+    let rows: Vec<&str> = table.lines().skip(1).filter(|l| !l.starts_with('#')).collect();
     assert_eq!(rows.len(), 1, "{table}");
+    assert!(table.contains("# pre: account 123456789012, us-east-1"), "{table}");
     assert!(rows[0].starts_with("pre ") && rows[0].contains("services/notifier/deploy/service.yaml:"), "{table}");
     for json in [vec!["--output", "json"], vec!["--json"]] {
         let mut args = vec!["status", "--url", &url, "--service", "bpg"];

@@ -344,6 +344,7 @@ async fn a_paused_service_keeps_its_drift_until_resumed() {
         assert_eq!(names, ["ledger", "notifier"], "{heals:?}");
         assert_eq!(heals[0]["trigger"]["fields"], serde_json::json!(["service.desiredCount"]));
         assert_eq!(heals[0]["result"], "applied");
+        assert_eq!(h.service("notifier")["last_change"]["trigger"]["kind"], "drift_heal");
     })
     .await;
 }

@@ -46,8 +46,14 @@ fn cli(w: &World, args: &[&str]) -> std::process::Output {
     w.berth(&all)
 }
 
+/// `berth history` of a service, run from another working directory.
 fn history(w: &World, service: &str) -> Vec<Value> {
-    let out = cli(w, &["history", "--service", service, "--output", "json"]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = w.config.to_string_lossy().into_owned();
+    let mut cmd = w.moto.command(env!("CARGO_BIN_EXE_berth"));
+    cmd.env_remove("AWS_ENDPOINT_URL").current_dir(elsewhere.path());
+    let args = ["history", "--config", &config, "--env", "pre", "--service", service, "--output", "json"];
+    let out = cmd.args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -349,4 +355,38 @@ fn notifications_are_signed_and_a_dead_sink_delays_nothing() {
     assert!(calls.iter().any(|(r, _)| r == "POST /repos/acme/monorepo/deployments/7/statuses HTTP/1.1"), "{calls:#?}");
     assert!(calls.iter().all(|(_, auth)| auth == "Bearer github-test-token"), "{calls:#?}");
     drop(stuck);
+}
+
+/// Removing the newest release tag rolls prod back to the newest remaining release, said
+/// out loud: a log line, and each apply in history with the trigger `release_tag_removed`.
+#[test]
+fn removing_the_newest_release_tag_rolls_prod_back_explicitly() {
+    let w = World::new();
+    *w.poll_interval.borrow_mut() = "1s".into();
+    *w.envs.borrow_mut() = vec!["prod"];
+    *w.top_extra.borrow_mut() = "state: {table: berth-state}\n".into();
+    w.rewrite_config();
+    let d = Daemon::ready(&w);
+    let running =
+        |d: &Daemon| d.service("prod", "notifier").and_then(|s| s["task_definition"].as_str().map(str::to_string));
+    d.wait_for("v1.0.0 deployed", LIMIT, |d| running(d).is_some());
+    let first = running(&d).unwrap();
+    w.commit_edit(
+        "services/notifier/deploy/service.yaml",
+        |t| t.replace("value: debug", "value: info"),
+        "notifier: info",
+    );
+    git(&w.repo, &["tag", "v1.1.0"]);
+    w.push_images();
+    w.push();
+    d.wait_for("v1.1.0 deployed", LIMIT, |d| running(d).is_some_and(|r| r != first));
+    git(&w.repo, &["tag", "-d", "v1.1.0"]);
+    git(&w.origin, &["tag", "-d", "v1.1.0"]);
+    d.wait_for("back on v1.0.0", LIMIT, |d| running(d).as_deref() == Some(first.as_str()));
+    assert!(d.log().contains("the newest release tag was removed"), "{}", d.log());
+    let config = w.config.to_string_lossy().into_owned();
+    let out = w.berth(&["history", "--config", &config, "--env", "prod", "--service", "notifier", "--output", "json"]);
+    let entries: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(entries[0]["trigger"]["kind"], "release_tag_removed", "{entries:#?}");
+    assert_eq!(entries[0]["trigger"]["from"], "v1.1.0", "{entries:#?}");
 }

@@ -409,9 +409,10 @@ fn git_services(checkout: &Checkout, env: &str) -> BTreeSet<String> {
 /// `before`, when `now` is an older release than it (`vX.Y.Z` refs): the newest release
 /// tag was removed and the environment goes back to the newest one left.
 fn older_release(before: Option<&str>, now: &str) -> Option<String> {
-    let version = |r: &str| semver::Version::parse(r.strip_prefix('v')?).ok();
+    let tag = |r: &'_ str| r.strip_prefix("refs/tags/").unwrap_or(r).to_string();
+    let version = |r: &str| semver::Version::parse(tag(r).strip_prefix('v')?).ok();
     let (b, n) = (version(before?)?, version(now)?);
-    (n < b).then(|| before.unwrap_or_default().to_string())
+    (n < b).then(|| tag(before.unwrap_or_default()))
 }
 
 /// A tag environment with no release tag yet: nothing to deploy, and ready (its poll
