@@ -97,6 +97,13 @@ async fn sync(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     if shared.config().env(&req.env).is_none() {
         return (StatusCode::NOT_FOUND, format!("no environment `{}`\n", req.env)).into_response();
     }
+    if !shared.leads(&req.env) {
+        let body = format!(
+            "this replica does not lead `{}` (it only reports on it): send the request to the leader, whose /readyz says `leader of {}`\n",
+            req.env, req.env
+        );
+        return (StatusCode::CONFLICT, body).into_response();
+    }
     let cleared = shared.services().clear_backoff(&req.env, &req.services);
     tracing::info!(env = %req.env, services = ?req.services, cleared = ?cleared, "sync requested through the API");
     shared.trigger([req.env.clone()]);

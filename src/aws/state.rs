@@ -120,7 +120,8 @@ impl Aws {
         req = match version {
             None => req
                 .update_expression("SET #h = :me, expires_at = :exp, version = if_not_exists(version, :zero) + :one")
-                .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+                // Our own name: a take whose answer was lost, made again.
+                .condition_expression("attribute_not_exists(pk) OR expires_at < :now OR #h = :me")
                 .expression_attribute_values(":now", n(now_ms))
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":one", n(1)),

@@ -231,7 +231,17 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<Exit> {
     runtime()?.block_on(async {
         let a = &args.target;
         let t = target(a).await?;
-        let (spec_hash, checkout) = git_spec_hash(&t, args).await?;
+        let (rendered, checkout) = git_spec_hash(&t, args).await?;
+        // The spec the daemon applied (its own rendering) is what it will compare the pin
+        // with; this checkout's rendering may differ (a local `--repo`, a daemon behind).
+        let spec_hash = match t.live.tag(tags::SPEC_HASH) {
+            Some(applied) if applied != rendered => {
+                tracing::warn!(applied, rendered = %rendered, "the service was last applied with another spec than this checkout renders; pinning the applied one");
+                applied.to_string()
+            }
+            Some(applied) => applied.to_string(),
+            None => rendered,
+        };
         let to = rollback_target(&t, &a.service, args.to.as_deref()).await?;
         let Some(revision) = t.aws.describe_task_definition(&to).await? else {
             bail!("no task definition {to}");
@@ -246,9 +256,12 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<Exit> {
             by: actor(),
             at: now_rfc3339(),
         };
+        let Some(value) = pin.to_tag() else {
+            bail!("the pin of {} does not fit in an ECS tag value (256 characters): the family name is too long", pin.revision);
+        };
         // The pin first: a daemon polling between the update and the pin would heal the
         // rollback back to git.
-        t.aws.tag_resource(&t.live.arn, &[Tag { key: tags::PINNED.into(), value: pin.to_tag() }]).await?;
+        t.aws.tag_resource(&t.live.arn, &[Tag { key: tags::PINNED.into(), value }]).await?;
         let started = std::time::Instant::now();
         let mut settings = t.live.settings.clone();
         settings.task_definition = revision.arn.clone();

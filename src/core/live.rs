@@ -144,14 +144,15 @@ fn fields<'a>(value: &'a str, last: &'a str) -> std::collections::BTreeMap<&'a s
 }
 
 impl Pin {
-    /// The tag value: `rev=family:N spec=HASH by=WHO at=TIME`.
-    pub fn to_tag(&self) -> String {
-        let v = format!("rev={} spec={} by={} at={}", self.revision, self.spec_hash, tag_safe(&self.by, 40), self.at);
-        v.chars().take(256).collect()
+    /// The tag value: `spec=HASH rev=family:N at=TIME by=WHO`; `None` when it would not fit
+    /// in an ECS tag value (a family name over about 150 characters).
+    pub fn to_tag(&self) -> Option<String> {
+        let v = format!("spec={} rev={} at={} by={}", self.spec_hash, self.revision, self.at, tag_safe(&self.by, 40));
+        (v.len() <= 256).then_some(v)
     }
 
     pub fn parse(value: &str) -> Option<Pin> {
-        let f = fields(value, "at");
+        let f = fields(value, "by");
         Some(Pin {
             revision: f.get("rev")?.to_string(),
             spec_hash: f.get("spec")?.to_string(),
@@ -251,8 +252,11 @@ mod tests {
             by: "alice".into(),
             at: "2026-12-01T13:40:00Z".into(),
         };
-        assert_eq!(Pin::parse(&pin.to_tag()), Some(pin.clone()));
-        assert!(pin.to_tag().len() <= 256);
+        assert_eq!(Pin::parse(&pin.to_tag().unwrap()), Some(pin.clone()));
+        let long = Pin { revision: format!("{}:1", "f".repeat(200)), ..pin.clone() };
+        assert_eq!(long.to_tag(), None, "a pin that does not fit is refused, not cut");
+        let spaced = Pin { by: "Ada Lovelace".into(), ..pin.clone() };
+        assert_eq!(Pin::parse(&spaced.to_tag().unwrap()).unwrap().by, "Ada Lovelace");
         let pause = Pause {
             reason: "incident 42: db failover".into(),
             by: "bob@host".into(),

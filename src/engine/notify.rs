@@ -149,7 +149,8 @@ async fn post(url: &str, headers: &[(&str, String)], body: Vec<u8>) -> anyhow::R
     all.extend(headers.iter().cloned());
     let (status, answer) = crate::http::request(hyper::Method::POST, url, &all, Some(body)).await?;
     if !status.is_success() {
-        anyhow::bail!("{url}: HTTP {status}");
+        // Not the URL: a Slack (or signed) webhook's URL is its credential.
+        anyhow::bail!("HTTP {status}");
     }
     Ok(answer)
 }

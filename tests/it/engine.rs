@@ -362,7 +362,7 @@ async fn a_pin_holds_until_git_changes_the_service() {
         h.cloud.set_tag(
             "ledger",
             "berth:pinned",
-            Some(&format!("rev=ledger:1 spec={hash} by=ops at=2026-12-01T10:00:00Z")),
+            Some(&format!("spec={hash} rev=ledger-pre:1 at=2026-12-01T10:00:00Z by=ops")),
         );
         h.cloud.set_task_definition("ledger", &first);
         let updates = h.cloud.calls("UpdateService");
@@ -374,7 +374,7 @@ async fn a_pin_holds_until_git_changes_the_service() {
         assert_eq!(h.cloud.running("ledger").unwrap().arn, first);
         let s = h.service("ledger");
         assert_eq!(s["health"], "Pinned", "{s}");
-        assert_eq!(s["pinned"]["revision"], "ledger:1");
+        assert_eq!(s["pinned"]["revision"], "ledger-pre:1");
         // A fix in git: deployed, and the pin is over.
         h.push("services/ledger/deploy/service.yaml", |t| t.replace("count: 2", "count: 3"));
         h.wait("ledger deployed", |h| h.service("ledger")["health"] == "Healthy").await;

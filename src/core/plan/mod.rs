@@ -220,7 +220,13 @@ fn hold(plan: &Plan, input: &Input) -> Step {
     if let Some(pause) = &live.paused {
         return Err(vec![Blocker::Paused { pause: pause.clone(), in_sync }]);
     }
-    if let Some(pin) = live.pinned.as_ref().filter(|p| p.spec_hash == spec_hash) {
+    // A pin holds while the service runs the pinned revision: a rollback that never got
+    // as far as its update (or that ECS itself rolled back) leaves a stale pin, which the
+    // next apply lifts.
+    let runs = |p: &super::live::Pin| {
+        input.service().is_some_and(|s| s.settings.task_definition.rsplit('/').next() == Some(p.revision.as_str()))
+    };
+    if let Some(pin) = live.pinned.as_ref().filter(|p| p.spec_hash == spec_hash && runs(p)) {
         return Err(vec![Blocker::Pinned { pin: pin.clone(), in_sync }]);
     }
     match &live.held {

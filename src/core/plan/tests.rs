@@ -131,6 +131,16 @@ fn in_sync_and_blocked() {
             .blockers(vec![Blocker::Pinned { pin: pin(&held), in_sync: false }])
             .drift(&["container.image", "service.tags.berth:spec-hash"]),
         Case::new(
+            "pinned, but not running the pinned revision (a stale pin)",
+            changed.clone(),
+            converged(&d)
+                .with(|l| l.pinned = Some(pin(&held)))
+                .service(|s| s.settings.task_definition = crate::core::testing::revision_arn(2))
+                .build(),
+        )
+        .actions(&["RegisterTaskDefinition", "UpdateService", "TagService"])
+        .drift(&["container.image", "service.tags.berth:spec-hash"]),
+        Case::new(
             "pinned, git changed since",
             changed.clone(),
             converged(&d).with(|l| l.pinned = Some(pin(d.spec_hash()))).build(),
@@ -146,7 +156,7 @@ fn pause() -> crate::core::live::Pause {
 
 fn pin(spec_hash: &str) -> crate::core::live::Pin {
     crate::core::live::Pin {
-        revision: "web:1".into(),
+        revision: "web-pre:1".into(),
         spec_hash: spec_hash.into(),
         by: "ops".into(),
         at: String::new(),

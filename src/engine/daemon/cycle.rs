@@ -44,6 +44,8 @@ struct Work {
     release_removed: Option<String>,
     /// The commit is new to the orphan scan.
     scan_orphans: bool,
+    /// Set by the reconcile when its look for orphans was complete.
+    orphans_scanned: std::sync::atomic::AtomicBool,
 }
 
 impl<K: Connect> Daemon<K> {
@@ -92,6 +94,7 @@ impl<K: Connect> Daemon<K> {
                     watching: Some(&w.watching),
                     trigger,
                     scan_orphans: w.scan_orphans,
+                    orphans_scanned: Some(&w.orphans_scanned),
                     fence: Some(&fence),
                     ..EnvInput::new(&config, &w.env, &w.checkout, mode)
                 };
@@ -106,10 +109,15 @@ impl<K: Connect> Daemon<K> {
         for (w, reports, took, account, cloud) in futures::future::join_all(futures).await {
             let key = labels(&[("env", &w.env.name)]);
             self.shared.metrics.reconcile_duration.get_or_create(&key).observe(took.as_secs_f64());
-            let looked = Looked { partial: w.due != Due::All, orphans: w.scan_orphans };
+            // A look for orphans counts when it was complete and made by the replica that
+            // prunes (a follower's, or a failed one, is made again).
+            let scanned =
+                w.orphans_scanned.load(std::sync::atomic::Ordering::Relaxed) && self.shared.leads(&w.env.name);
+            let looked = Looked { partial: w.due != Due::All, orphans: w.scan_orphans && scanned };
             self.record(st, &w.env, &w.checkout, w.fetch_error, &reports, looked);
             self.shared.services().env_mut(&w.env.name).account = account;
-            let datums = self.cloudwatch_data(&w.env.name);
+            // Only the replica that converges an environment publishes its figures.
+            let datums = if self.shared.leads(&w.env.name) { self.cloudwatch_data(&w.env.name) } else { Vec::new() };
             match data.iter_mut().find(|(_, aws, _)| *aws == w.env.aws) {
                 Some((_, _, d)) => d.extend(datums),
                 None => data.push((cloud, w.env.aws.clone(), datums)),
@@ -182,6 +190,7 @@ impl<K: Connect> Daemon<K> {
                 Some(checkout) => work.push(Work {
                     release_removed,
                     scan_orphans,
+                    orphans_scanned: std::sync::atomic::AtomicBool::new(false),
                     env: env.clone(),
                     checkout,
                     fetch_error: error,
@@ -219,16 +228,20 @@ impl<K: Connect> Daemon<K> {
             }
         }
         let ts = now_secs();
+        let leads = self.shared.leads(env);
         let mut services = self.shared.services();
         for r in reports {
             let s = services.entry(env, &r.name);
             let new = service_status(r, ts, s.shown.as_ref());
+            // A pin or a pause this process sees appear (not every one it finds at start).
             let before = s.shown.as_ref();
-            if let Some(pin) = new.pinned.as_ref().filter(|_| before.is_none_or(|b| b.pinned.is_none())) {
-                self.shared.notifier.send(&notice(env, r, "pinned", pin.to_string()));
-            }
-            if let Some(pause) = new.paused.as_ref().filter(|_| before.is_none_or(|b| b.paused.is_none())) {
-                self.shared.notifier.send(&notice(env, r, "paused", pause.to_string()));
+            if leads {
+                if let Some(pin) = new.pinned.as_ref().filter(|_| before.is_some_and(|b| b.pinned.is_none())) {
+                    self.shared.notifier.send(&notice(env, r, "pinned", pin.to_string()));
+                }
+                if let Some(pause) = new.paused.as_ref().filter(|_| before.is_some_and(|b| b.paused.is_none())) {
+                    self.shared.notifier.send(&notice(env, r, "paused", pause.to_string()));
+                }
             }
             match &mut s.shown {
                 // Kept where nothing but the time of the last sync changed.
@@ -282,6 +295,12 @@ impl<K: Connect> Daemon<K> {
     /// for the environment, not per service) and the counters.
     fn record_services(&self, env: &str, reports: &[ServiceReport], outage: bool) {
         let now = Instant::now();
+        // Only the replica that converges an environment tells people about it.
+        let notify = |n: Notice| {
+            if self.shared.leads(env) {
+                self.shared.notifier.send(&n);
+            }
+        };
         let mut services = self.shared.services();
         let mut changed = BTreeSet::new();
         for r in reports {
@@ -299,7 +318,7 @@ impl<K: Connect> Daemon<K> {
                         tracing::error!(env, service = %r.name, class = ?f.class(), retry_in = ?delay, error = %text, "service failed");
                         let event = if f.class() == FailureClass::RolloutFailed { "rollout_failed" } else { "failed" };
                         let first = text.lines().take(2).collect::<Vec<_>>().join(" ");
-                        self.shared.notifier.send(&notice(env, r, event, first));
+                        notify(notice(env, r, event, first));
                         s.logged_error = Some(text);
                     }
                 }
@@ -312,7 +331,7 @@ impl<K: Connect> Daemon<K> {
                 (None, _) => s.logged_error = None,
             }
             if r.outcome == Outcome::Pruned {
-                self.shared.notifier.send(&notice(env, r, "pruned", "deleted: its folder is gone from git".into()));
+                notify(notice(env, r, "pruned", "deleted: its folder is gone from git".into()));
             }
             if !r.applied.is_empty() && r.outcome.failure().is_none() {
                 let fields: Vec<&str> = r.drift.iter().map(|c| c.path.as_str()).collect();
@@ -328,7 +347,7 @@ impl<K: Connect> Daemon<K> {
                         format!("applied {} ({}): {}", short(r.commit.as_deref()), revision_of(r), fields.join(", ")),
                     ),
                 };
-                self.shared.notifier.send(&notice(env, r, event, message));
+                notify(notice(env, r, event, message));
             }
             if !r.applied.is_empty() {
                 // One line per applied service: what it now runs and which fields git changed

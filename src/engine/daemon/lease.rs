@@ -71,21 +71,38 @@ fn key(env: &str) -> String {
     format!("lease#{env}")
 }
 
-/// Takes and renews the leases of every environment until `cancel`, then gives them up.
-/// One DynamoDB request per environment per third of the lease.
-pub async fn run<C: Cloud>(shared: Arc<Shared>, cloud: Arc<C>, cancel: CancellationToken) {
+/// Takes and renews the leases of every environment until `cancel` (which the daemon
+/// sends once its last apply has ended), then gives them up. One DynamoDB request per
+/// environment per third of the lease, all environments at once, each bounded by a third
+/// of the lease (a slow answer must not let every lease lapse).
+pub async fn run<C: Cloud>(
+    shared: Arc<Shared>,
+    cloud: Arc<C>,
+    ha: crate::core::config::HaConfig,
+    cancel: CancellationToken,
+) {
+    if ha.lease / 3 < shared.config().aws.attempt_timeout {
+        tracing::warn!(
+            lease = %humantime::format_duration(ha.lease),
+            "a third of ha.lease is shorter than aws.attempt_timeout: a write in flight may outlast the lease's trust; make the lease at least three attempt timeouts"
+        );
+    }
     loop {
         let config = shared.config();
-        let Some(ha) = config.ha.clone() else { return };
-        for env in config.environments.keys() {
-            step(&shared, &*cloud, &ha, env).await;
-        }
+        let (shared, cloud, ha) = (&shared, &cloud, &ha);
+        let steps = config.environments.keys().map(|env| async move {
+            let bounded = tokio::time::timeout(ha.lease / 3, step(shared, &**cloud, ha, env)).await;
+            if bounded.is_err() {
+                shared.leases.renew_failures.get_or_create(&labels(&[("env", env)])).inc();
+                tracing::warn!(env = %env, "no answer to the lease write within a third of the lease");
+            }
+        });
+        futures::future::join_all(steps).await;
         tokio::select! {
             () = cancel.cancelled() => break,
             () = tokio::time::sleep(ha.lease / 3) => {}
         }
     }
-    let Some(ha) = shared.config().ha.clone() else { return };
     let held: Vec<(String, Held)> =
         std::mem::take(&mut *shared.leases.held.lock().expect("lease lock")).into_iter().collect();
     for (env, h) in held {
@@ -117,6 +134,8 @@ async fn step<C: Cloud>(shared: &Shared, cloud: &C, ha: &crate::core::config::Ha
             leases.held.lock().expect("lease lock").insert(env.to_string(), Held { version, trusted_until });
             if before.is_none() {
                 tracing::info!(env, version, holder = %leases.holder, "took the lease: this replica converges the environment");
+                // Look at the cluster afresh: a follower's look for orphans prunes nothing.
+                shared.services().env_mut(env).orphan_scan = None;
                 shared.trigger([env.to_string()]);
             }
         }

@@ -176,6 +176,8 @@ struct LoopState<C> {
     /// The clients of each environment's AWS target (its account and region), made when
     /// first needed, with the batched reader of its rollout watches.
     env_clouds: Vec<EnvCloud<C>>,
+    /// The lease task (with `ha:`) and what stops it.
+    leases: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
 }
 
 /// The clients of one AWS target (the top-level `aws:` with an environment's keys over it).
@@ -200,6 +202,7 @@ impl<K: Connect> Daemon<K> {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let cloud = self.connect.connect(&config.aws, self.shared.stats.clone()).await;
         let mut st = LoopState {
+            leases: None,
             env_clouds: Vec::new(),
             cloud,
             poller: Arc::new(Mutex::new(poller)),
@@ -210,7 +213,7 @@ impl<K: Connect> Daemon<K> {
             rollouts_done: done_tx,
         };
         self.shared.notifier.start();
-        let leases = tokio::spawn(lease::run(self.shared.clone(), st.cloud.clone(), self.cancel.clone()));
+        self.start_leases(&mut st, &config);
         tracing::info!(repo = %config.repo.url, envs = ?config.environments.keys().collect::<Vec<_>>(), "berth daemon started");
         loop {
             let config = self.shared.config();
@@ -253,9 +256,27 @@ impl<K: Connect> Daemon<K> {
                 break;
             }
         }
-        let _ = leases.await;
+        // The leases go last: the applies of the last cycle are over (or abandoned).
+        self.stop_leases(&mut st).await;
         tracing::info!("berth daemon stopped");
         Ok(())
+    }
+
+    /// Starts taking and renewing the environments' leases (with `ha:`).
+    fn start_leases(&self, st: &mut LoopState<K::Cloud>, config: &Config) {
+        if let Some(ha) = config.ha.clone() {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(lease::run(self.shared.clone(), st.cloud.clone(), ha, stop.clone()));
+            st.leases = Some((task, stop));
+        }
+    }
+
+    /// Stops the lease task and gives its leases up.
+    async fn stop_leases(&self, st: &mut LoopState<K::Cloud>) {
+        if let Some((task, stop)) = st.leases.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
     }
 
     /// The clients of an environment's AWS target, made on first use.
@@ -263,7 +284,13 @@ impl<K: Connect> Daemon<K> {
         if let Some((cloud, _)) = st.target(aws) {
             return cloud;
         }
-        let cloud = self.connect.connect(aws, self.shared.stats.clone()).await;
+        // An environment on the top-level target shares its clients (one HTTP client, one
+        // set of TLS roots, one revision cache).
+        let cloud = if *aws == self.shared.config().aws {
+            st.cloud.clone()
+        } else {
+            self.connect.connect(aws, self.shared.stats.clone()).await
+        };
         let reads = watch::RolloutReads::start(cloud.clone());
         st.env_clouds.push(EnvCloud { aws: aws.clone(), cloud: cloud.clone(), reads });
         cloud
@@ -305,8 +332,16 @@ impl<K: Connect> Daemon<K> {
         if new.metrics_listen != old.metrics_listen || new.webhook != old.webhook {
             tracing::warn!("listener addresses changed in the config: restart berth to apply them");
         }
+        let leases_change = new.ha != old.ha || new.aws != old.aws;
+        if leases_change {
+            // Give up the leases where they were taken before anything moves.
+            self.stop_leases(st).await;
+        }
         if new.aws != old.aws {
             st.cloud = self.connect.connect(&new.aws, self.shared.stats.clone()).await;
+        }
+        if leases_change {
+            self.start_leases(st, &new);
         }
         // Targets no environment uses any more are dropped (watches in flight keep theirs).
         st.env_clouds.retain(|c| new.environments.values().any(|e| e.aws == c.aws));

@@ -108,11 +108,14 @@ impl<K: Connect> Daemon<K> {
             old.stop.cancel();
         }
         let tx = st.rollouts_done.clone();
+        let shared = self.shared.clone();
         let (env, service) = (env.to_string(), service.to_string());
         tokio::spawn(async move {
             let read = || reads.read(&watch.cluster, &watch.service);
+            let lease_env = env.clone();
+            let leads = move || shared.leads(&lease_env);
             tokio::select! {
-                result = watch.wait_reading(&*cloud, read) => {
+                result = watch.wait_reading(&*cloud, read, &leads) => {
                     let _ = tx.send(RolloutDone { env, service, id, spec_hash, result });
                 }
                 () = stop.cancelled() => {}

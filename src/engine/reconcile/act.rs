@@ -243,6 +243,12 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
     let mut deployed: Option<String> = None;
     let mut service_arn: Option<String> = None;
     for (id, action) in run.plan.actions_with_ids() {
+        // Every write is fenced: a leader whose lease is no longer trusted stops here.
+        if input.fence.is_some_and(|may_write| !may_write()) {
+            tracing::warn!(service = %run.name, "the lease is no longer trusted: stopping this apply");
+            ex.fenced = true;
+            return ex;
+        }
         let result = match action {
             Action::RegisterTaskDefinition { task_definition } => {
                 cloud.register_task_definition(task_definition).await.map(|arn| {

@@ -100,6 +100,8 @@ pub struct EnvInput<'a> {
     /// Look for berth-managed services whose folder is gone (a ListServices and the
     /// cluster's DescribeServices): `Orphaned` rows, pruned where the environment says so.
     pub scan_orphans: bool,
+    /// Set when the look for orphans was complete (listed, and no prune failed).
+    pub orphans_scanned: Option<&'a std::sync::atomic::AtomicBool>,
     /// Whether this process may still write (a leader checks its lease before each apply
     /// batch and each service's apply); `None` always may.
     pub fence: Option<&'a (dyn Fn() -> bool + Sync)>,
@@ -130,6 +132,7 @@ impl<'a> EnvInput<'a> {
             watching: None,
             trigger: None,
             scan_orphans: true,
+            orphans_scanned: None,
             fence: None,
         }
     }
@@ -223,7 +226,7 @@ impl RolloutWatch {
             let mut found = cloud.describe_services(&self.cluster, std::slice::from_ref(&self.service)).await?;
             Ok(found.remove(&self.service))
         };
-        self.wait_reading(cloud, read).await
+        self.wait_reading(cloud, read, &|| true).await
     }
 
     /// [`Self::wait`], without writing a hold when it fails (a rollback's rollout: git's
@@ -239,11 +242,21 @@ impl RolloutWatch {
     /// [`Self::wait`], with the service's state read by `read` (the daemon batches the
     /// reads of all its watches). A failure is written on the service as its hold
     /// (`berth:held`), so that no berth process applies this spec again until git changes it.
-    pub async fn wait_reading<C: Cloud, F>(&self, cloud: &C, read: impl Fn() -> F) -> Result<(), String>
+    /// The hold and the history are written only while `may_write` (a replica that lost its
+    /// lease meanwhile leaves them to the new leader, which follows the rollout itself).
+    pub async fn wait_reading<C: Cloud, F>(
+        &self,
+        cloud: &C,
+        read: impl Fn() -> F,
+        may_write: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(), String>
     where
         F: std::future::Future<Output = Result<Option<LiveService>, AwsError>>,
     {
         let result = act::wait_for_rollout(self, read).await;
+        if !may_write() {
+            return result;
+        }
         if result.is_err() {
             act::write_hold(cloud, &self.service_arn, &self.spec_hash).await;
         }
@@ -332,7 +345,10 @@ pub async fn reconcile_env<C: Cloud>(cloud: &C, input: &EnvInput<'_>) -> Vec<Ser
         act::act(cloud, &mut table, input).await;
     }
     if input.scan_orphans && input.only.is_none() {
-        orphans::orphans(cloud, &mut table, input).await;
+        let complete = orphans::orphans(cloud, &mut table, input).await;
+        if let Some(done) = input.orphans_scanned {
+            done.store(complete, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     table.into_reports()
 }

@@ -13,8 +13,9 @@ use crate::engine::cloud::Cloud;
 use crate::engine::history::{self, Entry, Trigger};
 
 /// Looks for the environment's orphans and adds a row for each (pruning them when the
-/// environment says so and the guards allow).
-pub async fn orphans<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_>) {
+/// environment says so and the guards allow). `true` when the look was complete: the
+/// cluster was listed and no prune failed (else the daemon looks again next time).
+pub async fn orphans<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_>) -> bool {
     let env = input.env;
     let in_git: BTreeSet<&str> = (input.repo.services.iter())
         .filter(|d| d.envs.contains_key(&env.name))
@@ -27,24 +28,24 @@ pub async fn orphans<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_
         Ok(names) => names.into_iter().filter(|n| !in_git.contains(n.as_str())).collect::<Vec<_>>(),
         Err(e) => {
             tracing::warn!(env = %env.name, error = %e, "cannot look for orphaned services");
-            return;
+            return false;
         }
     };
     if candidates.is_empty() {
-        return;
+        return true;
     }
     let live = match cloud.describe_services(&env.cluster, &candidates).await {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(env = %env.name, error = %e, "cannot look for orphaned services");
-            return;
+            return false;
         }
     };
     let orphans: Vec<_> = (live.values())
         .filter(|s| s.status == "ACTIVE" && s.tag(tags::MANAGED) == Some("true") && s.tag(tags::ENV) == Some(&env.name))
         .collect();
     if orphans.is_empty() {
-        return;
+        return true;
     }
     let managed = in_git.len() + orphans.len();
     let limit = env.prune_limit.of(managed);
@@ -71,8 +72,22 @@ pub async fn orphans<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_
     {
         tracing::warn!(env = %env.name, orphans = orphans.len(), reason = %reason, "not pruning");
     }
+    let mut complete = true;
     for live in orphans {
         let name = live.settings.service_name.clone();
+        // An operator's pause or pin says "leave it as it is".
+        let held =
+            [(tags::PAUSED, "paused"), (tags::PINNED, "pinned")].into_iter().find(|(t, _)| live.tag(t).is_some());
+        let refusal = match (held, &refusal) {
+            (_, Some(reason)) => Some(reason.clone()),
+            (Some((_, what)), None) => {
+                Some(format!("its folder is gone from git; it is {what}, so berth does not prune it"))
+            }
+            (None, None) if input.fence.is_some_and(|may_write| !may_write()) => {
+                Some("its folder is gone from git; this replica no longer holds the lease".to_string())
+            }
+            (None, None) => None,
+        };
         let outcome = match &refusal {
             Some(reason) => Outcome::Orphaned(reason.clone()),
             None => match prune(cloud, &env.cluster, live).await {
@@ -85,24 +100,26 @@ pub async fn orphans<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_
                     }
                     Outcome::Pruned
                 }
-                Err(error) => Outcome::Failed(Failure::Aws { context: "pruning", error, applying: true }),
+                Err(error) => {
+                    complete = false;
+                    Outcome::Failed(Failure::Aws { context: "pruning", error, applying: true })
+                }
             },
         };
         let row = table.insert_done(&name, outcome);
         row.report.task_definition = Some(live.settings.task_definition.clone());
         row.report.commit = live.tag(tags::COMMIT).map(str::to_string);
     }
+    complete
 }
 
-/// Scale to zero, remove its scaling (policies go with the target), delete.
+/// Remove its scaling first (so nothing scales it up again), scale to zero, delete. Each
+/// step may be repeated: a prune that failed half-way is finished by the next one.
 async fn prune<C: Cloud>(
     cloud: &C,
     cluster: &str,
     live: &crate::core::live::LiveService,
 ) -> Result<(), crate::aws::AwsError> {
-    let mut settings = live.settings.clone();
-    settings.desired_count = Some(0);
-    cloud.update_service(&settings, &live.settings.task_definition, true).await?;
     let rid = scaling_resource_id(cluster, &live.settings.service_name);
     let policies = cloud.describe_scaling_policies(&BTreeSet::from([rid.clone()])).await?;
     for p in policies.get(&rid).into_iter().flatten() {
@@ -111,5 +128,8 @@ async fn prune<C: Cloud>(
     if !cloud.describe_scalable_targets(std::slice::from_ref(&rid)).await?.is_empty() {
         cloud.deregister_scalable_target(&rid).await?;
     }
+    let mut settings = live.settings.clone();
+    settings.desired_count = Some(0);
+    cloud.update_service(&settings, &live.settings.task_definition, true).await?;
     cloud.delete_service(cluster, &live.settings.service_name).await
 }
