@@ -4,6 +4,7 @@
 #   prometheus_client, at ${BERTH_VENV:-$HOME/.cache/berth/venv};
 # - Debian packages only when missing (pkg-config + OpenSSL headers for git2, systemd's
 #   systemd-analyze for the packaging tests, prometheus's promtool for the alert rules,
+#   chromium for the status page test,
 #   python3-venv);
 # - CARGO_TARGET_DIR defaults to $HOME/.cache/berth/target, reused across clones.
 # It exports BERTH_MOTO_SERVER and BERTH_AWS_CLI (how tests/it/support/moto.rs finds them).
@@ -81,6 +82,13 @@ else
     fi
   fi
   echo "promtool installed ($(promtool --version 2>&1 | head -n 1))"
+fi
+
+# tests/it/page.rs renders the status page in headless Chromium (Debian's package).
+if [ -x /usr/bin/chromium ] || [ -x /usr/bin/chromium-browser ]; then
+  echo "chromium present"
+else
+  apt_install chromium
 fi
 
 step "python virtualenv: $VENV"

@@ -23,5 +23,6 @@ pub mod commands;
 pub mod core;
 pub mod engine;
 pub mod http;
+pub mod page;
 pub mod server;
 pub mod source;

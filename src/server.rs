@@ -44,6 +44,8 @@ pub fn status_router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/", get(index))
+        .route("/services/{env}/{name}", get(service_page))
         .route("/api/v1/sync", post(sync))
         .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT))
         .with_state(shared)
@@ -158,6 +160,27 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             None => (StatusCode::OK, "ready\n").into_response(),
         },
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+    }
+}
+
+async fn index(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(filter): axum::extract::Query<crate::page::Filter>,
+) -> Response {
+    axum::response::Html(crate::page::index(&shared.status(), &filter)).into_response()
+}
+
+async fn service_page(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path((env, name)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let recent: Vec<_> = (shared.recent.lock().expect("recent lock").iter())
+        .filter(|e| e.env == env && e.service == name)
+        .cloned()
+        .collect();
+    match crate::page::service(&shared.status(), &env, &name, &recent) {
+        Some(page) => axum::response::Html(page).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no service `{name}` in environment `{env}`\n")).into_response(),
     }
 }
 

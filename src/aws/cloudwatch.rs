@@ -34,7 +34,7 @@ impl Aws {
                         .build()
                 })
                 .collect();
-            self.cloudwatch
+            self.cloudwatch()
                 .put_metric_data()
                 .namespace(namespace)
                 .set_metric_data(Some(metrics))

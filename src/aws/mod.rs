@@ -125,9 +125,13 @@ pub struct Aws {
     pub(crate) ssm: aws_sdk_ssm::Client,
     pub(crate) sm: aws_sdk_secretsmanager::Client,
     pub(crate) ecr: aws_sdk_ecr::Client,
-    pub(crate) sts: aws_sdk_sts::Client,
-    pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
-    pub(crate) ddb: aws_sdk_dynamodb::Client,
+    sts: std::sync::OnceLock<aws_sdk_sts::Client>,
+    /// Made on first use: most configs never publish to CloudWatch or use a table, and an
+    /// SDK client costs memory and touches code pages the idle daemon would keep.
+    cloudwatch: std::sync::OnceLock<aws_sdk_cloudwatch::Client>,
+    ddb: std::sync::OnceLock<aws_sdk_dynamodb::Client>,
+    sdk: aws_config::SdkConfig,
+    counter: stats::Counter,
     pub stats: Arc<RequestStats>,
     td_cache: Mutex<ecs::TaskDefinitionCache>,
     verify_cache: Mutex<lookups::VerifyCache>,
@@ -181,7 +185,11 @@ impl Aws {
                 .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
                 .build();
         }
-        let counter = stats::Counter(stats.clone());
+        let account = (config.role.as_ref())
+            .and_then(|r| r.arn.split(':').nth(4).map(str::to_string))
+            .or_else(|| config.account_id.clone())
+            .unwrap_or_default();
+        let counter = stats::Counter(stats.clone(), Arc::new(stats::Target { region: config.region.clone(), account }));
         Aws {
             ecs: aws_sdk_ecs::Client::from_conf(
                 aws_sdk_ecs::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
@@ -198,15 +206,11 @@ impl Aws {
             ecr: aws_sdk_ecr::Client::from_conf(
                 aws_sdk_ecr::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
             ),
-            sts: aws_sdk_sts::Client::from_conf(
-                aws_sdk_sts::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
-            ),
-            cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
-                aws_sdk_cloudwatch::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
-            ),
-            ddb: aws_sdk_dynamodb::Client::from_conf(
-                aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(counter).build(),
-            ),
+            sts: std::sync::OnceLock::new(),
+            cloudwatch: std::sync::OnceLock::new(),
+            ddb: std::sync::OnceLock::new(),
+            sdk,
+            counter,
             stats,
             td_cache: Mutex::new(ecs::TaskDefinitionCache::default()),
             verify_cache: Mutex::new(lookups::VerifyCache::default()),
@@ -216,6 +220,20 @@ impl Aws {
         }
     }
 
+    pub(crate) fn cloudwatch(&self) -> &aws_sdk_cloudwatch::Client {
+        self.cloudwatch.get_or_init(|| {
+            let conf = aws_sdk_cloudwatch::config::Builder::from(&self.sdk).interceptor(self.counter.clone()).build();
+            aws_sdk_cloudwatch::Client::from_conf(conf)
+        })
+    }
+
+    pub(crate) fn ddb(&self) -> &aws_sdk_dynamodb::Client {
+        self.ddb.get_or_init(|| {
+            let conf = aws_sdk_dynamodb::config::Builder::from(&self.sdk).interceptor(self.counter.clone()).build();
+            aws_sdk_dynamodb::Client::from_conf(conf)
+        })
+    }
+
     /// The account id: from the config, else asked of STS once.
     pub async fn account_id(&self) -> Result<String, AwsError> {
         if let Some(id) = &self.config.account_id {
@@ -223,7 +241,11 @@ impl Aws {
         }
         self.account
             .get_or_try_init(|| async {
-                let out = self.sts.get_caller_identity().send().await.map_err(|e| classify("GetCallerIdentity", e))?;
+                let sts = self.sts.get_or_init(|| {
+                    let conf = aws_sdk_sts::config::Builder::from(&self.sdk).interceptor(self.counter.clone()).build();
+                    aws_sdk_sts::Client::from_conf(conf)
+                });
+                let out = sts.get_caller_identity().send().await.map_err(|e| classify("GetCallerIdentity", e))?;
                 out.account()
                     .map(str::to_string)
                     .ok_or_else(|| AwsError::other("GetCallerIdentity", "no account in the answer"))

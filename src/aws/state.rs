@@ -31,7 +31,7 @@ pub struct StateItem {
 impl Aws {
     /// Creates the table (on-demand billing, TTL on `ttl`) unless it exists.
     pub async fn ensure_state_table(&self, table: &str) -> Result<(), AwsError> {
-        match self.ddb.describe_table().table_name(table).send().await {
+        match self.ddb().describe_table().table_name(table).send().await {
             Ok(_) => return Ok(()),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {}
             Err(e) => return Err(classify("DescribeTable", e)),
@@ -47,7 +47,7 @@ impl Aws {
             KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("name and type are set")
         };
         let created = self
-            .ddb
+            .ddb()
             .create_table()
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest)
@@ -65,14 +65,15 @@ impl Aws {
         }
         for _ in 0..60 {
             let d =
-                self.ddb.describe_table().table_name(table).send().await.map_err(|e| classify("DescribeTable", e))?;
+                self.ddb().describe_table().table_name(table).send().await.map_err(|e| classify("DescribeTable", e))?;
             if d.table().and_then(|t| t.table_status()).is_some_and(|s| s.as_str() == "ACTIVE") {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
         let ttl = TimeToLiveSpecification::builder().attribute_name("ttl").enabled(true).build().expect("set");
-        if let Err(e) = self.ddb.update_time_to_live().table_name(table).time_to_live_specification(ttl).send().await {
+        if let Err(e) = self.ddb().update_time_to_live().table_name(table).time_to_live_specification(ttl).send().await
+        {
             tracing::warn!(table, error = %classify("UpdateTimeToLive", e), "cannot turn on the state table's TTL");
         }
         tracing::info!(table, "created the state table");
@@ -80,7 +81,7 @@ impl Aws {
     }
 
     pub async fn put_state_item(&self, table: &str, item: &StateItem) -> Result<(), AwsError> {
-        self.ddb
+        self.ddb()
             .put_item()
             .table_name(table)
             .item("pk", AttributeValue::S(item.pk.clone()))
@@ -108,7 +109,7 @@ impl Aws {
     ) -> Result<LeaseAnswer, AwsError> {
         let n = |v: u64| AttributeValue::N(v.to_string());
         let mut req = self
-            .ddb
+            .ddb()
             .update_item()
             .table_name(table)
             .key("pk", AttributeValue::S(pk.to_string()))
@@ -143,7 +144,7 @@ impl Aws {
     /// Gives the lease up (expires it now) if `holder` still has it at `version`.
     pub async fn release_lease(&self, table: &str, pk: &str, holder: &str, version: u64) -> Result<(), AwsError> {
         let r = self
-            .ddb
+            .ddb()
             .update_item()
             .table_name(table)
             .key("pk", AttributeValue::S(pk.to_string()))
@@ -175,7 +176,7 @@ impl Aws {
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
             let mut q = self
-                .ddb
+                .ddb()
                 .query()
                 .table_name(table)
                 .key_condition_expression("pk = :pk")

@@ -13,6 +13,10 @@ use aws_smithy_types::config_bag::ConfigBag;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestKey {
+    /// The AWS target's region and account (the account of its role, or `aws.account_id`;
+    /// empty when berth asks STS for it).
+    pub region: String,
+    pub account: String,
     /// `ecs`, `application-autoscaling`, `ssm`, `secretsmanager`, `ecr`, `sts`.
     pub api: String,
     pub operation: String,
@@ -30,8 +34,14 @@ impl RequestStats {
         Arc::new(RequestStats::default())
     }
 
-    pub fn record(&self, api: &str, operation: &str, result: &'static str) {
-        let key = RequestKey { api: api.to_string(), operation: operation.to_string(), result };
+    pub fn record(&self, target: &Target, api: &str, operation: &str, result: &'static str) {
+        let key = RequestKey {
+            region: target.region.clone(),
+            account: target.account.clone(),
+            api: api.to_string(),
+            operation: operation.to_string(),
+            result,
+        };
         *self.counts.lock().expect("stats lock").entry(key).or_default() += 1;
     }
 
@@ -103,7 +113,14 @@ fn api_label(service: &str) -> String {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Counter(pub Arc<RequestStats>);
+pub(crate) struct Counter(pub Arc<RequestStats>, pub Arc<Target>);
+
+/// The labels of one set of clients' requests.
+#[derive(Clone, Debug, Default)]
+pub struct Target {
+    pub region: String,
+    pub account: String,
+}
 
 impl Intercept for Counter {
     fn name(&self) -> &'static str {
@@ -132,7 +149,7 @@ impl Intercept for Counter {
             }
             None => "error",
         };
-        self.0.record(&api_label(meta.service()), meta.name(), result);
+        self.0.record(&self.1, &api_label(meta.service()), meta.name(), result);
         Ok(())
     }
 }

@@ -272,6 +272,17 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<Exit> {
             }
             return Err(e).context(format!("cannot update service {} to {}", a.service, revision.arn));
         }
+        // The scaling that revision ran with, when history has it.
+        let scaling = history::scaling_of(&t.config, &*t.aws, &t.env.name, &a.service, &revision.arn).await;
+        let mut scaled = None;
+        if let Some(target) = &scaling {
+            let live = t.aws.describe_scalable_targets(std::slice::from_ref(&target.resource_id)).await?;
+            let now = live.get(&target.resource_id).map(|l| (l.target.min_capacity, l.target.max_capacity));
+            if now != Some((target.min_capacity, target.max_capacity)) {
+                t.aws.register_scalable_target(target).await?;
+                scaled = Some(format!("scaling restored to min {}, max {}", target.min_capacity, target.max_capacity));
+            }
+        }
         let mut result = Ok(());
         let waited = t.env.rollout_wait && revision.arn != from;
         if waited {
@@ -314,6 +325,9 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<Exit> {
             short_revision(&from),
             short_revision(&revision.arn)
         );
+        if let Some(s) = &scaled {
+            let _ = write!(message, "; {s}");
+        }
         match &result {
             Ok(()) if waited => message.push_str(" (rollout completed)"),
             Ok(()) => message.push_str(" (rollout not waited for: rollout.wait is off)"),
@@ -391,6 +405,7 @@ async fn revisions_as_history(aws: &Aws, env: &EnvConfig, service: &str, limit: 
             duration_s: None,
             by: String::new(),
             error: None,
+            scaling: None,
         });
     }
     Ok(out)

@@ -77,7 +77,7 @@ pub fn table(status: &Status) -> String {
 
 /// The first line of an error, with the first problem under a heading line such as
 /// `invalid spec:` (its `path:line:col: message`), so the table names where to look.
-fn first_problem(error: &str) -> String {
+pub fn first_problem(error: &str) -> String {
     let mut lines = error.lines().map(str::trim).filter(|l| !l.is_empty());
     match (lines.next(), lines.next()) {
         (Some(head), Some(next)) if head.ends_with(':') => format!("{head} {next}"),

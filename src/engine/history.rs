@@ -84,6 +84,9 @@ pub struct Entry {
     pub by: String,
     #[serde(default)]
     pub error: Option<String>,
+    /// The scalable target the apply set (a rollback to this revision restores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<crate::core::desired::ScalableTarget>,
 }
 
 /// Who runs a command: `BERTH_ACTOR`, else the login name.
@@ -121,6 +124,7 @@ impl Entry {
             duration_s: None,
             by: actor(),
             error: None,
+            scaling: None,
         }
     }
 
@@ -169,6 +173,19 @@ pub async fn list<C: Cloud>(
 ) -> Result<Vec<Entry>, AwsError> {
     let items = cloud.query_state_items(&state.table, &format!("history#{env}"), service, limit).await?;
     Ok(items.iter().filter_map(|i| serde_json::from_str(&i.body).ok()).collect())
+}
+
+/// The scalable target recorded with the newest apply of `revision`, if any.
+pub async fn scaling_of<C: Cloud>(
+    config: &Config,
+    cloud: &C,
+    env: &str,
+    service: &str,
+    revision: &str,
+) -> Option<crate::core::desired::ScalableTarget> {
+    let state = config.state.as_ref()?;
+    let entries = list(cloud, state, env, Some(service), 200).await.ok()?;
+    entries.into_iter().filter(|e| e.revision == revision && e.by == "berth").find_map(|e| e.scaling)
 }
 
 /// The revision of the newest entry of `service` whose rollout completed and that is not

@@ -166,7 +166,14 @@ impl Metrics {
 
         let aws: Family<Labels, Counter> = Family::default();
         for (k, n) in stats.snapshot() {
-            aws.get_or_create(&labels(&[("api", &k.api), ("operation", &k.operation), ("result", k.result)])).inc_by(n);
+            let key = [
+                ("region", k.region.as_str()),
+                ("account", &k.account),
+                ("api", &k.api),
+                ("operation", &k.operation),
+                ("result", k.result),
+            ];
+            aws.get_or_create(&labels(&key)).inc_by(n);
         }
         reg.register("aws_requests", "AWS API requests (each attempt) by result", aws);
 

@@ -71,6 +71,11 @@ impl Notifier {
         }
     }
 
+    /// Whether any sink is configured (no notice is built otherwise).
+    pub fn has_sinks(&self) -> bool {
+        !self.sinks.is_empty()
+    }
+
     /// Queues `notice` for every sink that wants its event and environment. Never waits.
     pub fn send(&self, notice: &Notice) {
         for sink in &self.sinks {

@@ -61,6 +61,9 @@ pub struct ServiceStatus {
     pub health: Health,
     pub commit: Option<String>,
     pub task_definition: Option<String>,
+    /// The image git wants (with its tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// The differing field paths.
     pub drift: Vec<String>,
     pub last_error: Option<String>,
@@ -74,14 +77,14 @@ pub struct ServiceStatus {
     pub held: bool,
     /// A rollback's pin: the revision, git's spec it holds off, who and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pinned: Option<crate::core::live::Pin>,
+    pub pinned: Option<Box<crate::core::live::Pin>>,
     /// An operator's pause: why, who and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub paused: Option<crate::core::live::Pause>,
+    pub paused: Option<Box<crate::core::live::Pause>>,
     /// When this daemon last changed the service, and why (the full record is in
     /// `berth history`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_change: Option<LastChange>,
+    pub last_change: Option<Box<LastChange>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,21 +166,22 @@ pub fn service_status(report: &ServiceReport, now: f64, previous: Option<&Servic
         health: o.health(missing, held),
         commit: report.commit.clone().or_else(|| previous.and_then(|p| p.commit.clone())),
         task_definition: report.task_definition.clone().or_else(|| previous.and_then(|p| p.task_definition.clone())),
+        image: report.image.clone().or_else(|| previous.and_then(|p| p.image.clone())),
         drift,
         last_error: o.error_text(),
         spec_hash: report.spec_hash.clone(),
         last_sync,
         held,
         pinned: match o {
-            Outcome::Held(Hold::Pinned { pin, .. }) => Some(pin.clone()),
+            Outcome::Held(Hold::Pinned { pin, .. }) => Some(Box::new(pin.clone())),
             _ => None,
         },
         paused: match o {
-            Outcome::Held(Hold::Paused { pause, .. }) => Some(pause.clone()),
+            Outcome::Held(Hold::Paused { pause, .. }) => Some(Box::new(pause.clone())),
             _ => None,
         },
         last_change: match (&report.trigger, report.applied.is_empty()) {
-            (Some(trigger), false) => Some(LastChange { at: now, trigger: trigger.clone() }),
+            (Some(trigger), false) => Some(Box::new(LastChange { at: now, trigger: trigger.clone() })),
             _ => previous.and_then(|p| p.last_change.clone()),
         },
     }

@@ -490,7 +490,11 @@ print(json.dumps(out))
     assert_eq!(pre[1]["commit"], git(&w.repo, &["rev-parse", "develop"]).as_str());
     let aws = samples("berth_aws_requests");
     assert!(
-        aws.iter().any(|s| s[1]["api"] == "ecs" && s[1]["operation"] == "DescribeServices" && s[1]["result"] == "ok"),
+        aws.iter().any(|s| s[1]["api"] == "ecs"
+            && s[1]["operation"] == "DescribeServices"
+            && s[1]["result"] == "ok"
+            && s[1]["region"] == "us-east-1"
+            && s[1]["account"] == "123456789012"),
         "{aws:#?}"
     );
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();

@@ -11,6 +11,7 @@ mod faults;
 mod ha;
 mod operate;
 mod packaging;
+mod page;
 mod parse_props;
 mod render_snapshots;
 mod support;

@@ -390,3 +390,33 @@ fn removing_the_newest_release_tag_rolls_prod_back_explicitly() {
     assert_eq!(entries[0]["trigger"]["kind"], "release_tag_removed", "{entries:#?}");
     assert_eq!(entries[0]["trigger"]["from"], "v1.1.0", "{entries:#?}");
 }
+
+/// A rollback returns to its revision's scaling too (from history), and names the
+/// services that depend on the one rolled back.
+#[test]
+fn a_rollback_restores_scaling_and_names_dependents() {
+    let w = world();
+    let d = Daemon::ready(&w);
+    let max = || {
+        w.console(
+            "import boto3; print(boto3.client('application-autoscaling').describe_scalable_targets(ServiceNamespace='ecs', ResourceIds=['service/pre/bpg'])['ScalableTargets'][0]['MaxCapacity'])",
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(max(), "6");
+    let bad = w.commit_edit("services/bpg/deploy/service.yaml", |t| t.replace("max: 6", "max: 9"), "bpg: max 9");
+    w.push_images();
+    w.push();
+    d.wait_for("the bad commit deployed", LIMIT, |d| synced_at(d, "bpg", &bad));
+    assert_eq!((running(&w, "bpg"), max()), ("bpg-pre:2".to_string(), "9".to_string()));
+    let repo = w.repo.to_string_lossy().into_owned();
+    let out = cli(&w, &["rollback", "bpg", "--repo", &repo]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("scaling restored to min 2, max 6"), "{stdout}");
+    assert!(stdout.contains("note: klausapproves depend on bpg"), "{stdout}");
+    assert_eq!((running(&w, "bpg"), max()), ("bpg-pre:1".to_string(), "6".to_string()));
+    d.cycles_more("pre", 2);
+    assert_eq!(max(), "6", "the daemon undid the rollback's scaling");
+}

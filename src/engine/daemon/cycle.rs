@@ -301,6 +301,11 @@ impl<K: Connect> Daemon<K> {
                 self.shared.notifier.send(&n);
             }
         };
+        let notify = |n: &dyn Fn() -> Notice| {
+            if self.shared.notifier.has_sinks() {
+                notify(n());
+            }
+        };
         let mut services = self.shared.services();
         let mut changed = BTreeSet::new();
         for r in reports {
@@ -318,7 +323,7 @@ impl<K: Connect> Daemon<K> {
                         tracing::error!(env, service = %r.name, class = ?f.class(), retry_in = ?delay, error = %text, "service failed");
                         let event = if f.class() == FailureClass::RolloutFailed { "rollout_failed" } else { "failed" };
                         let first = text.lines().take(2).collect::<Vec<_>>().join(" ");
-                        notify(notice(env, r, event, first));
+                        notify(&|| notice(env, r, event, first.clone()));
                         s.logged_error = Some(text);
                     }
                 }
@@ -331,7 +336,7 @@ impl<K: Connect> Daemon<K> {
                 (None, _) => s.logged_error = None,
             }
             if r.outcome == Outcome::Pruned {
-                notify(notice(env, r, "pruned", "deleted: its folder is gone from git".into()));
+                notify(&|| notice(env, r, "pruned", "deleted: its folder is gone from git".into()));
             }
             if !r.applied.is_empty() && r.outcome.failure().is_none() {
                 let fields: Vec<&str> = r.drift.iter().map(|c| c.path.as_str()).collect();
@@ -347,9 +352,10 @@ impl<K: Connect> Daemon<K> {
                         format!("applied {} ({}): {}", short(r.commit.as_deref()), revision_of(r), fields.join(", ")),
                     ),
                 };
-                notify(notice(env, r, event, message));
+                notify(&|| notice(env, r, event, message.clone()));
             }
             if !r.applied.is_empty() {
+                self.remember(env, r);
                 // One line per applied service: what it now runs and which fields git changed
                 // or a heal put back (docs/operations.md, "Logs").
                 let fields: Vec<&str> = r.drift.iter().map(|c| c.path.as_str()).collect();
@@ -373,6 +379,28 @@ impl<K: Connect> Daemon<K> {
             // Their backoff held them off in this cycle: the next one attempts them.
             self.shared.trigger([env.to_string()]);
         }
+    }
+
+    /// Keeps the apply for the service page (the last few per service).
+    fn remember(&self, env: &str, r: &ServiceReport) {
+        let entry = crate::engine::history::Entry {
+            time: now_secs(),
+            env: env.to_string(),
+            service: r.name.clone(),
+            commit: r.commit.clone().unwrap_or_default(),
+            spec_hash: r.spec_hash.clone().unwrap_or_default(),
+            revision: r.task_definition.clone().unwrap_or_default(),
+            image: r.image.clone().unwrap_or_default(),
+            trigger: r.trigger.clone().unwrap_or(Trigger::GitChange),
+            result: if r.outcome.failure().is_some() { "failed" } else { "applied" }.to_string(),
+            duration_s: None,
+            by: "berth".to_string(),
+            error: r.outcome.failure().map(|f| f.to_string().lines().next().unwrap_or_default().to_string()),
+            scaling: None,
+        };
+        let mut recent = self.shared.recent.lock().expect("recent lock");
+        recent.push_front(entry);
+        recent.truncate(super::RECENT);
     }
 
     /// The CloudWatch gauges of one environment, from its services' status.

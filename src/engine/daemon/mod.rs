@@ -35,6 +35,9 @@ use crate::core::memo::Memo;
 use crate::source::checkout::Poller;
 use crate::source::git;
 
+/// Applies kept for the service page (a few hundred bytes each).
+pub const RECENT: usize = 100;
+
 /// How long in-flight work may take after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -49,6 +52,9 @@ pub struct Shared {
     pub notifier: crate::engine::notify::Notifier,
     /// The environments' leases this replica holds (`ha:`).
     pub leases: lease::Leases,
+    /// The last applies this process made ([`RECENT`] of them, all services together),
+    /// newest first: the service page's (`berth history` has the durable record).
+    pub recent: Mutex<std::collections::VecDeque<crate::engine::history::Entry>>,
     /// Environments a webhook (or the end of a rollout) asked to reconcile now.
     pending: Mutex<BTreeSet<String>>,
     wake: Notify,
@@ -65,6 +71,7 @@ impl Shared {
             services: Mutex::new(Services::default()),
             notifier,
             leases,
+            recent: Mutex::new(std::collections::VecDeque::new()),
             metrics,
             stats: RequestStats::new(),
             config: RwLock::new(config),

@@ -161,7 +161,9 @@ fn record(table: &mut Table, name: &str, result: Option<Execution>) {
     };
     r.applied = ex.applied;
     r.trigger = ex.trigger;
-    r.image = ex.image;
+    if ex.image.is_some() {
+        r.image = ex.image;
+    }
     if let Some(td) = ex.task_definition {
         r.task_definition = Some(td);
     }
@@ -211,6 +213,7 @@ async fn record_history<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run, ex
         duration_s: (result != "applied").then(|| (history::unix_now() - ex.started).max(0.0)),
         by: "berth".to_string(),
         error,
+        scaling: run.desired.scaling.as_ref().map(|s| s.scalable_target.clone()),
     };
     history::put(cloud, state, &entry).await;
     if let Some(watch) = &mut ex.rollout {

@@ -187,6 +187,7 @@ impl<'a> Decider<'a> {
             }
             let row = table.rows.get_mut(&name).expect("a row being rendered");
             row.report.spec_hash = Some(rendering.spec_hash.clone());
+            row.report.image = Some(rendering.image.clone());
             let image = lookups_image(&rendering.image, &self.aws.region);
             if image.is_some_and(|i| verified.missing_images.contains(&i)) {
                 table.finish(&name, Outcome::WaitingForImage(rendering.image.clone()));
