@@ -10,8 +10,10 @@
 //! - [`aws`]: the AWS SDK adapters; SDK types never leave it.
 //! - [`engine`]: reconciling an environment (`reconcile`: collect, decide, act over one
 //!   table), outcomes and their projections, the daemon's loop and per-service state,
-//!   status and metrics, and the `Cloud` port the engine uses.
+//!   status and metrics, and the `Cloud` port the engine uses; `history` (the state
+//!   table), `notify` (the sinks), the daemon's `lease` (leader election).
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/status`, `/api/v1/sync` and the webhook.
+//! - [`page`]: the status page (`GET /`, `GET /services/{env}/{name}`), server-rendered.
 //! - [`http`]: the one HTTP client of berth's own requests (the CLI to the daemon,
 //!   notification sinks).
 //! - [`commands`]: one module per subcommand; glue only.

@@ -78,7 +78,7 @@ fn revision(s: &ServiceStatus) -> String {
 }
 
 fn image_tag(s: &ServiceStatus) -> String {
-    s.image.as_deref().and_then(|i| i.rsplit_once(':').map(|(_, t)| t.to_string())).unwrap_or_else(|| "-".into())
+    s.image_tag.clone().unwrap_or_else(|| "-".into())
 }
 
 /// What the row says besides sync and health: the hold, pin or pause, and the error's
@@ -191,7 +191,7 @@ pub fn service(status: &Status, env: &str, name: &str, recent: &[Entry]) -> Opti
             dt { "Sync" } dd { span class=(format!("badge {}", class_of_sync(s.sync))) { (s.sync.as_str()) } }
             dt { "Health" } dd { span class=(format!("badge {}", class_of_health(s.health))) { (s.health.as_str()) } }
             dt { "Commit" } dd { code { (s.commit.as_deref().unwrap_or("-")) } }
-            dt { "Image" } dd { code { (s.image.as_deref().unwrap_or("-")) } }
+            dt { "Image tag" } dd { code { (image_tag(s)) } }
             dt { "Task definition" } dd { code { (s.task_definition.as_deref().unwrap_or("-")) } }
             dt { "Spec hash" } dd { code { (short(s.spec_hash.as_deref(), 12)) } }
             dt { "Drift" } dd { @if s.drift.is_empty() { "-" } @else { (s.drift.join(", ")) } }

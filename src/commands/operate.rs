@@ -108,47 +108,31 @@ pub fn pause(args: &PauseArgs) -> anyhow::Result<Exit> {
 }
 
 pub fn resume(args: &ServiceArgs) -> anyhow::Result<Exit> {
-    runtime()?.block_on(async {
-        let t = target(args).await?;
-        let message = if t.live.tag(tags::PAUSED).is_none() {
-            format!("{} in {} is not paused", args.service, t.env.name)
-        } else {
-            t.aws.untag_resource(&t.live.arn, &[tags::PAUSED]).await?;
-            let entry = Entry::operator(&t.env.name, &args.service, Trigger::Resumed, &t.live);
-            history::record_now(&t.config, &*t.aws, entry).await;
-            format!("resumed {} in {}: the daemon applies git again at its next poll", args.service, t.env.name)
-        };
-        let done = Done {
-            env: &t.env.name,
-            service: &args.service,
-            action: "resumed",
-            pin: None,
-            pause: None,
-            from: None,
-            to: None,
-            message,
-        };
-        print(args.output, &done)?;
-        Ok(Exit::Ok)
-    })
+    lift(args, tags::PAUSED, Trigger::Resumed, "resumed", "paused")
 }
 
 pub fn unpin(args: &ServiceArgs) -> anyhow::Result<Exit> {
+    lift(args, tags::PINNED, Trigger::Unpinned, "unpinned", "pinned")
+}
+
+/// Ends a pause or a pin: removes its tag (if there is one) and records that in history;
+/// the daemon applies git again at its next poll.
+fn lift(args: &ServiceArgs, tag: &str, trigger: Trigger, action: &str, state: &str) -> anyhow::Result<Exit> {
     runtime()?.block_on(async {
         let t = target(args).await?;
-        let pin = t.live.tag(tags::PINNED).and_then(Pin::parse);
-        let message = if pin.is_none() {
-            format!("{} in {} is not pinned", args.service, t.env.name)
+        let pin = t.live.tag(tags::PINNED).and_then(Pin::parse).filter(|_| tag == tags::PINNED);
+        let message = if t.live.tag(tag).is_none() {
+            format!("{} in {} is not {state}", args.service, t.env.name)
         } else {
-            t.aws.untag_resource(&t.live.arn, &[tags::PINNED]).await?;
-            let entry = Entry::operator(&t.env.name, &args.service, Trigger::Unpinned, &t.live);
+            t.aws.untag_resource(&t.live.arn, &[tag]).await?;
+            let entry = Entry::operator(&t.env.name, &args.service, trigger, &t.live);
             history::record_now(&t.config, &*t.aws, entry).await;
-            format!("unpinned {} in {}: the daemon applies git again at its next poll", args.service, t.env.name)
+            format!("{action} {} in {}: the daemon applies git again at its next poll", args.service, t.env.name)
         };
         let done = Done {
             env: &t.env.name,
             service: &args.service,
-            action: "unpinned",
+            action,
             pin: pin.as_ref(),
             pause: None,
             from: None,

@@ -62,7 +62,8 @@ pub struct EnvState {
     /// (services berth manages whose folder is gone), and the orphans found: looked for
     /// again when a commit removes one of those services (only that makes a new orphan),
     /// shown until then.
-    pub orphan_scan: Option<std::collections::BTreeSet<String>>,
+    /// (As sorted 64-bit digests of the names: 8 bytes a service.)
+    pub orphan_scan: Option<Vec<u64>>,
     pub orphans: std::collections::BTreeSet<String>,
     /// The AWS account and region the environment's services live in.
     pub account: Option<String>,

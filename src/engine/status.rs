@@ -61,9 +61,9 @@ pub struct ServiceStatus {
     pub health: Health,
     pub commit: Option<String>,
     pub task_definition: Option<String>,
-    /// The image git wants (with its tag).
+    /// The tag of the image git wants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
+    pub image_tag: Option<String>,
     /// The differing field paths.
     pub drift: Vec<String>,
     pub last_error: Option<String>,
@@ -166,7 +166,8 @@ pub fn service_status(report: &ServiceReport, now: f64, previous: Option<&Servic
         health: o.health(missing, held),
         commit: report.commit.clone().or_else(|| previous.and_then(|p| p.commit.clone())),
         task_definition: report.task_definition.clone().or_else(|| previous.and_then(|p| p.task_definition.clone())),
-        image: report.image.clone().or_else(|| previous.and_then(|p| p.image.clone())),
+        image_tag: (report.image.as_deref().and_then(|i| i.rsplit_once(':')).map(|(_, t)| t.to_string()))
+            .or_else(|| previous.and_then(|p| p.image_tag.clone())),
         drift,
         last_error: o.error_text(),
         spec_hash: report.spec_hash.clone(),

@@ -183,8 +183,8 @@ impl<K: Connect> Daemon<K> {
             }
             let scanned = services.env(&env.name).and_then(|e| e.orphan_scan.as_ref());
             let scan_orphans = checkout.as_ref().is_some_and(|c| {
-                let now = git_services(c, &env.name);
-                scanned.is_none_or(|before| before.iter().any(|s| !now.contains(s)))
+                let now = name_digests(c, &env.name);
+                scanned.is_none_or(|before| before.iter().any(|d| now.binary_search(d).is_err()))
             });
             match checkout {
                 Some(checkout) => work.push(Work {
@@ -262,11 +262,8 @@ impl<K: Connect> Daemon<K> {
         } else {
             services.env(env).map(|e| e.orphans.clone()).unwrap_or_default()
         };
-        let orphan_scan = if scanned_orphans {
-            Some(git_services(checkout, env))
-        } else {
-            services.env(env).and_then(|e| e.orphan_scan.clone())
-        };
+        let orphan_scan =
+            if scanned_orphans { Some(name_digests(checkout, env)) } else { services.env_mut(env).orphan_scan.take() };
         services.retain(|e, s| e != env || reported.contains(s) || deployed.contains(s) || orphans.contains(s));
         match (&services.env(env).and_then(|e| e.aws_unavailable.clone()), &outage) {
             (None, Some(error)) => tracing::warn!(
@@ -442,6 +439,19 @@ fn revision_of(r: &ServiceReport) -> &str {
 
 fn short(commit: Option<&str>) -> &str {
     commit.map_or("-", |c| &c[..c.len().min(12)])
+}
+
+/// The sorted digests of the names of [`git_services`].
+fn name_digests(checkout: &Checkout, env: &str) -> Vec<u64> {
+    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    let names = (checkout.repo.services.iter())
+        .filter(|d| d.envs.contains_key(env))
+        .map(|d| d.name.as_str())
+        .chain(checkout.repo.broken.iter().filter(|b| b.envs.iter().any(|e| e == env)).map(|b| b.key.as_str()));
+    let mut out: Vec<u64> = names.map(|n| hasher.hash_one(n)).collect();
+    out.sort_unstable();
+    out
 }
 
 /// The services git has for `env` at `checkout` (broken ones included).
