@@ -2,13 +2,13 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::RequestStats;
 use crate::cli::{ApplyArgs, ConvergeArgs, OutputFormat};
-use crate::commands::{Exit, load_config};
+use crate::commands::Exit;
 use crate::engine::cloud::{Connect as _, ConnectAws};
 use crate::engine::outcome::Verdict;
 use crate::engine::reconcile::{self, EnvInput, Mode, Outcome, ServiceReport};
@@ -54,11 +54,7 @@ pub fn render_text(env: &str, checkout_ref: &str, commit: &str, reports: &[Servi
 }
 
 async fn run(args: &ConvergeArgs, mode: Mode) -> anyhow::Result<(Exit, Vec<ServiceReport>)> {
-    let config = load_config(&args.config)?;
-    let env = config
-        .env(&args.env)
-        .cloned()
-        .with_context(|| format!("environment `{}` is not in {}", args.env, args.config.display()))?;
+    let (config, env) = crate::commands::load_env(&args.config, &args.env)?;
     let checkout = match &args.repo {
         Some(dir) => local_checkout(dir, &config, &env)?,
         None => {

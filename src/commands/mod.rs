@@ -39,6 +39,15 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     crate::source::dir::config(path).map_err(|d| anyhow::anyhow!("invalid config:\n{d}"))
 }
 
+/// Loads an agent config and one of its environments (an error naming the file when the
+/// environment is not in it).
+pub fn load_env(path: &Path, env: &str) -> anyhow::Result<(Config, crate::core::config::EnvConfig)> {
+    let config = load_config(path)?;
+    let found =
+        config.env(env).cloned().with_context(|| format!("environment `{env}` is not in {}", path.display()))?;
+    Ok((config, found))
+}
+
 /// Reads and loads the services of a directory.
 pub fn load_dir(root: &Path, glob: Option<&str>) -> anyhow::Result<(RepoFiles, Repo)> {
     let files = crate::source::dir::read(root, glob.unwrap_or(DEFAULT_DISCOVERY))

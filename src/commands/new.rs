@@ -10,8 +10,18 @@ use crate::cli::NewServiceArgs;
 use crate::commands::Exit;
 use crate::core::spec::{NAME_RULE, fargate, valid_env_name, valid_service_name};
 
+/// The `yaml-language-server` modeline of a file `depth` folders below the repository
+/// root: editors with the YAML language server (VS Code's YAML extension, Neovim, Helix)
+/// then check it against `.berth/<schema>`, which `berth new service` writes.
+fn modeline(depth: usize, schema: &str) -> String {
+    format!("# yaml-language-server: $schema={}.berth/{schema}\n", "../".repeat(depth))
+}
+
 pub fn service_yaml(args: &NewServiceArgs, image: &str) -> String {
     let mut s = String::new();
+    let dir = args.dir.clone().unwrap_or_else(|| format!("services/{}", args.name));
+    let depth = dir.trim_matches('/').split('/').count() + 1;
+    s.push_str(&modeline(depth, "service.schema.json"));
     let _ =
         writeln!(s, "# berth service spec. Reference: README.md \"Spec reference\"; schema: `berth schema service`.");
     let _ = writeln!(s, "type: service");
@@ -142,8 +152,10 @@ pub fn run(args: &NewServiceArgs) -> anyhow::Result<Exit> {
     let image = args.image.clone().unwrap_or_else(|| args.name.clone());
     let mut files: Vec<(PathBuf, String)> =
         vec![(args.repo.join(&dir).join("deploy/service.yaml"), service_yaml(args, &image))];
+    let depth = dir.split('/').count() + 2;
     for env in &args.envs {
-        files.push((args.repo.join(&dir).join("deploy").join(env).join("config.yaml"), config_yaml(env)));
+        let text = format!("{}{}", modeline(depth, "config.schema.json"), config_yaml(env));
+        files.push((args.repo.join(&dir).join("deploy").join(env).join("config.yaml"), text));
     }
     files.push((
         args.repo.join(".github/workflows").join(format!("{}.yml", args.name)),
@@ -153,6 +165,11 @@ pub fn run(args: &NewServiceArgs) -> anyhow::Result<Exit> {
         && let Some((existing, _)) = files.iter().find(|(p, _)| p.exists())
     {
         bail!("{} exists; pass --force to overwrite", existing.display());
+    }
+    // The schemas the modelines name, written afresh (they follow this berth's version).
+    for (which, name) in [(crate::cli::SchemaWhich::Service, "service"), (crate::cli::SchemaWhich::Config, "config")] {
+        let json = serde_json::to_string_pretty(&crate::commands::schema::schema_json(Some(which)))?;
+        files.push((args.repo.join(".berth").join(format!("{name}.schema.json")), format!("{json}\n")));
     }
     for (path, content) in &files {
         if let Some(parent) = path.parent() {

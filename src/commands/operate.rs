@@ -34,11 +34,7 @@ struct Target {
 }
 
 async fn target(args: &ServiceArgs) -> anyhow::Result<Target> {
-    let config = load_config(&args.config)?;
-    let env = config
-        .env(&args.env)
-        .cloned()
-        .with_context(|| format!("environment `{}` is not in {}", args.env, args.config.display()))?;
+    let (config, env) = crate::commands::load_env(&args.config, &args.env)?;
     let aws = ConnectAws.connect(&env.aws, RequestStats::new()).await;
     let name = &args.service;
     let mut found = aws.describe_services(&env.cluster, std::slice::from_ref(name)).await?;
@@ -341,11 +337,7 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<Exit> {
 
 pub fn history(args: &HistoryArgs) -> anyhow::Result<Exit> {
     runtime()?.block_on(async {
-        let config = load_config(&args.config)?;
-        let env = config
-            .env(&args.env)
-            .cloned()
-            .with_context(|| format!("environment `{}` is not in {}", args.env, args.config.display()))?;
+        let (config, env) = crate::commands::load_env(&args.config, &args.env)?;
         let aws = ConnectAws.connect(&env.aws, RequestStats::new()).await;
         let entries = match &config.state {
             Some(state) => history::list(&*aws, state, &env.name, args.service.as_deref(), args.limit)

@@ -48,6 +48,12 @@ fn parse_params(args: &RenderArgs) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// The release `X.Y.Z` of HEAD's `vX.Y.Z` tag, if it has one.
+fn head_release(repo_root: &Path) -> Option<String> {
+    let (repo, head) = crate::source::git::open_head(repo_root).ok()?;
+    crate::source::git::head_version(&repo, head)
+}
+
 /// The newest commit that changed the service's folder, from the checkout's HEAD.
 fn service_commit(repo_root: &Path, service_dir: &str) -> anyhow::Result<String> {
     let (repo, head) = crate::source::git::open_head(repo_root)
@@ -82,16 +88,30 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<Exit> {
         }
         None => bare_env(&args.env, args.version.is_some()),
     };
-    let aws = config.as_ref().map_or_else(|| AwsConfig::new("us-east-1"), |c| c.aws.clone());
+    // The environment's own target (its account and region, with `aws:` under it).
+    let aws = if config.is_some() { env.aws.clone() } else { AwsConfig::new("us-east-1") };
     if let Some(v) = &args.version {
         semver::Version::parse(v).with_context(|| format!("--version `{v}` is not X.Y.Z"))?;
     }
+    // A tag environment deploys `X.Y.Z` images: HEAD's release tag, as the daemon would.
+    let version = match (&args.version, &env.source) {
+        (Some(v), _) => Some(v.clone()),
+        (None, crate::core::config::Source::SemverTags { .. }) => {
+            Some(head_release(&args.repo).with_context(|| {
+                format!(
+                    "environment `{}` deploys release tags and HEAD has no vX.Y.Z tag: pass --version X.Y.Z",
+                    env.name
+                )
+            })?)
+        }
+        (None, _) => None,
+    };
     let commit = match &args.commit {
         Some(c) => c.clone(),
         None => service_commit(&args.repo, &spec.dir)?,
     };
     let lookups = Lookups { ssm_values: parse_params(args)?, secret_arns: BTreeMap::new() };
-    let target = Target { env: &env, aws: &aws, commit: &commit, version: args.version.as_deref(), lookups: &lookups };
+    let target = Target { env: &env, aws: &aws, commit: &commit, version: version.as_deref(), lookups: &lookups };
     let desired = match render::render(&spec, &target) {
         Ok(d) => d,
         Err(diags) => {

@@ -143,6 +143,11 @@ fn render(case: &Case) -> String {
         args.push("--param".as_ref());
         args.push(p.as_ref());
     }
+    // A tag environment renders a release (the fixture's checkout has no vX.Y.Z tag).
+    if case.env == "prod" {
+        let version: [&std::ffi::OsStr; 2] = ["--version".as_ref(), "1.0.0".as_ref()];
+        args.extend(version);
+    }
     stdout_ok(&format!("berth render {}/{}", case.service, case.env), &berth(&args))
 }
 

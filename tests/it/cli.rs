@@ -43,6 +43,19 @@ fn new_service_scaffolds_files_that_validate_and_a_ci_workflow() {
     ] {
         assert!(wf.contains(needle), "workflow lacks `{needle}`:\n{wf}");
     }
+    // Each file names its schema for the YAML language server, by a path that exists.
+    for (f, schema) in [
+        ("services/payments/deploy/service.yaml", "service.schema.json"),
+        ("services/payments/deploy/qa/config.yaml", "config.schema.json"),
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        let first = text.lines().next().unwrap();
+        let rel = first.strip_prefix("# yaml-language-server: $schema=").unwrap_or_else(|| panic!("{f}: {first}"));
+        assert!(rel.ends_with(schema), "{f}: {rel}");
+        let target = dir.path().join(f).parent().unwrap().join(rel);
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+        assert!(json.get("$schema").is_some() || json.get("properties").is_some(), "{}", target.display());
+    }
     // A second run refuses to overwrite; --force does.
     let again = berth(["new", "service", "payments", "--repo", &repo]);
     assert_eq!(again.status.code(), Some(1));

@@ -334,3 +334,37 @@ fn image_tag_is_the_last_commit_that_changed_the_service_folder() {
     assert_eq!(image, format!("{registry}/notifier:{}", &second[..12]));
     assert_eq!(commit, second);
 }
+
+/// In a tag environment `render` takes the release from HEAD's `vX.Y.Z` tag, as the daemon
+/// deploys it; without one it asks for `--version`.
+#[test]
+fn a_tag_environment_renders_the_release_of_heads_tag() {
+    let repo = fixture_git();
+    let path = repo.path().to_string_lossy().into_owned();
+    let mut args: Vec<String> = [
+        "render",
+        "--config",
+        CONFIG,
+        "--repo",
+        &path,
+        "--env",
+        "prod",
+        "--service",
+        "notifier",
+        "--only",
+        "task-definition",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(params("notifier", "prod"));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let untagged = berth(&argv);
+    assert_eq!(untagged.code, 1, "{}", untagged.stderr);
+    assert!(untagged.stderr.contains("HEAD has no vX.Y.Z tag: pass --version X.Y.Z"), "{}", untagged.stderr);
+    git(repo.path(), &["tag", "v2.3.4"]);
+    let tagged = berth(&argv);
+    assert_eq!(tagged.code, 0, "{}", tagged.stderr);
+    let td: Value = serde_json::from_str(&tagged.stdout).unwrap();
+    let image = td["containerDefinitions"][0]["image"].as_str().unwrap();
+    assert!(image.ends_with(":2.3.4"), "{image}");
+}
