@@ -149,8 +149,17 @@ pub fn webhook_router(shared: Arc<Shared>, secret: Vec<u8>) -> Router {
         .with_state(WebhookState { shared, secret: Arc::new(secret), deliveries: Arc::default() })
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], shared.metrics_text()).into_response()
+/// OpenMetrics for a scraper that asks for it (Prometheus does, first); the Prometheus text
+/// format 0.0.4 for one that does not.
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let text = shared.metrics_text();
+    if accept.contains("application/openmetrics-text") {
+        ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+    } else {
+        let plain = crate::engine::metrics::to_text_format(&text);
+        ([(header::CONTENT_TYPE, crate::engine::metrics::CONTENT_TYPE_TEXT)], plain).into_response()
+    }
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {

@@ -53,6 +53,31 @@ impl Default for Metrics {
 }
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The Prometheus text format, for scrapers that do not ask for OpenMetrics.
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The OpenMetrics text in the Prometheus text format 0.0.4: counter families are named by
+/// their `_total` samples, and there are no `# UNIT` or `# EOF` lines. The samples are the
+/// same.
+pub fn to_text_format(openmetrics: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> =
+        (openmetrics.lines()).filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find(|p| line.starts_with(p));
+        match meta.and_then(|p| line[p.len()..].split_once(' ').map(|(name, rest)| (p, name, rest))) {
+            Some((p, name, rest)) if counters.contains(name) => {
+                out.push_str(&format!("{p}{name}_total {rest}"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
 
 impl Metrics {
     /// The OpenMetrics text of everything, for one scrape.
@@ -220,4 +245,17 @@ fn process_registry() -> Registry {
         gauge(&mut reg, "process_max_fds", "Maximum open file descriptors", None, max as f64);
     }
     reg
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn openmetrics_becomes_the_prometheus_text_format() {
+        let om = "# HELP berth_git_fetch Repository polls by result.\n# TYPE berth_git_fetch counter\nberth_git_fetch_total{env=\"pre\",result=\"ok\"} 3\n# HELP berth_x_seconds X.\n# TYPE berth_x_seconds histogram\n# UNIT berth_x_seconds seconds\nberth_x_seconds_sum 1.0\n# EOF\n";
+        let text = super::to_text_format(om);
+        assert_eq!(
+            text,
+            "# HELP berth_git_fetch_total Repository polls by result.\n# TYPE berth_git_fetch_total counter\nberth_git_fetch_total{env=\"pre\",result=\"ok\"} 3\n# HELP berth_x_seconds X.\n# TYPE berth_x_seconds histogram\nberth_x_seconds_sum 1.0\n"
+        );
+    }
 }

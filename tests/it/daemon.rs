@@ -433,8 +433,20 @@ fn metrics_are_strict_openmetrics_with_the_design_families() {
     let d = Daemon::ready(&w);
     d.cycles_more("pre", 1);
     d.cycles_more("prod", 1);
-    let (code, text) = d.get("/metrics");
+    // What Prometheus asks for first: OpenMetrics. Without it, the Prometheus text format.
+    let accept = [("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5".to_string())];
+    let (code, text) = http(&d.metrics, "GET", "/metrics", &accept, b"");
     assert_eq!(code, 200);
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    let (_, plain) = d.get("/metrics");
+    assert!(!plain.contains("# EOF") && plain.contains("# TYPE berth_reconcile_total counter"), "{plain}");
+    let plain_file = w.path("metrics-0.0.4.txt");
+    std::fs::write(&plain_file, &plain).unwrap();
+    let families = w.moto.python(&format!(
+        "from prometheus_client.parser import text_string_to_metric_families\nprint(len(list(text_string_to_metric_families(open({:?}).read()))))",
+        plain_file.to_string_lossy()
+    ));
+    assert!(families.trim().parse::<usize>().unwrap() > 10, "{families}");
     let file = w.path("metrics.txt");
     std::fs::write(&file, &text).unwrap();
     let parsed = w.moto.python(&format!(
