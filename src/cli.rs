@@ -225,6 +225,10 @@ pub struct ValidateArgs {
     /// `text` (`path:line:col: message` lines) or `json` (a list of `{file, line, column, message}`).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Fail on files berth would skip (`service.yml`, a `config.yaml` that is not a file, …),
+    /// which are otherwise warnings on stderr.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]

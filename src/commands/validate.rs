@@ -19,6 +19,15 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<Exit> {
     let glob = config.as_ref().map(|c| c.repo.discovery.clone());
     let (_, repo) = load_dir(&args.repo, glob.as_deref())?;
     problems.extend(repo.diagnostics());
+    let glob = glob.unwrap_or_else(|| crate::core::config::DEFAULT_DISCOVERY.to_string());
+    let misses = crate::source::dir::near_misses(&args.repo, &glob)?;
+    for (path, what) in &misses {
+        eprintln!("{}: {path}: {what}", if args.strict { "error" } else { "warning" });
+    }
+    if args.strict && !misses.is_empty() && problems.is_empty() {
+        eprintln!("error: {} file(s) berth would skip (--strict)", misses.len());
+        return Ok(Exit::Failed);
+    }
     diag::normalize(&mut problems);
     if args.output == OutputFormat::Json {
         let list: Vec<serde_json::Value> = (problems.iter())

@@ -57,6 +57,36 @@ pub fn read(root: &Path, glob: &str) -> anyhow::Result<RepoFiles> {
     Ok(out)
 }
 
+/// Files berth does not read though their author likely meant it to: `service.yml` or
+/// `config.yml` where berth reads `.yaml`, and a `service.yaml` or `config.yaml` that is
+/// not a regular file (a folder, a symlink). Each is `(path, what to do)`.
+pub fn near_misses(root: &Path, glob: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let matcher = matcher(glob)?;
+    let mut out = Vec::new();
+    let walk = walkdir::WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walk.flatten() {
+        let rel = relative(root, entry.path());
+        let name = entry.file_name().to_string_lossy();
+        let in_deploy = rel.split('/').any(|c| c == "deploy");
+        // As `read` sees it: a symlink is not followed.
+        let is_file = entry.file_type().is_file();
+        if let Some(stem) = name.strip_suffix(".yml").filter(|s| *s == "service" || *s == "config")
+            && in_deploy
+        {
+            out.push((rel.clone(), format!("not read: berth reads `{stem}.yaml`; rename it")));
+        } else if !is_file && (matcher.is_match(&rel) || (name == "config.yaml" && in_deploy)) {
+            out.push((
+                rel.clone(),
+                "not read: berth reads regular files only (this is a folder or a symlink)".to_string(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 fn relative(root: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(root).unwrap_or(path);
     rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")

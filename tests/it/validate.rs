@@ -184,3 +184,37 @@ fn line_shape_check_works() {
     assert!(!is_diagnostic("a.yaml:3:4:"));
     assert_eq!(diff("a\nb\n", "a\nc\n"), "  a\n- b\n+ c\n");
 }
+
+/// Files berth would skip silently are named: `service.yml`, `config.yml`, a `service.yaml`
+/// that is a symlink (dangling or not); warnings, or errors under `--strict`.
+#[test]
+fn near_miss_files_are_named_and_fail_under_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let write = |rel: &str, text: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    let spec = "type: service\nname: web\nspec:\n  image: web\n  resources: {cpu: 256, memory: 512}\n  count: 1\n";
+    write("services/web/deploy/service.yaml", spec);
+    write("services/web/deploy/pre/config.yaml", "");
+    write("services/web/deploy/prod/config.yml", "");
+    write("services/api/deploy/service.yml", &spec.replace("web", "api"));
+    std::fs::create_dir_all(root.join("services/gone/deploy")).unwrap();
+    std::os::unix::fs::symlink(root.join("nowhere.yaml"), root.join("services/gone/deploy/service.yaml")).unwrap();
+    let repo = root.to_string_lossy().into_owned();
+    let out = crate::support::berth(["validate", "--repo", &repo]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for line in [
+        "warning: services/api/deploy/service.yml: not read: berth reads `service.yaml`; rename it",
+        "warning: services/web/deploy/prod/config.yml: not read: berth reads `config.yaml`; rename it",
+        "warning: services/gone/deploy/service.yaml: not read: berth reads regular files only",
+    ] {
+        assert!(stderr.contains(line), "missing `{line}` in:\n{stderr}");
+    }
+    let strict = crate::support::berth(["validate", "--repo", &repo, "--strict"]);
+    assert_eq!(strict.status.code(), Some(1), "{}", String::from_utf8_lossy(&strict.stderr));
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("error: services/api/deploy/service.yml"));
+}
