@@ -136,8 +136,8 @@ impl Shared {
 
     /// This replica's role per environment, for `/readyz` (`None` without `ha:`).
     pub fn roles(&self) -> Option<String> {
-        self.config().ha.as_ref()?;
         let config = self.config();
+        config.ha.as_ref()?;
         let roles: Vec<String> = (config.environments.keys())
             .map(|e| format!("{} of {e}", if self.leases.holds(e) { "leader" } else { "follower" }))
             .collect();
