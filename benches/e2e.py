@@ -647,9 +647,11 @@ class World:
     def metrics(self) -> dict:
         _, text = http_get(self.murl + "/metrics")
         out = {}
-        for name in ("berth_reconcile_duration_seconds_count", "berth_reconcile_duration_seconds_sum",
-                     "berth_git_fetch_duration_seconds_sum"):
-            m = re.search(rf'^{name}\{{env="{CLUSTER}"\}} (\S+)$', text, re.M)
+        for name, sel in (("berth_reconcile_duration_seconds_count", f'{{env="{CLUSTER}"}}'),
+                          ("berth_reconcile_duration_seconds_sum", f'{{env="{CLUSTER}"}}'),
+                          # One poll of the repository serves every environment: no env label.
+                          ("berth_git_fetch_duration_seconds_sum", "")):
+            m = re.search(rf'^{name}{re.escape(sel)} (\S+)$', text, re.M)
             out[name.replace("berth_", "").replace("_seconds", "")] = float(m.group(1)) if m else 0.0
         return out
 

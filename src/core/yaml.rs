@@ -12,8 +12,21 @@ use super::diag::{Diagnostic, Pos};
 /// as `T::default()` through `Option`, so an empty `config.yaml` is a valid env config.
 pub fn parse<T: DeserializeOwned + Default + Stamp>(file: &Arc<str>, text: &str) -> Result<T, Diagnostic> {
     // Files are read lossily: an invalid UTF-8 sequence arrives here as U+FFFD.
+    if text.len() > MAX_FILE_BYTES {
+        return Err(Diagnostic::new(
+            Pos::file_start(file.clone()),
+            format!(
+                "the file is larger than {} KiB, berth's limit for a deploy file: keep data that is not deploy \
+                 settings out of deploy/",
+                MAX_FILE_BYTES / 1024
+            ),
+        ));
+    }
     if let Some(pos) = replacement_char(file, text) {
         return Err(Diagnostic::new(pos, "the file is not valid UTF-8 here: save it as UTF-8"));
+    }
+    if let Some(d) = unknown_tag(file, text) {
+        return Err(d);
     }
     let options = serde_saphyr::options! {
         with_snippet: false,
@@ -27,6 +40,51 @@ pub fn parse<T: DeserializeOwned + Default + Stamp>(file: &Arc<str>, text: &str)
         }
         Err(err) => Err(to_diagnostic(file, text, &err)),
     }
+}
+
+/// The largest deploy file berth parses. The readers (`source::dir`, `source::git`) read at
+/// most one byte more, so a huge file costs no more memory than this before it is refused.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// The first tag berth does not understand (`!Sub`, `!Ref`, `!include`, …). serde-saphyr
+/// would read such a node as its literal text; berth refuses it where it is written. The
+/// core schema's tags (`!!str`, `!!int`, …) and the non-specific `!` are fine.
+fn unknown_tag(file: &Arc<str>, text: &str) -> Option<Diagnostic> {
+    use granit_parser::{Event, Parser};
+    if !text.contains('!') {
+        return None;
+    }
+    for event in Parser::new_from_str(text) {
+        // A syntax error is reported by the deserializer, with its own message.
+        let Ok((event, span)) = event else { return None };
+        let tag = match &event {
+            Event::Scalar(_, _, _, tag) | Event::SequenceStart(_, _, tag) | Event::MappingStart(_, _, tag) => tag,
+            _ => continue,
+        };
+        let Some(tag) = tag else { continue };
+        if tag.core_suffix().is_some() || tag.suffix_in_namespace("!").is_some_and(|s| s.is_empty()) {
+            continue;
+        }
+        // The event starts at its content; the tag is the last `!` written before it (on
+        // that line, or on an earlier one for a block collection).
+        let end = span
+            .start
+            .byte_offset()
+            .unwrap_or_else(|| text.char_indices().nth(span.start.index()).map_or(text.len(), |(b, _)| b));
+        let end = end.min(text.len());
+        let at = text[..end].rfind('!').unwrap_or(end);
+        let line = text[..at].matches('\n').count() + 1;
+        let col = text[..at].rsplit('\n').next().unwrap_or("").chars().count();
+        let pos = Pos::new(file.clone(), line as u32, col as u32 + 1);
+        return Some(Diagnostic::new(
+            pos,
+            format!(
+                "unknown YAML tag `{tag}`: berth evaluates no tags (CloudFormation's `!Sub` or `!Ref` are not \
+                 YAML); write the value itself, or a `{{{{ .Variables[\"name\"] }}}}` template"
+            ),
+        ));
+    }
+    None
 }
 
 fn replacement_char(file: &Arc<str>, text: &str) -> Option<Pos> {
@@ -134,5 +192,16 @@ mod tests {
     fn names_the_offending_token() {
         assert_eq!(token_at("  resources: {cpu: big, memory: 512}", 20), "big");
         assert_eq!(token_at("  count: two # words", 10), "two");
+    }
+
+    #[test]
+    fn refuses_tags_berth_does_not_evaluate_where_they_are_written() {
+        let file: Arc<str> = Arc::from("s.yaml");
+        let at = |text: &str| unknown_tag(&file, text).map(|d| (d.pos.line, d.pos.column));
+        assert_eq!(at("a: !Sub '${AWS::Region}'\n"), Some((1, 4)));
+        assert_eq!(at("a:\n  b: [1, !Ref x]\n"), Some((2, 10)));
+        assert_eq!(at("a: !GetAtt\n  - x\n"), Some((1, 4)));
+        // The core schema's tags, the non-specific tag and a `!` inside a value are fine.
+        assert_eq!(at("a: !!str 5\nb: ! 7\nc: 'hi!'\nd: \"!x\"\n# !Ref in a comment\n"), None);
     }
 }

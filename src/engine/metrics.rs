@@ -29,7 +29,8 @@ pub fn labels(pairs: &[(&str, &str)]) -> Labels {
 /// The long-lived metrics.
 #[derive(Clone)]
 pub struct Metrics {
-    pub git_fetch_duration: HistogramFamily,
+    /// One observation per poll of the repository (shared by every environment).
+    pub git_fetch_duration: Histogram,
     pub git_fetch: Family<Labels, Counter>,
     pub reconcile_duration: HistogramFamily,
     pub reconcile: Family<Labels, Counter>,
@@ -42,7 +43,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            git_fetch_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            git_fetch_duration: duration_histogram(),
             git_fetch: Family::default(),
             reconcile_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             reconcile: Family::default(),

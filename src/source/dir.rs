@@ -93,7 +93,13 @@ fn relative(root: &Path, path: &Path) -> String {
 }
 
 fn read_text(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    use std::io::Read as _;
+    // One byte over the cap is enough for the parser to refuse the file (core::yaml).
+    let cap = crate::core::yaml::MAX_FILE_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(cap).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read {}", path.display()))?;
     // A file that is not UTF-8 is reported by the YAML parser with its position.
     Ok(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }

@@ -306,8 +306,13 @@ pub fn read_commit(repo: &Repository, commit: Oid, glob: &str) -> anyhow::Result
         }
         git2::TreeWalkResult::Ok
     })?;
-    let text =
-        |id: Oid| -> anyhow::Result<String> { Ok(String::from_utf8_lossy(repo.find_blob(id)?.content()).into_owned()) };
+    let text = |id: Oid| -> anyhow::Result<String> {
+        // One byte over the cap is enough for the parser to refuse the file (core::yaml).
+        let blob = repo.find_blob(id)?;
+        let content = blob.content();
+        let content = &content[..content.len().min(crate::core::yaml::MAX_FILE_BYTES + 1)];
+        Ok(String::from_utf8_lossy(content).into_owned())
+    };
     for (path, id) in found {
         out.files.insert(path.clone(), text(id)?);
         let deploy = RepoFiles::deploy_dir(&path);

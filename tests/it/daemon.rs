@@ -934,7 +934,21 @@ fn no_release_tag_yet_is_a_state_not_an_error() {
     assert_eq!(prod["no_release"], true, "{prod:#}");
     assert_eq!(prod["last_fetch_error"], Value::Null, "{prod:#}");
     let (_, metrics) = d.get("/metrics");
-    assert!(!metrics.contains("berth_git_fetch_total{env=\"prod\",result=\"error\"}"), "{metrics}");
+    assert!(!metrics.contains("berth_git_fetch_total{result=\"error\"}"), "{metrics}");
+    // One record per poll of the repository, however many environments it serves.
+    let polls = metric_value(&metrics, "berth_git_fetch_total{result=\"ok\"}");
+    let observed = metric_value(&metrics, "berth_git_fetch_duration_seconds_count");
+    assert_eq!(polls, observed, "{metrics}");
+    let cycles = metric_value(&metrics, "berth_reconcile_duration_seconds_count{env=\"pre\"}");
+    assert!(polls <= cycles + 1.0, "{polls} polls for {cycles} cycles of pre: one poll is counted once\n{metrics}");
     assert_eq!(d.log().matches("no release tag vX.Y.Z yet").count(), 1, "{}", d.log());
     assert!(!d.log().contains("git poll failed"), "{}", d.log());
+}
+
+/// The value of the sample `series` (name and labels as printed) in a metrics page; 0 when absent.
+fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0.0, |v| v.split_whitespace().next().unwrap_or("0").parse().expect("a number"))
 }

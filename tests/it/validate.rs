@@ -218,3 +218,41 @@ fn near_miss_files_are_named_and_fail_under_strict() {
     assert_eq!(strict.status.code(), Some(1), "{}", String::from_utf8_lossy(&strict.stderr));
     assert!(String::from_utf8_lossy(&strict.stderr).contains("error: services/api/deploy/service.yml"));
 }
+
+/// A deploy file over the 1 MiB cap is refused at its first line, read no further than the
+/// cap, and blocks only its own service: the other service still validates and renders.
+#[test]
+fn an_oversized_deploy_file_is_refused_and_blocks_only_its_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let write = |rel: &str, text: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    let spec = "type: service\nname: web\nspec:\n  image: web\n  resources: {cpu: 256, memory: 512}\n  count: 1\n";
+    write("services/web/deploy/service.yaml", spec);
+    write("services/web/deploy/pre/config.yaml", "");
+    // Valid YAML, 8 MiB: a comment block pasted into the file.
+    let huge = format!(
+        "{}{}",
+        spec.replace("web", "api"),
+        "# padding padding padding padding padding padding\n".repeat(170_000)
+    );
+    write("services/api/deploy/service.yaml", &huge);
+    write("services/api/deploy/pre/config.yaml", "");
+    let repo = root.to_string_lossy().into_owned();
+    let out = crate::support::berth(["validate", "--repo", &repo]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("services/api/deploy/service.yaml:1:1: the file is larger than 1024 KiB"), "{stdout}");
+    assert!(!stdout.contains("services/web"), "{stdout}");
+    for args in
+        [&["init", "-q"][..], &["add", "."], &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]]
+    {
+        let st = std::process::Command::new("git").args(args).current_dir(root).status().unwrap();
+        assert!(st.success(), "git {args:?}");
+    }
+    let render = crate::support::berth(["render", "--repo", &repo, "--env", "pre", "--service", "web"]);
+    assert_eq!(render.status.code(), Some(0), "{}", String::from_utf8_lossy(&render.stderr));
+}

@@ -150,27 +150,28 @@ impl<K: Connect> Daemon<K> {
         .await
         .unwrap_or_default();
         let fetch_secs = started.elapsed().as_secs_f64();
+        // One poll (one ref negotiation, at most one fetch) serves every environment: it is
+        // recorded once, an error when any environment's part of it failed.
+        let m = &self.shared.metrics;
+        m.git_fetch_duration.observe(fetch_secs);
+        let result = if polled.values().any(|r| r.is_err()) { "error" } else { "ok" };
+        m.git_fetch.get_or_create(&labels(&[("result", result)])).inc();
         let mut services = self.shared.services();
         let mut work = Vec::new();
         for env in envs {
-            let m = &self.shared.metrics;
-            m.git_fetch_duration.get_or_create(&labels(&[("env", &env.name)])).observe(fetch_secs);
             let (checkout, error) = match polled.get(&env.name) {
                 Some(Ok(None)) => {
-                    m.git_fetch.get_or_create(&labels(&[("env", &env.name), ("result", "ok")])).inc();
                     set_no_release(&mut services, &env.name);
                     services.drop_due(&env.name, Instant::now());
                     continue;
                 }
                 Some(Ok(Some(p))) => {
-                    m.git_fetch.get_or_create(&labels(&[("env", &env.name), ("result", "ok")])).inc();
                     if p.changed {
                         tracing::info!(env = %env.name, r#ref = %p.checkout.ref_name, commit = %p.checkout.commit, read_ms = p.read.as_millis() as u64, "new commit");
                     }
                     (Some(p.checkout.clone()), None)
                 }
                 Some(Err(e)) => {
-                    m.git_fetch.get_or_create(&labels(&[("env", &env.name), ("result", "error")])).inc();
                     tracing::warn!(env = %env.name, error = %e, "git poll failed; keeping the last good commit");
                     (st.poller.lock().expect("poller lock").last(&env.name), Some(e.clone()))
                 }
