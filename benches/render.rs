@@ -170,6 +170,7 @@ fn converged(desired: &Desired) -> LiveState {
         held: None,
         pinned: None,
         paused: None,
+        routing: None,
     }
 }
 

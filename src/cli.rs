@@ -310,9 +310,13 @@ pub struct NewServiceArgs {
     /// Data stores it uses (recorded).
     #[arg(long, value_delimiter = ',')]
     pub data: Vec<String>,
-    /// Reachable from the internet.
+    /// Reachable from the internet: a rule on the environment's external listener.
     #[arg(long)]
     pub external: bool,
+    /// The external host name (`pay.example.com`), instead of the environment's
+    /// `external_host` pattern; needs --external.
+    #[arg(long, requires = "external")]
+    pub domain: Option<String>,
     /// The branch that deploys to the first environment.
     #[arg(long, default_value = "develop")]
     pub branch: String,

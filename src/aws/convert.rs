@@ -222,6 +222,18 @@ pub fn deployment_to_sdk(d: &DeploymentConfiguration) -> ecs::DeploymentConfigur
     b.build()
 }
 
+pub fn load_balancers_to_sdk(lbs: &[LoadBalancer]) -> Vec<ecs::LoadBalancer> {
+    lbs.iter()
+        .map(|l| {
+            ecs::LoadBalancer::builder()
+                .target_group_arn(&l.target_group_arn)
+                .container_name(&l.container_name)
+                .container_port(l.container_port)
+                .build()
+        })
+        .collect()
+}
+
 pub fn service_from_sdk(s: &ecs::Service) -> LiveService {
     let settings = ServiceSettings {
         cluster: s.cluster_arn().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_string(),
@@ -249,6 +261,19 @@ pub fn service_from_sdk(s: &ecs::Service) -> LiveService {
         propagate_tags: s.propagate_tags().map(|p| p.as_str().to_string()),
         enable_ecs_managed_tags: Some(s.enable_ecs_managed_tags())
             .filter(|_| s.created_by().is_some() || s.enable_ecs_managed_tags()),
+        // As for the managed tags: an emulator that drops the field leaves it unread.
+        enable_execute_command: Some(s.enable_execute_command())
+            .filter(|_| s.created_by().is_some() || s.enable_execute_command()),
+        load_balancers: Some(
+            s.load_balancers()
+                .iter()
+                .map(|l| LoadBalancer {
+                    target_group_arn: l.target_group_arn().unwrap_or_default().to_string(),
+                    container_name: l.container_name().unwrap_or_default().to_string(),
+                    container_port: l.container_port().unwrap_or_default(),
+                })
+                .collect(),
+        ),
         tags: s
             .tags()
             .iter()

@@ -214,7 +214,11 @@ impl Aws {
             .set_propagate_tags(s.propagate_tags.as_deref().map(ecs::PropagateTags::from))
             .set_enable_ecs_managed_tags(s.enable_ecs_managed_tags)
             .set_tags(Some(ecs_tags(&s.tags)))
+            .set_enable_execute_command(s.enable_execute_command)
             .client_token(client_token(s));
+        if let Some(lbs) = s.load_balancers.as_deref().filter(|l| !l.is_empty()) {
+            req = req.set_load_balancers(Some(convert::load_balancers_to_sdk(lbs)));
+        }
         if let Some(d) = &s.deployment_configuration {
             req = req.deployment_configuration(convert::deployment_to_sdk(d));
         }
@@ -242,7 +246,13 @@ impl Aws {
             .task_definition(revision)
             .set_platform_version(s.platform_version.clone())
             .set_propagate_tags(s.propagate_tags.as_deref().map(ecs::PropagateTags::from))
-            .set_enable_ecs_managed_tags(s.enable_ecs_managed_tags);
+            .set_enable_ecs_managed_tags(s.enable_ecs_managed_tags)
+            // Off unless git turns it on: a console's `true` is drift like any other.
+            .enable_execute_command(s.enable_execute_command.unwrap_or(false));
+        // An empty list detaches the service from its target groups.
+        if let Some(lbs) = &s.load_balancers {
+            req = req.set_load_balancers(Some(convert::load_balancers_to_sdk(lbs)));
+        }
         if set_count {
             req = req.set_desired_count(s.desired_count);
         }

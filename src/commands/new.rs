@@ -40,7 +40,15 @@ pub fn service_yaml(args: &NewServiceArgs, image: &str) -> String {
     let _ = writeln!(s, "  port: 8080");
     let _ = writeln!(s, "  health: /health");
     let _ = writeln!(s, "  metrics_port: 9090");
-    let _ = writeln!(s, "  ingress: {{external: {}}}", args.external);
+    // With the environment's `ingress:`, every service gets its internal route and name.
+    match &args.domain {
+        Some(host) => {
+            let _ = writeln!(s, "  ingress: {{external: true, host: {host}}}");
+        }
+        None => {
+            let _ = writeln!(s, "  ingress: {{external: {}}}", args.external);
+        }
+    }
     if !args.depends_on.is_empty() || !args.data.is_empty() {
         let _ = writeln!(s, "  dependencies:");
         if !args.depends_on.is_empty() {
@@ -146,6 +154,11 @@ pub fn run(args: &NewServiceArgs) -> anyhow::Result<Exit> {
         && r != "memory"
     {
         bail!("--autoscaling takes `cpu` or `memory`, got `{r}`");
+    }
+    if let Some(host) = &args.domain
+        && !crate::core::spec::valid_host(host)
+    {
+        bail!("invalid --domain `{host}`: a lower-case DNS name (`pay.example.com`)");
     }
     let dir = args.dir.clone().unwrap_or_else(|| format!("services/{}", args.name));
     let dir = dir.trim_matches('/').to_string();

@@ -27,6 +27,7 @@ fn bare_env(name: &str, tags: bool) -> EnvConfig {
         defaults: EnvDefaults::default(),
         prune: false,
         prune_limit: crate::core::config::PruneLimit::Percent(10.0),
+        ingress: None,
     }
 }
 

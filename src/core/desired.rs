@@ -129,8 +129,23 @@ pub struct ServiceSettings {
     pub propagate_tags: Option<String>,
     #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
     pub enable_ecs_managed_tags: Option<bool>,
+    /// ECS Exec: `Some(true)` when the spec asks for it; `None` means off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_execute_command: Option<bool>,
+    /// `None`: not berth's (the environment has no `ingress:`); `Some`: exactly these. A
+    /// rendered entry names its target group by name until the plan knows its ARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancers: Option<Vec<LoadBalancer>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancer {
+    pub target_group_arn: String,
+    pub container_name: String,
+    pub container_port: i32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -220,6 +235,9 @@ pub struct Desired {
     pub task_definition: Arc<TaskDefinition>,
     pub service: Arc<ServiceSettings>,
     pub scaling: Option<Scaling>,
+    /// With the environment's `ingress:` and the service routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<super::routing::Routing>,
 }
 
 /// The Application Auto Scaling resource id of an ECS service.

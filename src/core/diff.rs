@@ -248,6 +248,18 @@ pub fn service_view(s: &ServiceSettings, reference: &ServiceSettings) -> Value {
         "enableECSManagedTags".into(),
         json!(s.enable_ecs_managed_tags.or(reference.enable_ecs_managed_tags).unwrap_or(false)),
     );
+    m.insert(
+        "enableExecuteCommand".into(),
+        json!(s.enable_execute_command.or(reference.enable_execute_command).unwrap_or(false)),
+    );
+    // Compared only where berth routes the environment (its own `None` otherwise).
+    if reference.load_balancers.is_some() {
+        let mut lbs: Vec<Value> = (s.load_balancers.iter().flatten())
+            .map(|l| json!({"targetGroupArn": l.target_group_arn, "containerName": l.container_name, "containerPort": l.container_port}))
+            .collect();
+        lbs.sort_by_key(|v| v.to_string());
+        m.insert("loadBalancers".into(), Value::Array(lbs));
+    }
     m.insert("tags".into(), berth_tags(&s.tags));
     Value::Object(m)
 }

@@ -88,6 +88,36 @@ pub struct LiveState {
     pub pinned: Option<Pin>,
     /// An operator's pause (`berth:paused`): nothing is applied.
     pub paused: Option<Pause>,
+    /// The service's routing, in an environment with `ingress:` (else `None`).
+    pub routing: Option<LiveRouting>,
+}
+
+/// What is live of one service's routing, and what the environment's listeners hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LiveRouting {
+    /// The target group with the name berth gives the service's (whoever made it), else
+    /// the one tagged as the service's.
+    pub target_group: Option<super::routing::LiveTargetGroup>,
+    /// berth's rules of this (service, env) on the environment's listeners (by their tags).
+    pub rules: Vec<super::routing::LiveRule>,
+    /// The alias records of the service's host names (desired, and those of its live rules).
+    pub records: Vec<super::routing::LiveRecord>,
+    /// The load balancers of the environment's listeners.
+    pub load_balancers: Vec<super::routing::LoadBalancerInfo>,
+    /// The priorities in use on each listener (every owner), shared by the environment's
+    /// services; not part of the fingerprint (a plan that allocates one is never kept).
+    #[serde(skip)]
+    pub taken: Arc<std::collections::BTreeMap<String, std::collections::BTreeSet<i32>>>,
+    /// Priorities that plans earlier in this cycle allocated, by listener.
+    pub claimed: Vec<(String, i32)>,
+}
+
+impl LiveRouting {
+    /// Whether `priority` is free on `listener` for a new rule.
+    pub fn is_free(&self, listener: &str, priority: i32) -> bool {
+        !self.taken.get(listener).is_some_and(|t| t.contains(&priority))
+            && !self.claimed.iter().any(|(l, p)| l == listener && *p == priority)
+    }
 }
 
 /// A rollback's pin, kept on the ECS service as the tag `berth:pinned`: the service runs
@@ -222,6 +252,7 @@ impl LiveState {
             &self.scalable_target,
             &self.policies,
             &self.held,
+            &self.routing,
         );
         let digest = super::render::sha256_of_json(&fields);
         let mut out = [0; 16];

@@ -176,6 +176,21 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
             assign_public_ip: Some(if defaults.assign_public_ip { "ENABLED" } else { "DISABLED" }.into()),
         },
     });
+    let (routing, load_balancers) = match &env.ingress {
+        None => (None, None),
+        Some(ingress) => match route(spec, &env.name, ingress) {
+            Ok(Some(r)) => {
+                let lb = LoadBalancer {
+                    target_group_arn: r.target_group.name.clone(),
+                    container_name: spec.name.clone(),
+                    container_port: spec.port.into(),
+                };
+                (Some(r), Some(vec![lb]))
+            }
+            Ok(None) => (None, Some(Vec::new())),
+            Err(d) => return Err(vec![d]),
+        },
+    };
     let service = ServiceSettings {
         cluster: env.cluster.clone(),
         service_name: spec.name.clone(),
@@ -191,6 +206,8 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
         network_configuration,
         propagate_tags: Some("SERVICE".into()),
         enable_ecs_managed_tags: Some(true),
+        enable_execute_command: spec.exec.then_some(true),
+        load_balancers,
         tags: Vec::new(),
     };
     let scaling = spec.autoscaling.as_ref().map(|a| {
@@ -222,7 +239,8 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
             },
         }
     });
-    let mut desired = Desired { task_definition: Arc::new(task_definition), service: Arc::new(service), scaling };
+    let mut desired =
+        Desired { task_definition: Arc::new(task_definition), service: Arc::new(service), scaling, routing };
     let hash = spec_hash(&desired);
     let tags = vec![
         Tag { key: tags::COMMIT.into(), value: target.commit.to_string() },
@@ -235,6 +253,74 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
     Arc::make_mut(&mut desired.task_definition).tags = tags.clone();
     Arc::make_mut(&mut desired.service).tags = tags;
     Ok(desired)
+}
+
+/// The routing of a service in an environment with `ingress:`; `None` when it asks for
+/// no route (`internal: false` and not external).
+fn route(
+    spec: &ServiceSpec,
+    env: &str,
+    ingress: &super::config::IngressConfig,
+) -> Result<Option<super::routing::Routing>, Diagnostic> {
+    use super::config::IngressConfig;
+    use super::routing::{ListenerRule, Record, Routing, TargetGroup, target_group_name};
+    let route = &spec.route;
+    let tags = vec![
+        Tag { key: tags::ENV.into(), value: env.to_string() },
+        Tag { key: tags::MANAGED.into(), value: "true".into() },
+        Tag { key: tags::SERVICE.into(), value: spec.name.clone() },
+    ];
+    let mut rules = Vec::new();
+    let mut records = Vec::new();
+    if route.internal {
+        let host = IngressConfig::host(&ingress.internal_host, &spec.name, env);
+        if let Some(zone) = &ingress.private_zone {
+            records.push(Record {
+                zone_id: zone.clone(),
+                name: host.clone(),
+                listener_arn: ingress.internal_listener.clone(),
+            });
+        }
+        rules.push(ListenerRule {
+            listener_arn: ingress.internal_listener.clone(),
+            scope: "internal".into(),
+            hosts: vec![host],
+            paths: route.paths.clone(),
+            tags: tags.clone(),
+        });
+    }
+    if let Some(at) = &route.external_at {
+        let (Some(listener), Some(pattern)) = (&ingress.external_listener, &ingress.external_host) else {
+            return Err(Diagnostic::new(
+                at.clone(),
+                format!("`external: true`, but environment `{env}` has no `ingress.external_listener`"),
+            ));
+        };
+        let host = route.host.clone().unwrap_or_else(|| IngressConfig::host(pattern, &spec.name, env));
+        if let Some(zone) = &ingress.public_zone {
+            records.push(Record { zone_id: zone.clone(), name: host.clone(), listener_arn: listener.clone() });
+        }
+        rules.push(ListenerRule {
+            listener_arn: listener.clone(),
+            scope: "external".into(),
+            hosts: vec![host],
+            paths: route.paths.clone(),
+            tags: tags.clone(),
+        });
+    }
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    let target_group = TargetGroup {
+        name: target_group_name(&spec.name, env),
+        protocol: "HTTP".into(),
+        port: spec.port.into(),
+        vpc_id: ingress.vpc.clone(),
+        target_type: "ip".into(),
+        health_check_path: spec.health.clone(),
+        tags,
+    };
+    Ok(Some(Routing { target_group, rules, records }))
 }
 
 pub const SCALABLE_DIMENSION: &str = "ecs:service:DesiredCount";

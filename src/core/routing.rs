@@ -140,9 +140,9 @@ fn priority_start(service: &str, scope: &str) -> i32 {
 /// A free priority for a new rule of `service` on a listener whose rules hold `taken`:
 /// the first free one from the service's start (wrapping at ELB's limit of 50000). The
 /// same inputs give the same answer; an existing rule keeps its priority.
-pub fn allocate_priority(service: &str, scope: &str, taken: &std::collections::BTreeSet<i32>) -> Option<i32> {
+pub fn allocate_priority(service: &str, scope: &str, free: impl Fn(i32) -> bool) -> Option<i32> {
     let start = priority_start(service, scope);
-    (start..=50_000).chain(1..start).find(|p| !taken.contains(p))
+    (start..=50_000).chain(1..start).find(|p| free(*p))
 }
 
 #[cfg(test)]
@@ -161,12 +161,10 @@ mod tests {
 
     #[test]
     fn priorities_are_stable_and_skip_taken_ones() {
-        let none = std::collections::BTreeSet::new();
-        let p = allocate_priority("payments", "internal", &none).unwrap();
-        assert_eq!(allocate_priority("payments", "internal", &none), Some(p));
-        let taken = std::collections::BTreeSet::from([p, p + 1]);
-        assert_eq!(allocate_priority("payments", "internal", &taken), Some(p + 2));
-        let all: std::collections::BTreeSet<i32> = (1..=50_000).collect();
-        assert_eq!(allocate_priority("payments", "internal", &all), None);
+        let p = allocate_priority("payments", "internal", |_| true).unwrap();
+        assert_eq!(allocate_priority("payments", "internal", |_| true), Some(p));
+        let taken = [p, p + 1];
+        assert_eq!(allocate_priority("payments", "internal", |q| !taken.contains(&q)), Some(p + 2));
+        assert_eq!(allocate_priority("payments", "internal", |_| false), None);
     }
 }

@@ -93,6 +93,8 @@ pub(crate) fn service_settings() -> ServiceSettings {
         network_configuration: Some(NetworkConfiguration { awsvpc_configuration: awsvpc }),
         propagate_tags: Some("SERVICE".into()),
         enable_ecs_managed_tags: Some(true),
+        enable_execute_command: None,
+        load_balancers: None,
         tags: Vec::new(),
     }
 }
@@ -159,6 +161,7 @@ impl DesiredBuilder {
             task_definition: Arc::new(self.task_definition),
             service: Arc::new(self.service),
             scaling: self.scaling,
+            routing: None,
         };
         let hash = spec_hash(&desired);
         let tag = |key: &str, value: &str| Tag { key: key.into(), value: value.into() };

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::aws::{Aws, AwsError, Datum, StateItem, Verified, VerifyRequest};
 use crate::core::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition};
 use crate::core::live::{LivePolicy, LiveScalableTarget, LiveService, LiveTaskDefinition};
+use crate::core::routing::{ListenerRule, LiveRecord, LiveRule, LiveTargetGroup, LoadBalancerInfo, TargetGroup};
 
 pub trait Cloud: Send + Sync + 'static {
     /// The account id (from the config, else asked once).
@@ -66,6 +67,45 @@ pub trait Cloud: Send + Sync + 'static {
     -> impl Future<Output = Result<(), AwsError>> + Send;
     fn deregister_scalable_target(&self, resource_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn put_metric_data(&self, namespace: &str, data: &[Datum]) -> impl Future<Output = Result<usize, AwsError>> + Send;
+    /// The load balancer behind a listener (cached).
+    fn listener_load_balancer(
+        &self,
+        listener_arn: &str,
+    ) -> impl Future<Output = Result<LoadBalancerInfo, AwsError>> + Send;
+    /// Every rule of a listener, with tags.
+    fn describe_rules(&self, listener_arn: &str) -> impl Future<Output = Result<Vec<LiveRule>, AwsError>> + Send;
+    /// The target groups of a VPC, with tags.
+    fn describe_target_groups(
+        &self,
+        vpc_id: &str,
+    ) -> impl Future<Output = Result<Vec<LiveTargetGroup>, AwsError>> + Send;
+    fn create_target_group(&self, tg: &TargetGroup) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn modify_target_group(&self, arn: &str, tg: &TargetGroup) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn delete_target_group(&self, arn: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn create_rule(
+        &self,
+        rule: &ListenerRule,
+        priority: i32,
+        target_group_arn: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn modify_rule(
+        &self,
+        arn: &str,
+        rule: &ListenerRule,
+        target_group_arn: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn delete_rule(&self, arn: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn tag_elb_resource(&self, arn: &str, tags: &[Tag]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// The alias A records of a hosted zone.
+    fn list_alias_records(&self, zone_id: &str) -> impl Future<Output = Result<Vec<LiveRecord>, AwsError>> + Send;
+    fn change_alias_record(
+        &self,
+        zone_id: &str,
+        name: &str,
+        alias_dns_name: &str,
+        alias_zone_id: &str,
+        delete: bool,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// Drops cached revisions no service used for `idle`.
     fn forget_unused(&self, idle: std::time::Duration);
     /// The state table (history): see [`crate::aws::StateItem`].
@@ -167,6 +207,54 @@ impl Cloud for Aws {
     }
     fn forget_unused(&self, idle: std::time::Duration) {
         self.forget_task_definitions_unused_for(idle)
+    }
+    async fn listener_load_balancer(&self, listener_arn: &str) -> Result<LoadBalancerInfo, AwsError> {
+        Aws::listener_load_balancer(self, listener_arn).await
+    }
+    async fn describe_rules(&self, listener_arn: &str) -> Result<Vec<LiveRule>, AwsError> {
+        Aws::describe_rules(self, listener_arn).await
+    }
+    async fn describe_target_groups(&self, vpc_id: &str) -> Result<Vec<LiveTargetGroup>, AwsError> {
+        Aws::describe_target_groups(self, vpc_id).await
+    }
+    async fn create_target_group(&self, tg: &TargetGroup) -> Result<String, AwsError> {
+        Aws::create_target_group(self, tg).await
+    }
+    async fn modify_target_group(&self, arn: &str, tg: &TargetGroup) -> Result<(), AwsError> {
+        Aws::modify_target_group(self, arn, tg).await
+    }
+    async fn delete_target_group(&self, arn: &str) -> Result<(), AwsError> {
+        Aws::delete_target_group(self, arn).await
+    }
+    async fn create_rule(
+        &self,
+        rule: &ListenerRule,
+        priority: i32,
+        target_group_arn: &str,
+    ) -> Result<String, AwsError> {
+        Aws::create_rule(self, rule, priority, target_group_arn).await
+    }
+    async fn modify_rule(&self, arn: &str, rule: &ListenerRule, target_group_arn: &str) -> Result<(), AwsError> {
+        Aws::modify_rule(self, arn, rule, target_group_arn).await
+    }
+    async fn delete_rule(&self, arn: &str) -> Result<(), AwsError> {
+        Aws::delete_rule(self, arn).await
+    }
+    async fn tag_elb_resource(&self, arn: &str, tags: &[Tag]) -> Result<(), AwsError> {
+        Aws::tag_elb_resource(self, arn, tags).await
+    }
+    async fn list_alias_records(&self, zone_id: &str) -> Result<Vec<LiveRecord>, AwsError> {
+        Aws::list_alias_records(self, zone_id).await
+    }
+    async fn change_alias_record(
+        &self,
+        zone_id: &str,
+        name: &str,
+        alias_dns_name: &str,
+        alias_zone_id: &str,
+        delete: bool,
+    ) -> Result<(), AwsError> {
+        Aws::change_alias_record(self, zone_id, name, alias_dns_name, alias_zone_id, delete).await
     }
     async fn ensure_state_table(&self, table: &str) -> Result<(), AwsError> {
         Aws::ensure_state_table(self, table).await

@@ -171,3 +171,21 @@ fn status_reads_a_chunked_answer() {
     let table = stdout_ok("berth status", &out);
     assert!(table.lines().any(|l| l.starts_with("pre ") && l.contains("web") && l.contains("web-pre:3")), "{table}");
 }
+
+/// `--external --domain` scaffold the public route (the Lemon CLI's `-external -domain`); a
+/// bad domain is refused before anything is written.
+#[test]
+fn new_service_scaffolds_the_external_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_string_lossy().into_owned();
+    let out = berth(["new", "service", "pay", "--repo", &repo, "--external", "--domain", "pay.example.com"]);
+    stdout_ok("berth new service --external --domain", &out);
+    let spec = std::fs::read_to_string(dir.path().join("services/pay/deploy/service.yaml")).unwrap();
+    assert!(spec.contains("  ingress: {external: true, host: pay.example.com}"), "{spec}");
+    let out = berth(["validate", "--repo", &repo]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let bad = berth(["new", "service", "shop", "--repo", &repo, "--external", "--domain", "Shop_Example"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid --domain `Shop_Example`"));
+    assert!(!dir.path().join("services/shop").exists());
+}

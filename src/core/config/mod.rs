@@ -14,7 +14,10 @@ use super::diag::{self, Diagnostic, Diagnostics, Pos};
 use super::spec::valid_env_name;
 use super::yaml;
 
+mod ingress;
 mod operate;
+
+pub use ingress::IngressConfig;
 
 pub use operate::{
     ApiConfig, EVENTS, HaConfig, PruneLimit, RawApi, RawHa, RawSink, RawState, SinkConfig, SinkKind, StateConfig,
@@ -85,6 +88,9 @@ pub struct RawEnv {
     /// At most this many services (`3`) or this share of the environment's (`10%`) are
     /// pruned in one cycle (default 10%).
     pub prune_limit: Option<At<Text>>,
+    /// Routing of the environment's services: target groups, listener rules on the
+    /// internal (and external) load balancer, Route53 alias records.
+    pub ingress: Option<At<ingress::RawIngress>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
@@ -157,7 +163,7 @@ stamp_fields! {
     RawConfig { repo, aws, environments, metrics, webhook, concurrency, cloudwatch, state, api, notifications, ha }
     RawRepo { url, token_env, ssh_key, poll_interval, workdir, discovery }
     RawAws { region, endpoint_url, account_id, registry, max_attempts, connect_timeout, attempt_timeout, timeout }
-    RawEnv { source, cluster, sync, rollout, defaults, aws, prune, prune_limit }
+    RawEnv { source, cluster, sync, rollout, defaults, aws, prune, prune_limit, ingress }
     RawEnvAws { region, role_arn, external_id, session_name, session_duration, endpoint_url, registry, account_id }
     RawSource { branch, tags, prereleases }
     RawRollout { wait, timeout, poll }
@@ -277,6 +283,7 @@ pub struct EnvConfig {
     pub defaults: EnvDefaults,
     pub prune: bool,
     pub prune_limit: PruneLimit,
+    pub ingress: Option<IngressConfig>,
 }
 
 /// Per-environment service defaults. `{service}` and `{env}` are filled in by `for_service`.
@@ -557,6 +564,7 @@ fn check_env(name: &str, env: &At<RawEnv>, top: Option<&AwsConfig>, diags: &mut 
         defaults,
         prune: env.prune.as_ref().is_some_and(|p| p.value),
         prune_limit: operate::prune_limit(env.prune_limit.as_ref(), diags),
+        ingress: env.ingress.as_ref().and_then(|i| ingress::check(i, diags)),
     })
 }
 

@@ -23,6 +23,14 @@ pub enum Blocker {
     Pinned { pin: crate::core::live::Pin, in_sync: bool },
     /// An operator paused the service: nothing is applied.
     Paused { pause: crate::core::live::Pause, in_sync: bool },
+    /// A target group with the name berth gives the service's exists, and is not berth's.
+    TargetGroupTaken { name: String },
+    /// A target group setting ELB cannot change in place.
+    TargetGroupReplace { name: String, field: String, live: String, desired: String },
+    /// The load balancer of a listener could not be read (a record needs its DNS name).
+    NoLoadBalancer { listener: String },
+    /// Every priority of a listener is in use.
+    NoFreePriority { listener: String },
 }
 
 impl fmt::Display for Blocker {
@@ -48,6 +56,18 @@ impl fmt::Display for Blocker {
             ),
             Blocker::Pinned { pin, .. } => fmt::Display::fmt(pin, f),
             Blocker::Paused { pause, .. } => fmt::Display::fmt(pause, f),
+            Blocker::TargetGroupTaken { name } => write!(
+                f,
+                "a target group named `{name}` exists without berth's tags (berth:managed, berth:env, berth:service); berth leaves it alone: delete or rename it"
+            ),
+            Blocker::TargetGroupReplace { name, field, live, desired } => write!(
+                f,
+                "target group `{name}`: {field} {live} → {desired} cannot change in place; delete the target group (berth creates it again)"
+            ),
+            Blocker::NoLoadBalancer { listener } => {
+                write!(f, "cannot read the load balancer of listener {listener}")
+            }
+            Blocker::NoFreePriority { listener } => write!(f, "listener {listener} has no free rule priority"),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! The executor makes one attempt at the plan; retries are the scheduler's business.
 
 mod blocker;
+mod routing;
 mod scaling;
 mod service;
 mod task_definition;
@@ -22,10 +23,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use blocker::Blocker;
+pub use service::with_target_group;
 
 use super::desired::{Desired, ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition, tags};
 use super::diff::{Change, NormContext};
 use super::live::{LiveService, LiveState};
+use super::routing::{ListenerRule, Record, TargetGroup};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Ownership {
@@ -81,14 +84,81 @@ impl Outputs {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "action")]
 pub enum Action {
-    RegisterTaskDefinition { task_definition: Arc<TaskDefinition> },
-    CreateService { settings: Arc<ServiceSettings>, revision: Revision, desired_count: i32 },
-    UpdateService { settings: Arc<ServiceSettings>, revision: Revision, set_desired_count: bool },
-    TagService { arn: String, tags: Vec<Tag> },
-    RegisterScalableTarget { target: ScalableTarget },
-    PutScalingPolicy { policy: ScalingPolicy },
-    DeleteScalingPolicy { policy_name: String, resource_id: String },
-    DeregisterScalableTarget { resource_id: String },
+    RegisterTaskDefinition {
+        task_definition: Arc<TaskDefinition>,
+    },
+    /// `target_group`: the ARN for the `loadBalancers` entry, when routed.
+    CreateService {
+        settings: Arc<ServiceSettings>,
+        revision: Revision,
+        desired_count: i32,
+        target_group: Option<Revision>,
+    },
+    UpdateService {
+        settings: Arc<ServiceSettings>,
+        revision: Revision,
+        set_desired_count: bool,
+        target_group: Option<Revision>,
+    },
+    TagService {
+        arn: String,
+        tags: Vec<Tag>,
+    },
+    RegisterScalableTarget {
+        target: ScalableTarget,
+    },
+    PutScalingPolicy {
+        policy: ScalingPolicy,
+    },
+    DeleteScalingPolicy {
+        policy_name: String,
+        resource_id: String,
+    },
+    DeregisterScalableTarget {
+        resource_id: String,
+    },
+    CreateTargetGroup {
+        group: TargetGroup,
+    },
+    ModifyTargetGroup {
+        arn: String,
+        group: TargetGroup,
+    },
+    /// Tags on a target group or a rule.
+    TagElbResource {
+        arn: String,
+        tags: Vec<Tag>,
+    },
+    DeleteTargetGroup {
+        arn: String,
+        name: String,
+    },
+    CreateRule {
+        rule: ListenerRule,
+        priority: i32,
+        target_group: Revision,
+    },
+    ModifyRule {
+        arn: String,
+        rule: ListenerRule,
+        target_group: Revision,
+    },
+    DeleteRule {
+        arn: String,
+        hosts: Vec<String>,
+    },
+    /// An alias A record pointing at the load balancer (`dns_name`, `zone_id`).
+    UpsertRecord {
+        record: Record,
+        dns_name: String,
+        alias_zone_id: String,
+    },
+    DeleteRecord {
+        zone_id: String,
+        name: String,
+        dns_name: String,
+        alias_zone_id: String,
+    },
 }
 
 impl Action {
@@ -123,8 +193,34 @@ impl Action {
             Action::PutScalingPolicy { policy } => format!("put scaling policy {}", policy.policy_name),
             Action::DeleteScalingPolicy { policy_name, .. } => format!("delete scaling policy {policy_name}"),
             Action::DeregisterScalableTarget { resource_id } => format!("deregister scalable target {resource_id}"),
+            Action::CreateTargetGroup { group } => {
+                format!(
+                    "create target group {} (port {}, health check {})",
+                    group.name, group.port, group.health_check_path
+                )
+            }
+            Action::ModifyTargetGroup { group, .. } => {
+                format!("modify target group {} (health check {})", group.name, group.health_check_path)
+            }
+            Action::TagElbResource { arn, .. } => format!("tag {arn}"),
+            Action::DeleteTargetGroup { name, .. } => format!("delete target group {name}"),
+            Action::CreateRule { rule, priority, .. } => {
+                format!("create {} rule {} (priority {priority})", rule.scope, rule_text(rule))
+            }
+            Action::ModifyRule { rule, .. } => format!("modify {} rule {}", rule.scope, rule_text(rule)),
+            Action::DeleteRule { hosts, .. } => format!("delete rule {}", hosts.join(",")),
+            Action::UpsertRecord { record, dns_name, .. } => {
+                format!("upsert record {} → {dns_name} (zone {})", record.name, record.zone_id)
+            }
+            Action::DeleteRecord { zone_id, name, .. } => format!("delete record {name} (zone {zone_id})"),
         }
     }
+}
+
+/// `host[,host] [paths]`.
+fn rule_text(rule: &ListenerRule) -> String {
+    let paths = if rule.paths.is_empty() { String::new() } else { format!(" {}", rule.paths.join(",")) };
+    format!("{}{paths}", rule.hosts.join(","))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -201,9 +297,13 @@ fn do_plan(plan: &mut Plan, input: &Input) -> Step {
             cluster: service.cluster.clone(),
         }]);
     }
+    // Routing first: ECS takes a target group in `loadBalancers` only once a listener
+    // rule forwards to it. What git no longer routes goes after the service let go of it.
+    let target_group = routing::before(plan, input)?;
     let revision = task_definition::step(plan, input)?;
-    service::step(plan, input, revision)?;
+    service::step(plan, input, revision, target_group)?;
     scaling::step(plan, input);
+    routing::after(plan, input);
     Ok(())
 }
 

@@ -34,12 +34,28 @@ pub struct ServiceSpec {
     pub health: String,
     pub metrics_port: u16,
     pub external: bool,
+    /// What `spec.ingress` asks of the environment's routing (used when it has `ingress:`).
+    pub route: RouteSpec,
+    /// ECS Exec on the service.
+    pub exec: bool,
     pub depends_on: Vec<String>,
     pub data: Vec<String>,
     /// Container environment, sorted by key.
     pub environment: Vec<EnvVar>,
     pub variables: BTreeMap<String, Variable>,
     pub adopt: bool,
+}
+
+/// `spec.ingress`, checked. With the environment's `ingress:` set, a service is routed
+/// internally unless `internal: false`, and externally when `external: true`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteSpec {
+    pub internal: bool,
+    /// Where `external: true` is written (errors about the external route point there).
+    pub external_at: Option<Pos>,
+    /// The external host name, instead of the environment's pattern.
+    pub host: Option<String>,
+    pub paths: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -335,6 +351,7 @@ pub(crate) fn check_spec(
             format!("invalid health path `{}`: a URL path starting with `/` (letters, digits, `/-._~%=+,`)", h.value),
         ));
     }
+    let route = route_spec(spec.ingress.as_ref(), diags);
     let mut depends_on = Vec::new();
     let mut data = Vec::new();
     if let Some(deps) = &spec.dependencies {
@@ -449,13 +466,77 @@ pub(crate) fn check_spec(
         port,
         health,
         metrics_port,
-        external: spec.ingress.as_ref().and_then(|i| i.external.as_ref()).is_some_and(|e| e.value),
+        external: route.external_at.is_some(),
+        route,
+        exec: spec.exec.as_ref().is_some_and(|e| e.value),
         depends_on,
         data,
         environment,
         variables: values.map(|v| v.variables.clone()).unwrap_or_default(),
         adopt: values.is_some_and(|v| v.adopt),
     })
+}
+
+/// Checks `spec.ingress`: a host name, and at most four path patterns (an ALB rule matches
+/// at most five values: the host and the paths).
+fn route_spec(ingress: Option<&At<model::Ingress>>, diags: &mut Vec<Diagnostic>) -> RouteSpec {
+    let mut route = RouteSpec { internal: true, external_at: None, host: None, paths: Vec::new() };
+    let Some(i) = ingress else { return route };
+    route.internal = i.internal.as_ref().is_none_or(|v| v.value);
+    route.external_at = i.external.as_ref().filter(|e| e.value).map(|e| e.pos.clone());
+    if let Some(h) = &i.host {
+        if valid_host(&h.value) {
+            route.host = Some(h.value.clone());
+        } else {
+            diags.push(Diagnostic::new(
+                h.pos.clone(),
+                format!("invalid host `{}`: a lower-case DNS name (`pay.example.com`)", h.value),
+            ));
+        }
+        if route.external_at.is_none() {
+            diags.push(Diagnostic::new(h.pos.clone(), "`host` names the external route: it needs `external: true`"));
+        }
+    }
+    if let Some(paths) = &i.paths {
+        if paths.value.len() > 4 {
+            diags.push(Diagnostic::new(
+                paths.pos.clone(),
+                format!("{} paths: a load balancer rule matches the host and at most 4 paths", paths.value.len()),
+            ));
+        }
+        for p in &paths.value {
+            let ok = p.value.starts_with('/')
+                && p.value.len() <= 128
+                && p.value.chars().all(|c| c.is_ascii_alphanumeric() || "_-.$/~\"'@:+&*?".contains(c));
+            if ok {
+                route.paths.push(p.value.clone());
+            } else {
+                diags.push(Diagnostic::new(
+                    p.pos.clone(),
+                    format!(
+                        "invalid path pattern `{}`: starts with `/`, at most 128 characters, `*` and `?` as wildcards",
+                        p.value
+                    ),
+                ));
+            }
+        }
+    }
+    route
+}
+
+/// A DNS name as ELB host conditions and Route53 take it: lower-case labels of letters,
+/// digits and `-`, and a leading `*.` wildcard.
+pub fn valid_host(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
 }
 
 /// The declared name closest to an unknown one (same letters in another case, or at most two

@@ -44,7 +44,10 @@ pub struct Spec {
     pub health: Option<At<String>>,
     /// OpenMetrics port (default 9090).
     pub metrics_port: Option<At<u16>>,
+    /// Routing (with the environment's `ingress:` set) and its labels.
     pub ingress: Option<At<Ingress>>,
+    /// ECS Exec on the service (`enableExecuteCommand`) for its owners (default false).
+    pub exec: Option<At<bool>>,
     pub dependencies: Option<At<Dependencies>>,
     /// Container environment; values may use templates.
     pub environment: Option<At<Vec<EnvEntry>>>,
@@ -79,8 +82,16 @@ pub enum ScaleResource {
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ingress {
-    /// Whether the service is reachable from the internet (recorded; routing is not managed).
+    /// With the environment's `ingress:` set: whether the service gets the internal route
+    /// and DNS name (default true; `false` for a worker nothing calls).
+    pub internal: Option<At<bool>>,
+    /// Whether the service is reachable from the internet: a rule on the environment's
+    /// external listener (default false).
     pub external: Option<At<bool>>,
+    /// The external host name, instead of the environment's `external_host` pattern.
+    pub host: Option<At<String>>,
+    /// Path patterns (`/api/*`) the rules match besides the host; none: every path.
+    pub paths: Option<At<Vec<At<String>>>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
@@ -126,10 +137,10 @@ pub struct KeyValue {
 
 stamp_fields! {
     ServiceFile { kind, name, spec }
-    Spec { image, resources, count, autoscaling, port, health, metrics_port, ingress, dependencies, environment }
+    Spec { image, resources, count, autoscaling, port, health, metrics_port, ingress, exec, dependencies, environment }
     Resources { cpu, memory }
     Autoscaling { resource, target, min, max }
-    Ingress { external }
+    Ingress { internal, external, host, paths }
     Dependencies { services, data }
     EnvEntry { key, value }
     EnvFile { variables, secrets, overrides, adopt }
@@ -169,8 +180,12 @@ impl Spec {
             health: pick(&self.health, &over.health),
             metrics_port: pick(&self.metrics_port, &over.metrics_port),
             ingress: merge_opt(&self.ingress, &over.ingress, |b, o| Ingress {
+                internal: pick(&b.internal, &o.internal),
                 external: pick(&b.external, &o.external),
+                host: pick(&b.host, &o.host),
+                paths: pick(&b.paths, &o.paths),
             }),
+            exec: pick(&self.exec, &over.exec),
             dependencies: merge_opt(&self.dependencies, &over.dependencies, |b, o| Dependencies {
                 services: pick(&b.services, &o.services),
                 data: pick(&b.data, &o.data),

@@ -237,6 +237,18 @@ struct Execution {
     rollout: Option<RolloutWatch>,
 }
 
+/// The settings with their target group's ARN, when the plan created the group.
+fn routed(
+    settings: &std::sync::Arc<crate::core::desired::ServiceSettings>,
+    target_group: Option<&crate::core::plan::Revision>,
+    outputs: &Outputs,
+) -> std::sync::Arc<crate::core::desired::ServiceSettings> {
+    match target_group.and_then(|t| outputs.resolve(t)) {
+        Some(arn) => crate::core::plan::with_target_group(settings, arn),
+        None => settings.clone(),
+    }
+}
+
 /// One attempt at a plan. Every step is idempotent against a re-plan: a revision
 /// registered before a failed update is found and reused next time.
 async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execution {
@@ -260,16 +272,18 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
                     format!("registered {arn}")
                 })
             }
-            Action::CreateService { settings, revision, desired_count } => {
+            Action::CreateService { settings, revision, desired_count, target_group } => {
                 let arn = outputs.resolve(revision).unwrap_or_default().to_string();
+                let settings = &routed(settings, target_group.as_ref(), &outputs);
                 cloud.create_service(settings, &arn, *desired_count).await.map(|live| {
                     deployed = Some(arn.clone());
                     service_arn = Some(live.arn);
                     format!("created service {} ({arn})", settings.service_name)
                 })
             }
-            Action::UpdateService { settings, revision, set_desired_count } => {
+            Action::UpdateService { settings, revision, set_desired_count, target_group } => {
                 let arn = outputs.resolve(revision).unwrap_or_default().to_string();
+                let settings = &routed(settings, target_group.as_ref(), &outputs);
                 cloud.update_service(settings, &arn, *set_desired_count).await.map(|after| {
                     if run.live_revision.as_deref() != Some(arn.as_str()) || registered.is_some() {
                         deployed = Some(arn.clone());
@@ -295,6 +309,44 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
             Action::DeregisterScalableTarget { resource_id } => {
                 cloud.deregister_scalable_target(resource_id).await.map(|_| "deregistered scalable target".to_string())
             }
+            Action::CreateTargetGroup { group } => cloud.create_target_group(group).await.map(|arn| {
+                outputs.record(id, arn.clone());
+                format!("created target group {arn}")
+            }),
+            Action::ModifyTargetGroup { arn, group } => cloud
+                .modify_target_group(arn, group)
+                .await
+                .map(|_| format!("set the health check of target group {} to {}", group.name, group.health_check_path)),
+            Action::TagElbResource { arn, tags } => {
+                cloud.tag_elb_resource(arn, tags).await.map(|_| format!("tagged {arn}"))
+            }
+            Action::DeleteTargetGroup { arn, name } => {
+                cloud.delete_target_group(arn).await.map(|_| format!("deleted target group {name}"))
+            }
+            Action::CreateRule { rule, priority, target_group } => {
+                let group = outputs.resolve(target_group).unwrap_or_default().to_string();
+                cloud.create_rule(rule, *priority, &group).await.map(|arn| {
+                    format!("created {} rule {} (priority {priority}): {arn}", rule.scope, rule.hosts.join(","))
+                })
+            }
+            Action::ModifyRule { arn, rule, target_group } => {
+                let group = outputs.resolve(target_group).unwrap_or_default().to_string();
+                cloud
+                    .modify_rule(arn, rule, &group)
+                    .await
+                    .map(|_| format!("modified {} rule {}", rule.scope, rule.hosts.join(",")))
+            }
+            Action::DeleteRule { arn, hosts } => {
+                cloud.delete_rule(arn).await.map(|_| format!("deleted rule {}", hosts.join(",")))
+            }
+            Action::UpsertRecord { record, dns_name, alias_zone_id } => cloud
+                .change_alias_record(&record.zone_id, &record.name, dns_name, alias_zone_id, false)
+                .await
+                .map(|_| format!("upserted record {} → {dns_name}", record.name)),
+            Action::DeleteRecord { zone_id, name, dns_name, alias_zone_id } => cloud
+                .change_alias_record(zone_id, name, dns_name, alias_zone_id, true)
+                .await
+                .map(|_| format!("deleted record {name}")),
         };
         match result {
             Ok(done) => ex.applied.push(done),

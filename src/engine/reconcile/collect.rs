@@ -7,6 +7,7 @@ use super::decide::{Decider, desired};
 use super::table::{Stage, Table};
 use super::{Failure, Outcome};
 use crate::aws::{AwsError, Verified, VerifyRequest, concurrently};
+use crate::core::config::EnvConfig;
 use crate::core::desired::tags;
 use crate::core::live::{LivePolicy, LiveState};
 use crate::core::plan::Action;
@@ -67,15 +68,43 @@ pub async fn verify_changing<C: Cloud>(cloud: &C, table: &mut Table, decider: &D
 
 /// Reads the live state of the rendered services and plans each, a batch at a time: only
 /// the states of services whose plan registers a revision outlive their batch.
-pub async fn read_and_plan<C: Cloud>(cloud: &C, table: &mut Table, decider: &mut Decider<'_>, cluster: &str) {
+pub async fn read_and_plan<C: Cloud>(cloud: &C, table: &mut Table, decider: &mut Decider<'_>, env: &EnvConfig) {
     let names = table.at(Stage::is_rendered);
-    let mut reader = LiveReader::new(cloud, cluster, &names);
+    let routes = match (&env.ingress, names.is_empty()) {
+        (Some(ingress), false) => Some(super::routes::EnvRoutes::read(cloud, ingress).await),
+        _ => None,
+    };
+    // Rule priorities that plans of this cycle allocated, so that no two new rules share one.
+    let mut claimed: Vec<(String, i32)> = Vec::new();
+    let mut reader = LiveReader::new(cloud, &env.cluster, &names);
     for batch in names.chunks(LIVE_BATCH) {
         for (name, state) in reader.read(batch).await {
+            let state = match (state, &routes) {
+                (Ok(mut state), Some(routes)) => {
+                    let spec = table.rows.get(&name).and_then(|r| r.stage.spec());
+                    match routes.of(&name, &env.name, spec.map(|s| &**s), &claimed) {
+                        Ok(r) => {
+                            state.routing = Some(r);
+                            Ok(state)
+                        }
+                        Err(e) => Err(("reading routing", e)),
+                    }
+                }
+                (Ok(state), None) => Ok(state),
+                (Err(e), _) => Err(("reading live state", e)),
+            };
             match state {
-                Ok(state) => decider.plan(table, &name, state),
-                Err(error) => {
-                    let failure = Failure::Aws { context: "reading live state", error, applying: false };
+                Ok(state) => {
+                    decider.plan(table, &name, state);
+                    if let Some(Stage::Planned { plan, .. }) = table.rows.get(&name).map(|r| &r.stage) {
+                        claimed.extend(plan.actions.iter().filter_map(|a| match a {
+                            Action::CreateRule { rule, priority, .. } => Some((rule.listener_arn.clone(), *priority)),
+                            _ => None,
+                        }));
+                    }
+                }
+                Err((context, error)) => {
+                    let failure = Failure::Aws { context, error, applying: false };
                     table.finish(&name, Outcome::Failed(failure));
                 }
             }
@@ -214,6 +243,7 @@ impl<'a, C: Cloud> LiveReader<'a, C> {
                 held,
                 pinned,
                 paused,
+                routing: None,
             };
             out.push((name.clone(), Ok(state)));
         }

@@ -14,6 +14,7 @@ mod act;
 mod collect;
 mod decide;
 mod orphans;
+mod routes;
 mod table;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -327,7 +328,7 @@ pub async fn reconcile_env<C: Cloud>(cloud: &C, input: &EnvInput<'_>) -> Vec<Ser
     let verified = collect::verify(cloud, &mut table, &decider).await;
     decider.begin(&verified);
     decider.render(&mut table, &verified, input.scope);
-    collect::read_and_plan(cloud, &mut table, &mut decider, &env.cluster).await;
+    collect::read_and_plan(cloud, &mut table, &mut decider, env).await;
     collect::recent_revisions(cloud, &mut table, &mut decider).await;
     // Only a process that applies follows rollouts (a follower replica, `sync: manual`
     // and `diff` watch nothing, and write no holds).

@@ -90,7 +90,7 @@ pub async fn orphans<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_
         };
         let outcome = match &refusal {
             Some(reason) => Outcome::Orphaned(reason.clone()),
-            None => match prune(cloud, &env.cluster, live).await {
+            None => match prune(cloud, env, live).await {
                 Ok(()) => {
                     tracing::info!(env = %env.name, service = %name, "pruned: its folder is gone from git");
                     if let Some(state) = &input.config.state {
@@ -113,13 +113,15 @@ pub async fn orphans<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_
     complete
 }
 
-/// Remove its scaling first (so nothing scales it up again), scale to zero, delete. Each
-/// step may be repeated: a prune that failed half-way is finished by the next one.
+/// Remove its scaling first (so nothing scales it up again), scale to zero, remove its
+/// routing, delete. Each step may be repeated: a prune that failed half-way is finished by
+/// the next one.
 async fn prune<C: Cloud>(
     cloud: &C,
-    cluster: &str,
+    env: &crate::core::config::EnvConfig,
     live: &crate::core::live::LiveService,
 ) -> Result<(), crate::aws::AwsError> {
+    let cluster = &env.cluster;
     let rid = scaling_resource_id(cluster, &live.settings.service_name);
     let policies = cloud.describe_scaling_policies(&BTreeSet::from([rid.clone()])).await?;
     for p in policies.get(&rid).into_iter().flatten() {
@@ -131,5 +133,39 @@ async fn prune<C: Cloud>(
     let mut settings = live.settings.clone();
     settings.desired_count = Some(0);
     cloud.update_service(&settings, &live.settings.task_definition, true).await?;
+    // Its routing before the service: a failure leaves the service (with no tasks) for the
+    // next prune to finish.
+    if let Some(ingress) = &env.ingress {
+        unroute(cloud, ingress, &env.name, &live.settings.service_name).await?;
+    }
     cloud.delete_service(cluster, &live.settings.service_name).await
+}
+
+/// Removes a pruned service's routing: its rules, the records of their host names that
+/// point at the environment's load balancers, then its target group (all by berth's tags).
+async fn unroute<C: Cloud>(
+    cloud: &C,
+    ingress: &crate::core::config::IngressConfig,
+    env: &str,
+    service: &str,
+) -> Result<(), crate::aws::AwsError> {
+    let routes = super::routes::EnvRoutes::read(cloud, ingress).await;
+    let live = routes.of(service, env, None, &[])?;
+    for rule in &live.rules {
+        cloud.delete_rule(&rule.arn).await?;
+    }
+    let ours =
+        |dns: &str| live.load_balancers.iter().any(|lb| lb.dns_name.trim_end_matches('.').eq_ignore_ascii_case(dns));
+    for r in live.records.iter().filter(|r| ours(&r.alias_dns_name)) {
+        cloud.change_alias_record(&r.zone_id, &r.name, &r.alias_dns_name, &r.alias_hosted_zone_id, true).await?;
+    }
+    let tagged = |k: &str, v: &str| live.target_group.as_ref().is_some_and(|t| t.tag(k) == Some(v));
+    if let Some(tg) = &live.target_group
+        && tagged(tags::MANAGED, "true")
+        && tagged(tags::SERVICE, service)
+        && tagged(tags::ENV, env)
+    {
+        cloud.delete_target_group(&tg.arn).await?;
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ use berth::aws::{AwsError, Datum, Item, RequestStats, StateItem, Verified, Verif
 use berth::core::config::AwsConfig;
 use berth::core::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition};
 use berth::core::live::{Deployment, LivePolicy, LiveScalableTarget, LiveService, LiveTaskDefinition};
+use berth::core::routing::{ListenerRule, LiveRecord, LiveRule, LiveTargetGroup, LoadBalancerInfo, TargetGroup};
 use berth::engine::cloud::{Cloud, Connect};
 
 pub const ACCOUNT: &str = "123456789012";
@@ -392,6 +393,49 @@ impl Cloud for FakeCloud {
             .cloned()
             .collect())
     }
+
+    // The in-process engine tests run environments without `ingress:`: routing is proven
+    // on moto (tests/it/routing.rs). A call here is a test that should be there.
+    async fn listener_load_balancer(&self, _: &str) -> Result<LoadBalancerInfo, AwsError> {
+        Err(no_routing("DescribeListeners"))
+    }
+    async fn describe_rules(&self, _: &str) -> Result<Vec<LiveRule>, AwsError> {
+        Err(no_routing("DescribeRules"))
+    }
+    async fn describe_target_groups(&self, _: &str) -> Result<Vec<LiveTargetGroup>, AwsError> {
+        Err(no_routing("DescribeTargetGroups"))
+    }
+    async fn create_target_group(&self, _: &TargetGroup) -> Result<String, AwsError> {
+        Err(no_routing("CreateTargetGroup"))
+    }
+    async fn modify_target_group(&self, _: &str, _: &TargetGroup) -> Result<(), AwsError> {
+        Err(no_routing("ModifyTargetGroup"))
+    }
+    async fn delete_target_group(&self, _: &str) -> Result<(), AwsError> {
+        Err(no_routing("DeleteTargetGroup"))
+    }
+    async fn create_rule(&self, _: &ListenerRule, _: i32, _: &str) -> Result<String, AwsError> {
+        Err(no_routing("CreateRule"))
+    }
+    async fn modify_rule(&self, _: &str, _: &ListenerRule, _: &str) -> Result<(), AwsError> {
+        Err(no_routing("ModifyRule"))
+    }
+    async fn delete_rule(&self, _: &str) -> Result<(), AwsError> {
+        Err(no_routing("DeleteRule"))
+    }
+    async fn tag_elb_resource(&self, _: &str, _: &[Tag]) -> Result<(), AwsError> {
+        Err(no_routing("AddTags"))
+    }
+    async fn list_alias_records(&self, _: &str) -> Result<Vec<LiveRecord>, AwsError> {
+        Err(no_routing("ListResourceRecordSets"))
+    }
+    async fn change_alias_record(&self, _: &str, _: &str, _: &str, _: &str, _: bool) -> Result<(), AwsError> {
+        Err(no_routing("ChangeResourceRecordSets"))
+    }
+}
+
+fn no_routing(operation: &str) -> AwsError {
+    AwsError::Other { operation: operation.into(), message: "the in-process fake has no load balancers".into() }
 }
 
 /// Hands the daemon the one [`FakeCloud`] of a test.

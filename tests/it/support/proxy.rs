@@ -220,6 +220,20 @@ fn operation(req: &Request) -> String {
     if let Some((_, op)) = req.start.split_whitespace().nth(1).and_then(|p| p.split_once("/operation/")) {
         return op.to_string();
     }
+    // Route53 is a REST protocol: the operation is the method and the path.
+    let mut parts = req.start.split_whitespace();
+    if let (Some(method), Some(path)) = (parts.next(), parts.next())
+        && path.starts_with("/2013-04-01/hostedzone/")
+    {
+        let rrset = path.split('?').next().unwrap_or(path).trim_end_matches('/').ends_with("/rrset");
+        return match (method, rrset) {
+            ("GET", true) => "ListResourceRecordSets",
+            ("POST", true) => "ChangeResourceRecordSets",
+            ("GET", false) => "GetHostedZone",
+            _ => "Route53Other",
+        }
+        .to_string();
+    }
     if let Some(t) = header(&req.head, "x-amz-target") {
         return t.rsplit('.').next().unwrap_or(t).to_string();
     }

@@ -1,0 +1,373 @@
+//! The routing step (environments with `ingress:`): the target group, a listener rule
+//! per load balancer, alias records. Creates and changes come before the service step
+//! ([`before`]: ECS takes a target group only once a rule forwards to it); what git no
+//! longer routes is removed after it ([`after`]: rules, then the group the service let
+//! go of, then records). Only resources tagged as this (service, env)'s are changed.
+
+use serde_json::{Value, json};
+
+use super::{Action, Blocker, Input, Plan, Revision, Step};
+use crate::core::desired::tags;
+use crate::core::diff::Change;
+use crate::core::live::LiveRouting;
+use crate::core::routing::{ListenerRule, LiveRule, LiveTargetGroup, Record, Routing, allocate_priority};
+
+/// Whether a resource's tags say it is this (service, env)'s.
+fn ours(tagged: &[crate::core::desired::Tag], input: &Input) -> bool {
+    let tag = |k: &str| tagged.iter().find(|t| t.key == k).map(|t| t.value.as_str());
+    let service = &input.desired.service;
+    tag(tags::MANAGED) == Some("true")
+        && tag(tags::SERVICE) == Some(service.service_name.as_str())
+        && input.desired.tag(tags::ENV).is_some_and(|env| tag(tags::ENV) == Some(env))
+}
+
+fn change(path: String, live: Option<Value>, desired: Option<Value>) -> Change {
+    Change { path, live, desired }
+}
+
+/// Creates and changes; returns the target group the service's `loadBalancers` names.
+pub(super) fn before(plan: &mut Plan, input: &Input) -> Step<Option<Revision>> {
+    let (Some(live), Some(desired)) = (&input.live.routing, &input.desired.routing) else { return Ok(None) };
+    let group = target_group(plan, input, live, desired)?;
+    for rule in &desired.rules {
+        converge_rule(plan, input, live, rule, &group)?;
+    }
+    for record in &desired.records {
+        converge_record(plan, live, record)?;
+    }
+    Ok(Some(group))
+}
+
+fn target_group(plan: &mut Plan, input: &Input, live: &LiveRouting, desired: &Routing) -> Step<Revision> {
+    let want = &desired.target_group;
+    let Some(tg) = live.target_group.as_ref().filter(|t| t.group.name == want.name) else {
+        plan.drift.push(change("routing.targetGroup".into(), None, Some(json!(want.name))));
+        return Ok(Revision::Output(plan.push(Action::CreateTargetGroup { group: want.clone() })));
+    };
+    if !ours(&tg.group.tags, input) {
+        return Err(vec![Blocker::TargetGroupTaken { name: want.name.clone() }]);
+    }
+    let have = &tg.group;
+    for (field, l, d) in [
+        ("port", have.port.to_string(), want.port.to_string()),
+        ("protocol", have.protocol.clone(), want.protocol.clone()),
+        ("vpc", have.vpc_id.clone(), want.vpc_id.clone()),
+        ("target type", have.target_type.clone(), want.target_type.clone()),
+    ] {
+        if l != d {
+            return Err(vec![Blocker::TargetGroupReplace {
+                name: want.name.clone(),
+                field: field.into(),
+                live: l,
+                desired: d,
+            }]);
+        }
+    }
+    if have.health_check_path != want.health_check_path {
+        plan.drift.push(change(
+            "routing.targetGroup.HealthCheckPath".into(),
+            Some(json!(have.health_check_path)),
+            Some(json!(want.health_check_path)),
+        ));
+        plan.push(Action::ModifyTargetGroup { arn: tg.arn.clone(), group: want.clone() });
+    }
+    Ok(Revision::Existing(tg.arn.clone()))
+}
+
+/// berth's live rule of this service on `listener`.
+fn live_rule<'a>(live: &'a LiveRouting, input: &Input, listener: &str) -> Option<&'a LiveRule> {
+    live.rules.iter().find(|r| r.rule.listener_arn == listener && ours(&r.rule.tags, input))
+}
+
+fn sorted(v: &[String]) -> Vec<String> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+fn converge_rule(plan: &mut Plan, input: &Input, live: &LiveRouting, rule: &ListenerRule, group: &Revision) -> Step {
+    let path = format!("routing.rule.{}", rule.scope);
+    let Some(have) = live_rule(live, input, &rule.listener_arn) else {
+        let name = &input.desired.service.service_name;
+        let Some(priority) = allocate_priority(name, &rule.scope, |p| live.is_free(&rule.listener_arn, p)) else {
+            return Err(vec![Blocker::NoFreePriority { listener: rule.listener_arn.clone() }]);
+        };
+        plan.drift.push(change(path, None, Some(rule_view(&rule.hosts, &rule.paths))));
+        plan.push(Action::CreateRule { rule: rule.clone(), priority, target_group: group.clone() });
+        return Ok(());
+    };
+    let mut changed = false;
+    for (field, l, d) in [("hosts", &have.rule.hosts, &rule.hosts), ("paths", &have.rule.paths, &rule.paths)] {
+        if sorted(l) != sorted(d) {
+            plan.drift.push(change(format!("{path}.{field}"), Some(json!(sorted(l))), Some(json!(sorted(d)))));
+            changed = true;
+        }
+    }
+    let forwards_to_ours = match group {
+        Revision::Existing(arn) => have.forward_to.as_slice() == std::slice::from_ref(arn),
+        Revision::Output(_) => false,
+    };
+    if !forwards_to_ours {
+        plan.drift.push(change(
+            format!("{path}.forward"),
+            Some(json!(have.forward_to)),
+            Some(json!("the target group")),
+        ));
+        changed = true;
+    }
+    if changed {
+        plan.push(Action::ModifyRule { arn: have.arn.clone(), rule: rule.clone(), target_group: group.clone() });
+    }
+    Ok(())
+}
+
+fn rule_view(hosts: &[String], paths: &[String]) -> Value {
+    json!({"hosts": sorted(hosts), "paths": sorted(paths)})
+}
+
+fn converge_record(plan: &mut Plan, live: &LiveRouting, record: &Record) -> Step {
+    let Some(lb) = live.load_balancers.iter().find(|l| l.listener_arn == record.listener_arn) else {
+        return Err(vec![Blocker::NoLoadBalancer { listener: record.listener_arn.clone() }]);
+    };
+    let dns = lb.dns_name.trim_end_matches('.').to_ascii_lowercase();
+    let have = live.records.iter().find(|r| r.zone_id == record.zone_id && r.name == record.name);
+    if have.is_some_and(|r| r.alias_dns_name == dns) {
+        return Ok(());
+    }
+    plan.drift.push(change(
+        format!("routing.record.{}", record.name),
+        have.map(|r| json!(r.alias_dns_name)),
+        Some(json!(dns)),
+    ));
+    plan.push(Action::UpsertRecord {
+        record: record.clone(),
+        dns_name: dns,
+        alias_zone_id: lb.canonical_hosted_zone_id.clone(),
+    });
+    Ok(())
+}
+
+/// Removes what this service's routing no longer has: rules on listeners git does not
+/// route it through, records of host names no rule has any more, and the target group
+/// once nothing routes to it.
+pub(super) fn after(plan: &mut Plan, input: &Input) {
+    let Some(live) = &input.live.routing else { return };
+    let desired = input.desired.routing.as_ref();
+    let wanted_rule =
+        |r: &LiveRule| desired.is_some_and(|d| d.rules.iter().any(|w| w.listener_arn == r.rule.listener_arn));
+    for rule in live.rules.iter().filter(|r| ours(&r.rule.tags, input) && !wanted_rule(r)) {
+        plan.drift.push(change(
+            format!("routing.rule.{}", rule.rule.hosts.join(",")),
+            Some(rule_view(&rule.rule.hosts, &rule.rule.paths)),
+            None,
+        ));
+        plan.push(Action::DeleteRule { arn: rule.arn.clone(), hosts: rule.rule.hosts.clone() });
+    }
+    // Records berth made for the hosts of this service's rules, pointing at the
+    // environment's load balancers, that git no longer wants.
+    let hosts: Vec<&String> =
+        live.rules.iter().filter(|r| ours(&r.rule.tags, input)).flat_map(|r| &r.rule.hosts).collect();
+    let wanted_record =
+        |zone: &str, name: &str| desired.is_some_and(|d| d.records.iter().any(|w| w.zone_id == zone && w.name == name));
+    for record in &live.records {
+        let points_at_ours = live
+            .load_balancers
+            .iter()
+            .any(|lb| lb.dns_name.trim_end_matches('.').eq_ignore_ascii_case(&record.alias_dns_name));
+        if points_at_ours && hosts.contains(&&record.name) && !wanted_record(&record.zone_id, &record.name) {
+            plan.drift.push(change(
+                format!("routing.record.{}", record.name),
+                Some(json!(record.alias_dns_name)),
+                None,
+            ));
+            plan.push(Action::DeleteRecord {
+                zone_id: record.zone_id.clone(),
+                name: record.name.clone(),
+                dns_name: record.alias_dns_name.clone(),
+                alias_zone_id: record.alias_hosted_zone_id.clone(),
+            });
+        }
+    }
+    if desired.is_none()
+        && let Some(tg) = live.target_group.as_ref().filter(|t| ours(&t.group.tags, input))
+    {
+        delete_group(plan, tg);
+    }
+}
+
+fn delete_group(plan: &mut Plan, tg: &LiveTargetGroup) {
+    plan.drift.push(change("routing.targetGroup".into(), Some(json!(tg.group.name)), None));
+    plan.push(Action::DeleteTargetGroup { arn: tg.arn.clone(), name: tg.group.name.clone() });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::{Action, Blocker, plan};
+    use crate::core::desired::{Desired, LoadBalancer, Tag, tags};
+    use crate::core::live::{LiveRouting, LiveState};
+    use crate::core::routing::*;
+    use crate::core::testing::{converged, ctx, desired};
+
+    const INTERNAL: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/internal/1/2";
+    const TG_ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web-pre/1";
+
+    fn berth_tags() -> Vec<Tag> {
+        [(tags::ENV, "pre"), (tags::MANAGED, "true"), (tags::SERVICE, "web")]
+            .map(|(k, v)| Tag { key: k.into(), value: v.into() })
+            .to_vec()
+    }
+
+    /// `web` in `pre`, routed on the internal listener as web.pre.internal.example.com.
+    fn routed() -> Desired {
+        let mut d = desired().build();
+        let service = Arc::make_mut(&mut d.service);
+        service.load_balancers = Some(vec![LoadBalancer {
+            target_group_arn: "web-pre".into(),
+            container_name: "web".into(),
+            container_port: 8080,
+        }]);
+        d.routing = Some(Routing {
+            target_group: TargetGroup {
+                name: "web-pre".into(),
+                protocol: "HTTP".into(),
+                port: 8080,
+                vpc_id: "vpc-1".into(),
+                target_type: "ip".into(),
+                health_check_path: "/health".into(),
+                tags: berth_tags(),
+            },
+            rules: vec![ListenerRule {
+                listener_arn: INTERNAL.into(),
+                scope: "internal".into(),
+                hosts: vec!["web.pre.internal.example.com".into()],
+                paths: Vec::new(),
+                tags: berth_tags(),
+            }],
+            records: vec![Record {
+                zone_id: "ZPRIVATE".into(),
+                name: "web.pre.internal.example.com".into(),
+                listener_arn: INTERNAL.into(),
+            }],
+        });
+        d
+    }
+
+    fn lb() -> LoadBalancerInfo {
+        LoadBalancerInfo {
+            listener_arn: INTERNAL.into(),
+            load_balancer_arn: "arn:lb".into(),
+            dns_name: "internal-1.us-east-1.elb.amazonaws.com".into(),
+            canonical_hosted_zone_id: "ZELB".into(),
+            security_groups: Vec::new(),
+        }
+    }
+
+    /// Live equal to `d`'s routing (the service pointing at the group).
+    fn live_routed(d: &Desired) -> LiveState {
+        let r = d.routing.as_ref().unwrap();
+        let mut live = converged(d)
+            .service(|s| {
+                s.settings.load_balancers.as_mut().unwrap()[0].target_group_arn = TG_ARN.into();
+            })
+            .build();
+        let rule = LiveRule {
+            arn: "arn:rule/1".into(),
+            priority: Some(7),
+            rule: r.rules[0].clone(),
+            forward_to: vec![TG_ARN.into()],
+        };
+        live.routing = Some(LiveRouting {
+            target_group: Some(LiveTargetGroup { arn: TG_ARN.into(), group: r.target_group.clone() }),
+            rules: vec![rule],
+            records: vec![LiveRecord {
+                zone_id: "ZPRIVATE".into(),
+                name: "web.pre.internal.example.com".into(),
+                alias_dns_name: "internal-1.us-east-1.elb.amazonaws.com".into(),
+                alias_hosted_zone_id: "ZELB".into(),
+            }],
+            load_balancers: vec![lb()],
+            ..Default::default()
+        });
+        live
+    }
+
+    fn kinds(d: &Desired, live: &LiveState) -> Vec<String> {
+        let p = plan(d, live, false, &ctx());
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        p.actions.iter().map(|a| serde_json::to_value(a).unwrap()["action"].as_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn a_new_route_creates_group_rule_record_before_the_service_points_at_it() {
+        let d = routed();
+        let mut live = live_routed(&d);
+        let r = live.routing.as_mut().unwrap();
+        (r.target_group, r.rules, r.records) = (None, Vec::new(), Vec::new());
+        live.service.as_mut().unwrap().settings.load_balancers = Some(Vec::new());
+        let p = plan(&d, &live, false, &ctx());
+        let kinds: Vec<String> = p
+            .actions
+            .iter()
+            .map(|a| serde_json::to_value(a).unwrap()["action"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(kinds, ["CreateTargetGroup", "CreateRule", "UpsertRecord", "UpdateService"]);
+        let Action::UpdateService { target_group: Some(super::Revision::Output(id)), .. } = &p.actions[3] else {
+            panic!("{:?}", p.actions[3])
+        };
+        assert_eq!(id.0, 0, "the service names the group the plan creates");
+    }
+
+    #[test]
+    fn a_converged_route_plans_nothing() {
+        let d = routed();
+        assert_eq!(kinds(&d, &live_routed(&d)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn console_edits_are_healed_field_by_field() {
+        let d = routed();
+        let mut live = live_routed(&d);
+        let r = live.routing.as_mut().unwrap();
+        r.rules[0].rule.hosts = vec!["other.example.com".into()];
+        r.target_group.as_mut().unwrap().group.health_check_path = "/".into();
+        let p = plan(&d, &live, false, &ctx());
+        let paths: Vec<&str> = p.drift.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["routing.targetGroup.HealthCheckPath", "routing.rule.internal.hosts"]);
+        assert_eq!(kinds(&d, &live), ["ModifyTargetGroup", "ModifyRule"]);
+    }
+
+    #[test]
+    fn a_route_removed_from_git_goes_after_the_service_lets_go() {
+        let mut d = routed();
+        d.routing = None;
+        Arc::make_mut(&mut d.service).load_balancers = Some(Vec::new());
+        let live = live_routed(&routed());
+        assert_eq!(kinds(&d, &live), ["UpdateService", "DeleteRule", "DeleteRecord", "DeleteTargetGroup"]);
+    }
+
+    #[test]
+    fn a_group_berth_did_not_make_blocks_the_service() {
+        let d = routed();
+        let mut live = live_routed(&d);
+        live.routing.as_mut().unwrap().target_group.as_mut().unwrap().group.tags.clear();
+        let p = plan(&d, &live, false, &ctx());
+        assert_eq!(p.blockers, [Blocker::TargetGroupTaken { name: "web-pre".into() }]);
+        assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn a_new_rule_takes_a_priority_no_rule_or_earlier_plan_holds() {
+        let d = routed();
+        let mut live = live_routed(&d);
+        live.routing.as_mut().unwrap().rules.clear();
+        let first = allocate_priority("web", "internal", |_| true).unwrap();
+        let r = live.routing.as_mut().unwrap();
+        r.taken = Arc::new([(INTERNAL.to_string(), [first].into())].into());
+        r.claimed = vec![(INTERNAL.to_string(), first + 1)];
+        let p = plan(&d, &live, false, &ctx());
+        let Action::CreateRule { priority, .. } = &p.actions[0] else { panic!("{:?}", p.actions) };
+        assert_eq!(*priority, first + 2);
+    }
+}

@@ -1,0 +1,292 @@
+//! Routing on moto (issue 16): an environment with `ingress:` gets a target group, listener
+//! rules on the internal (and, where asked, the external) load balancer and Route53 alias
+//! records per service, the ECS service pointing at its group; a second apply writes
+//! nothing, console edits are named and healed, a route removed from git is removed, and
+//! 60 services share a listener with rules berth does not own without a collision.
+
+use serde_json::Value;
+
+use crate::support::world::{World, text};
+
+/// Two load balancers with an HTTP listener each, a private and a public zone, and two
+/// rules on the internal listener that are not berth's.
+const NETWORK: &str = r#"
+import boto3, json
+ec2 = boto3.client("ec2"); elb = boto3.client("elbv2"); r53 = boto3.client("route53")
+vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+subnets = [s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]][:2]
+out = {"vpc": vpc}
+for scope, scheme in [("internal", "internal"), ("external", "internet-facing")]:
+    lb = elb.create_load_balancer(Name=f"berth-{scope}", Subnets=subnets, Scheme=scheme, Type="application")["LoadBalancers"][0]
+    l = elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
+        DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])["Listeners"][0]
+    out[scope] = l["ListenerArn"]
+    out[scope + "_dns"] = lb["DNSName"].lower()
+tg = elb.create_target_group(Name="not-berths", Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip")["TargetGroups"][0]
+for p, host in [(NOT_BERTHS_1, "legacy.example.com"), (NOT_BERTHS_2, "admin.example.com")]:
+    elb.create_rule(ListenerArn=out["internal"], Priority=p,
+        Conditions=[{"Field": "host-header", "HostHeaderConfig": {"Values": [host]}}],
+        Actions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}])
+out["private"] = r53.create_hosted_zone(Name="internal.example.com", CallerReference="p",
+    VPC={"VPCRegion": "us-east-1", "VPCId": vpc}, HostedZoneConfig={"PrivateZone": True})["HostedZone"]["Id"].split("/")[-1]
+out["public"] = r53.create_hosted_zone(Name="example.com", CallerReference="q")["HostedZone"]["Id"].split("/")[-1]
+print(json.dumps(out))
+"#;
+
+/// What AWS holds of the environment's routing, read with boto3.
+const READ: &str = r#"
+import boto3, json
+elb = boto3.client("elbv2"); r53 = boto3.client("route53"); ecs = boto3.client("ecs")
+net = json.loads(NET)
+out = {"groups": {}, "rules": [], "records": {}, "services": {}}
+for g in elb.describe_target_groups()["TargetGroups"]:
+    tags = {t["Key"]: t["Value"] for t in elb.describe_tags(ResourceArns=[g["TargetGroupArn"]])["TagDescriptions"][0]["Tags"]}
+    out["groups"][g["TargetGroupName"]] = {"arn": g["TargetGroupArn"], "port": g["Port"], "path": g.get("HealthCheckPath"), "tags": tags}
+for scope in ["internal", "external"]:
+    for r in elb.describe_rules(ListenerArn=net[scope])["Rules"]:
+        if r["IsDefault"]:
+            continue
+        hosts = [v for c in r["Conditions"] if c["Field"] == "host-header" for v in (c.get("HostHeaderConfig", {}).get("Values") or c.get("Values", []))]
+        paths = [v for c in r["Conditions"] if c["Field"] == "path-pattern" for v in (c.get("PathPatternConfig", {}).get("Values") or c.get("Values", []))]
+        tags = {t["Key"]: t["Value"] for t in elb.describe_tags(ResourceArns=[r["RuleArn"]])["TagDescriptions"][0]["Tags"]}
+        fwd = [a.get("TargetGroupArn") for a in r["Actions"]]
+        out["rules"].append({"scope": scope, "arn": r["RuleArn"], "priority": int(r["Priority"]), "hosts": hosts, "paths": paths, "tags": tags, "forward": fwd})
+for z in ["private", "public"]:
+    for rr in r53.list_resource_record_sets(HostedZoneId=net[z])["ResourceRecordSets"]:
+        if rr["Type"] == "A" and "AliasTarget" in rr:
+            out["records"][rr["Name"].rstrip(".")] = {"zone": z, "to": rr["AliasTarget"]["DNSName"].rstrip(".").lower()}
+arns = ecs.list_services(cluster="pre")["serviceArns"]
+for s in ecs.describe_services(cluster="pre", services=arns)["services"]:
+    out["services"][s["serviceName"]] = [lb["targetGroupArn"] for lb in s.get("loadBalancers", [])]
+print(json.dumps(out))
+"#;
+
+const NOT_BERTHS_1: i64 = 10;
+const NOT_BERTHS_2: i64 = 20;
+
+struct Routed {
+    w: World,
+    net: Value,
+}
+
+impl Routed {
+    fn new(world: World) -> Routed {
+        let script = NETWORK
+            .replace("NOT_BERTHS_1", &NOT_BERTHS_1.to_string())
+            .replace("NOT_BERTHS_2", &NOT_BERTHS_2.to_string());
+        let net: Value = serde_json::from_str(world.console(&script).trim()).expect("network fixture");
+        *world.envs.borrow_mut() = vec!["pre"];
+        world.write_config(&format!(
+            "    ingress:\n      vpc: {vpc}\n      internal_listener: {i}\n      external_listener: {e}\n      domain: example.com\n      private_zone: {pz}\n      public_zone: {uz}\n",
+            vpc = net["vpc"].as_str().unwrap(),
+            i = net["internal"].as_str().unwrap(),
+            e = net["external"].as_str().unwrap(),
+            pz = net["private"].as_str().unwrap(),
+            uz = net["public"].as_str().unwrap(),
+        ));
+        Routed { w: world, net }
+    }
+
+    fn read(&self) -> Value {
+        let script = READ.replace("json.loads(NET)", &format!("json.loads({:?})", self.net.to_string()));
+        serde_json::from_str(self.w.console(&script).trim()).expect("read back")
+    }
+
+    fn apply_ok(&self) -> String {
+        let out = self.w.apply("pre", &[]);
+        assert_eq!(out.status.code(), Some(0), "apply:\n{}", text(&out));
+        text(&out)
+    }
+}
+
+fn berths(rules: &Value) -> Vec<&Value> {
+    rules.as_array().unwrap().iter().filter(|r| r["tags"]["berth:managed"] == "true").collect()
+}
+
+#[test]
+fn apply_routes_every_service_and_a_second_apply_writes_nothing() {
+    let r = Routed::new(World::new());
+    let render = r.w.berth(&[
+        "render",
+        "--config",
+        &r.w.config.to_string_lossy(),
+        "--env",
+        "pre",
+        "--repo",
+        &r.w.repo.to_string_lossy(),
+        "--service",
+        "klausapproves",
+    ]);
+    let rendered = text(&render);
+    assert!(rendered.contains("klausapproves.pre.internal.example.com"), "{rendered}");
+    assert!(rendered.contains("klausapproves.pre.example.com"), "{rendered}");
+
+    r.apply_ok();
+    let live = r.read();
+    let services = ["bpg", "klausapproves", "ledger", "notifier"];
+    for s in services {
+        let group = &live["groups"][format!("{s}-pre")];
+        assert_eq!(group["tags"]["berth:service"], s, "{live:#}");
+        assert_eq!(live["services"][s], serde_json::json!([group["arn"]]), "{s}: the ECS service points at its group");
+        let internal = format!("{s}.pre.internal.example.com");
+        let rule =
+            berths(&live["rules"]).into_iter().find(|x| x["scope"] == "internal" && x["hosts"][0] == internal.as_str());
+        let rule = rule.unwrap_or_else(|| panic!("no internal rule for {s}: {live:#}"));
+        assert_eq!(rule["forward"], serde_json::json!([group["arn"]]));
+        assert_eq!(live["records"][&internal]["to"], r.net["internal_dns"], "{live:#}");
+    }
+    assert_eq!(live["groups"]["notifier-pre"]["path"], "/healthz", "the health check follows spec.health");
+    // Only klausapproves asks for the external route.
+    let external: Vec<&Value> = berths(&live["rules"]).into_iter().filter(|x| x["scope"] == "external").collect();
+    assert_eq!(external.len(), 1, "{live:#}");
+    assert_eq!(external[0]["hosts"][0], "klausapproves.pre.example.com");
+    assert_eq!(live["records"]["klausapproves.pre.example.com"]["to"], r.net["external_dns"]);
+    // The rules berth does not own are untouched, and no priority is shared.
+    let priorities: Vec<i64> =
+        live["rules"].as_array().unwrap().iter().map(|x| x["priority"].as_i64().unwrap()).collect();
+    let mut unique = priorities.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), priorities.len(), "{priorities:?}");
+
+    r.w.proxy.reset_counts();
+    r.apply_ok();
+    assert_eq!(r.w.proxy.writes(), Default::default(), "a second apply writes nothing");
+    let (code, diff) = r.w.diff_json("pre");
+    assert_eq!(code, 0, "{diff:#}");
+}
+
+#[test]
+fn console_edits_are_named_and_healed() {
+    let r = Routed::new(World::new());
+    r.apply_ok();
+    let live = r.read();
+    let rule = berths(&live["rules"])
+        .into_iter()
+        .find(|x| x["hosts"][0] == "ledger.pre.internal.example.com")
+        .unwrap()
+        .clone();
+    let group = live["groups"]["ledger-pre"]["arn"].as_str().unwrap().to_string();
+    r.w.console(&format!(
+        r#"
+import boto3
+elb = boto3.client("elbv2")
+elb.modify_rule(RuleArn="{rule}", Conditions=[{{"Field": "host-header", "HostHeaderConfig": {{"Values": ["hijacked.example.com"]}}}}])
+elb.modify_target_group(TargetGroupArn="{group}", HealthCheckPath="/")
+"#,
+        rule = rule["arn"].as_str().unwrap()
+    ));
+    let out = r.w.diff("pre", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let diff = text(&out);
+    assert!(diff.contains("routing.rule.internal.hosts"), "{diff}");
+    assert!(diff.contains("routing.targetGroup.HealthCheckPath"), "{diff}");
+    r.apply_ok();
+    let healed = r.read();
+    let after = berths(&healed["rules"]).into_iter().find(|x| x["arn"] == rule["arn"]).unwrap();
+    assert_eq!(after["hosts"][0], "ledger.pre.internal.example.com");
+    assert_eq!(healed["groups"]["ledger-pre"]["path"], "/health");
+    assert_eq!(r.w.diff("pre", &[]).status.code(), Some(0));
+}
+
+#[test]
+fn a_route_removed_from_git_removes_exactly_its_rules_records_and_group() {
+    let r = Routed::new(World::new());
+    r.apply_ok();
+    let before = r.read();
+    r.w.commit_edit(
+        "services/klausapproves/deploy/service.yaml",
+        |t| t.replace("ingress: {external: true}", "ingress: {internal: false}"),
+        "klausapproves: no route",
+    );
+    r.apply_ok();
+    let after = r.read();
+    assert!(after["groups"].get("klausapproves-pre").is_none(), "{after:#}");
+    assert_eq!(after["services"]["klausapproves"], serde_json::json!([]));
+    for host in ["klausapproves.pre.internal.example.com", "klausapproves.pre.example.com"] {
+        assert!(after["records"].get(host).is_none(), "{host}: {after:#}");
+        assert!(!after["rules"].as_array().unwrap().iter().any(|x| x["hosts"][0] == host), "{host}");
+    }
+    // Everything else is as it was.
+    let others = |v: &Value| {
+        let mut rules: Vec<(i64, String)> = (v["rules"].as_array().unwrap().iter())
+            .filter(|x| !x["hosts"][0].as_str().unwrap().starts_with("klausapproves."))
+            .map(|x| (x["priority"].as_i64().unwrap(), x["hosts"][0].as_str().unwrap().to_string()))
+            .collect();
+        rules.sort();
+        rules
+    };
+    assert_eq!(others(&before), others(&after));
+    assert_eq!(before["groups"]["bpg-pre"], after["groups"]["bpg-pre"]);
+}
+
+/// 60 services on one listener beside 2 rules berth does not own: no collision, and the
+/// priorities stay put across cycles and when one service goes.
+#[test]
+fn sixty_services_share_a_listener_with_stable_priorities() {
+    let source = crate::support::fixture("monorepo");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let spec = std::fs::read_to_string(source.join("services/ledger/deploy/service.yaml")).unwrap();
+    for i in 0..60 {
+        let name = format!("svc{i:02}");
+        let d = repo.join(format!("services/{name}/deploy"));
+        std::fs::create_dir_all(d.join("pre")).unwrap();
+        std::fs::write(d.join("service.yaml"), spec.replace("ledger", &name)).unwrap();
+        std::fs::copy(source.join("services/ledger/deploy/pre/config.yaml"), d.join("pre/config.yaml")).unwrap();
+    }
+    let r = Routed::new(World::with_repo(&repo));
+    r.apply_ok();
+    let priorities = |v: &Value| -> std::collections::BTreeMap<String, i64> {
+        berths(&v["rules"])
+            .into_iter()
+            .map(|x| (x["hosts"][0].as_str().unwrap().to_string(), x["priority"].as_i64().unwrap()))
+            .collect()
+    };
+    let first = r.read();
+    let taken = priorities(&first);
+    assert_eq!(taken.len(), 60, "{taken:?}");
+    let all: Vec<i64> = first["rules"].as_array().unwrap().iter().map(|x| x["priority"].as_i64().unwrap()).collect();
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), all.len(), "priorities collide: {all:?}");
+    assert!(!taken.values().any(|p| *p == NOT_BERTHS_1 || *p == NOT_BERTHS_2));
+    r.apply_ok();
+    assert_eq!(priorities(&r.read()), taken, "priorities change across cycles");
+    std::fs::remove_dir_all(r.w.repo.join("services/svc07")).unwrap();
+    crate::support::world::git(&r.w.repo, &["add", "-A"]);
+    crate::support::world::git(&r.w.repo, &["commit", "-q", "-m", "svc07 gone"]);
+    r.w.apply("pre", &[]);
+    let mut left = taken.clone();
+    left.remove("svc07.pre.internal.example.com");
+    let now = priorities(&r.read());
+    for (host, p) in &left {
+        assert_eq!(now.get(host), Some(p), "{host} moved");
+    }
+}
+
+/// A timer poll of a converged, routed environment adds exactly the batched reads of its
+/// routing to the minimum: one DescribeRules per listener, one DescribeTargetGroups page,
+/// one ListResourceRecordSets per zone; tags and load balancers come from the cache, and
+/// nothing is written.
+#[test]
+fn a_routed_steady_poll_costs_one_read_per_listener_page_and_zone() {
+    let r = Routed::new(World::new());
+    *r.w.poll_interval.borrow_mut() = "2s".into();
+    r.w.rewrite_config();
+    let d = crate::daemon::Daemon::ready(&r.w);
+    d.cycles_more("pre", 1);
+    r.w.proxy.reset_counts();
+    d.cycles_more("pre", 1);
+    let counts = r.w.proxy.counts();
+    let routing: std::collections::BTreeMap<&str, u64> =
+        [("DescribeRules", 2), ("DescribeTargetGroups", 1), ("ListResourceRecordSets", 2)].into();
+    for (op, n) in &routing {
+        assert_eq!(counts.get(*op).copied().unwrap_or(0), *n, "{op}: {counts:?}");
+    }
+    for op in ["DescribeTags", "DescribeListeners", "DescribeLoadBalancers"] {
+        assert!(!counts.contains_key(op), "{op} on a steady poll: {counts:?}");
+    }
+    assert_eq!(r.w.proxy.writes(), Default::default(), "{counts:?}\n{}", d.log());
+}
