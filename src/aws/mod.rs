@@ -150,6 +150,25 @@ impl Aws {
     /// of an apply to under one per second after a single throttled one: 60 s instead of
     /// 4 s in `throttling_is_retried_and_makes_no_duplicate_revisions`.)
     pub async fn connect(config: &AwsConfig, stats: Arc<RequestStats>) -> Aws {
+        Self::connect_from(config, stats, None).await
+    }
+
+    /// As [`Aws::connect`], with `credentials` in place of the default chain (the source of
+    /// the role, if one is assumed): an in-process client of a test endpoint, which reads no
+    /// environment.
+    pub async fn connect_with_credentials(
+        config: &AwsConfig,
+        stats: Arc<RequestStats>,
+        credentials: aws_credential_types::Credentials,
+    ) -> Aws {
+        Self::connect_from(config, stats, Some(credentials)).await
+    }
+
+    async fn connect_from(
+        config: &AwsConfig,
+        stats: Arc<RequestStats>,
+        credentials: Option<aws_credential_types::Credentials>,
+    ) -> Aws {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .retry_config(
@@ -167,10 +186,14 @@ impl Aws {
         if let Some(endpoint) = &config.endpoint_url {
             loader = loader.endpoint_url(endpoint);
         }
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
+        }
         let mut sdk = loader.load().await;
         if let Some(role) = &config.role {
-            // The environment's role, assumed with the default chain as the source; the
-            // SDK's identity cache asks for new credentials before these expire.
+            // The environment's role, assumed with the default chain (or the given
+            // credentials) as the source; the SDK's identity cache asks for new
+            // credentials before these expire.
             let mut builder = aws_config::sts::AssumeRoleProvider::builder(&role.arn)
                 .session_name(&role.session_name)
                 .session_length(role.duration)
