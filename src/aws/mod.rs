@@ -1,5 +1,6 @@
-//! AWS adapters: ECS, Application Auto Scaling, SSM Parameter Store, Secrets Manager, ECR
-//! and STS. SDK types stay inside this module; callers see berth's own types.
+//! AWS adapters: ECS, Application Auto Scaling, SSM Parameter Store, Secrets Manager, ECR,
+//! STS, CloudWatch, DynamoDB and ELBv2. SDK types stay inside this module; callers see
+//! berth's own types.
 //!
 //! Every HTTP request (each retry attempt too) is counted by api, operation and result.
 
@@ -7,6 +8,7 @@ mod autoscaling;
 mod cloudwatch;
 mod convert;
 mod ecs;
+mod elbv2;
 mod lookups;
 mod state;
 mod stats;
@@ -130,11 +132,13 @@ pub struct Aws {
     /// SDK client costs memory and touches code pages the idle daemon would keep.
     cloudwatch: std::sync::OnceLock<aws_sdk_cloudwatch::Client>,
     ddb: std::sync::OnceLock<aws_sdk_dynamodb::Client>,
+    elb: std::sync::OnceLock<aws_sdk_elasticloadbalancingv2::Client>,
     sdk: aws_config::SdkConfig,
     counter: stats::Counter,
     pub stats: Arc<RequestStats>,
     td_cache: Mutex<ecs::TaskDefinitionCache>,
     verify_cache: Mutex<lookups::VerifyCache>,
+    elb_cache: Mutex<elbv2::ElbCache>,
     account: tokio::sync::OnceCell<String>,
     pub config: AwsConfig,
     /// Attempts of a write berth retries itself (RegisterTaskDefinition).
@@ -232,11 +236,13 @@ impl Aws {
             sts: std::sync::OnceLock::new(),
             cloudwatch: std::sync::OnceLock::new(),
             ddb: std::sync::OnceLock::new(),
+            elb: std::sync::OnceLock::new(),
             sdk,
             counter,
             stats,
             td_cache: Mutex::new(ecs::TaskDefinitionCache::default()),
             verify_cache: Mutex::new(lookups::VerifyCache::default()),
+            elb_cache: Mutex::new(elbv2::ElbCache::default()),
             account: tokio::sync::OnceCell::new(),
             config: config.clone(),
             max_attempts: config.max_attempts.max(1),
@@ -254,6 +260,15 @@ impl Aws {
         self.ddb.get_or_init(|| {
             let conf = aws_sdk_dynamodb::config::Builder::from(&self.sdk).interceptor(self.counter.clone()).build();
             aws_sdk_dynamodb::Client::from_conf(conf)
+        })
+    }
+
+    pub(crate) fn elb(&self) -> &aws_sdk_elasticloadbalancingv2::Client {
+        self.elb.get_or_init(|| {
+            let conf = aws_sdk_elasticloadbalancingv2::config::Builder::from(&self.sdk)
+                .interceptor(self.counter.clone())
+                .build();
+            aws_sdk_elasticloadbalancingv2::Client::from_conf(conf)
         })
     }
 

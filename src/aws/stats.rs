@@ -17,7 +17,8 @@ pub struct RequestKey {
     /// empty when berth asks STS for it).
     pub region: String,
     pub account: String,
-    /// `ecs`, `application-autoscaling`, `ssm`, `secretsmanager`, `ecr`, `sts`.
+    /// `ecs`, `application-autoscaling`, `ssm`, `secretsmanager`, `ecr`, `sts`, `cloudwatch`,
+    /// `dynamodb`, `elasticloadbalancing` (the services' IAM prefixes).
     pub api: String,
     pub operation: String,
     /// `ok`, `throttled` or `error`.
@@ -108,6 +109,7 @@ fn api_label(service: &str) -> String {
         "ECR" => "ecr".into(),
         "STS" => "sts".into(),
         "CloudWatch" => "cloudwatch".into(),
+        "Elastic Load Balancing v2" => "elasticloadbalancing".into(),
         other => other.to_ascii_lowercase().replace(' ', "-"),
     }
 }
