@@ -1,6 +1,6 @@
 //! AWS adapters: ECS, Application Auto Scaling, SSM Parameter Store, Secrets Manager, ECR,
-//! STS, CloudWatch, DynamoDB and ELBv2. SDK types stay inside this module; callers see
-//! berth's own types.
+//! STS, CloudWatch, DynamoDB, ELBv2 and Route53. SDK types stay inside this module; callers
+//! see berth's own types.
 //!
 //! Every HTTP request (each retry attempt too) is counted by api, operation and result.
 
@@ -10,6 +10,7 @@ mod convert;
 mod ecs;
 mod elbv2;
 mod lookups;
+mod route53;
 mod state;
 mod stats;
 
@@ -133,6 +134,7 @@ pub struct Aws {
     cloudwatch: std::sync::OnceLock<aws_sdk_cloudwatch::Client>,
     ddb: std::sync::OnceLock<aws_sdk_dynamodb::Client>,
     elb: std::sync::OnceLock<aws_sdk_elasticloadbalancingv2::Client>,
+    route53: std::sync::OnceLock<aws_sdk_route53::Client>,
     sdk: aws_config::SdkConfig,
     counter: stats::Counter,
     pub stats: Arc<RequestStats>,
@@ -237,6 +239,7 @@ impl Aws {
             cloudwatch: std::sync::OnceLock::new(),
             ddb: std::sync::OnceLock::new(),
             elb: std::sync::OnceLock::new(),
+            route53: std::sync::OnceLock::new(),
             sdk,
             counter,
             stats,
@@ -269,6 +272,23 @@ impl Aws {
                 .interceptor(self.counter.clone())
                 .build();
             aws_sdk_elasticloadbalancingv2::Client::from_conf(conf)
+        })
+    }
+
+    /// Route53 is global: its API lives in one region of each partition, whatever the
+    /// environment's region (a configured endpoint keeps the configured one).
+    pub(crate) fn route53(&self) -> &aws_sdk_route53::Client {
+        self.route53.get_or_init(|| {
+            let mut conf = aws_sdk_route53::config::Builder::from(&self.sdk).interceptor(self.counter.clone());
+            if self.config.endpoint_url.is_none() {
+                let global = match self.config.partition() {
+                    "aws-cn" => "cn-northwest-1",
+                    "aws-us-gov" => "us-gov-west-1",
+                    _ => "us-east-1",
+                };
+                conf = conf.region(Region::new(global));
+            }
+            aws_sdk_route53::Client::from_conf(conf.build())
         })
     }
 

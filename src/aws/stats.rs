@@ -18,7 +18,7 @@ pub struct RequestKey {
     pub region: String,
     pub account: String,
     /// `ecs`, `application-autoscaling`, `ssm`, `secretsmanager`, `ecr`, `sts`, `cloudwatch`,
-    /// `dynamodb`, `elasticloadbalancing` (the services' IAM prefixes).
+    /// `dynamodb`, `elasticloadbalancing`, `route53` (the services' IAM prefixes).
     pub api: String,
     pub operation: String,
     /// `ok`, `throttled` or `error`.
@@ -110,6 +110,7 @@ fn api_label(service: &str) -> String {
         "STS" => "sts".into(),
         "CloudWatch" => "cloudwatch".into(),
         "Elastic Load Balancing v2" => "elasticloadbalancing".into(),
+        "Route 53" => "route53".into(),
         other => other.to_ascii_lowercase().replace(' ', "-"),
     }
 }
