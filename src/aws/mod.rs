@@ -1,5 +1,6 @@
-//! AWS adapters: ECS, Application Auto Scaling, SSM Parameter Store, Secrets Manager, ECR
-//! and STS. SDK types stay inside this module; callers see berth's own types.
+//! AWS adapters: ECS, Application Auto Scaling, SSM Parameter Store, Secrets Manager, ECR,
+//! STS, CloudWatch, DynamoDB, ELBv2 and Route53. SDK types stay inside this module; callers
+//! see berth's own types.
 //!
 //! Every HTTP request (each retry attempt too) is counted by api, operation and result.
 
@@ -7,7 +8,9 @@ mod autoscaling;
 mod cloudwatch;
 mod convert;
 mod ecs;
+mod elbv2;
 mod lookups;
+mod route53;
 mod state;
 mod stats;
 
@@ -130,11 +133,14 @@ pub struct Aws {
     /// SDK client costs memory and touches code pages the idle daemon would keep.
     cloudwatch: std::sync::OnceLock<aws_sdk_cloudwatch::Client>,
     ddb: std::sync::OnceLock<aws_sdk_dynamodb::Client>,
+    elb: std::sync::OnceLock<aws_sdk_elasticloadbalancingv2::Client>,
+    route53: std::sync::OnceLock<aws_sdk_route53::Client>,
     sdk: aws_config::SdkConfig,
     counter: stats::Counter,
     pub stats: Arc<RequestStats>,
     td_cache: Mutex<ecs::TaskDefinitionCache>,
     verify_cache: Mutex<lookups::VerifyCache>,
+    elb_cache: Mutex<elbv2::ElbCache>,
     account: tokio::sync::OnceCell<String>,
     pub config: AwsConfig,
     /// Attempts of a write berth retries itself (RegisterTaskDefinition).
@@ -150,6 +156,25 @@ impl Aws {
     /// of an apply to under one per second after a single throttled one: 60 s instead of
     /// 4 s in `throttling_is_retried_and_makes_no_duplicate_revisions`.)
     pub async fn connect(config: &AwsConfig, stats: Arc<RequestStats>) -> Aws {
+        Self::connect_from(config, stats, None).await
+    }
+
+    /// As [`Aws::connect`], with `credentials` in place of the default chain (the source of
+    /// the role, if one is assumed): an in-process client of a test endpoint, which reads no
+    /// environment.
+    pub async fn connect_with_credentials(
+        config: &AwsConfig,
+        stats: Arc<RequestStats>,
+        credentials: aws_credential_types::Credentials,
+    ) -> Aws {
+        Self::connect_from(config, stats, Some(credentials)).await
+    }
+
+    async fn connect_from(
+        config: &AwsConfig,
+        stats: Arc<RequestStats>,
+        credentials: Option<aws_credential_types::Credentials>,
+    ) -> Aws {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .retry_config(
@@ -167,10 +192,14 @@ impl Aws {
         if let Some(endpoint) = &config.endpoint_url {
             loader = loader.endpoint_url(endpoint);
         }
+        if let Some(credentials) = credentials {
+            loader = loader.credentials_provider(credentials);
+        }
         let mut sdk = loader.load().await;
         if let Some(role) = &config.role {
-            // The environment's role, assumed with the default chain as the source; the
-            // SDK's identity cache asks for new credentials before these expire.
+            // The environment's role, assumed with the default chain (or the given
+            // credentials) as the source; the SDK's identity cache asks for new
+            // credentials before these expire.
             let mut builder = aws_config::sts::AssumeRoleProvider::builder(&role.arn)
                 .session_name(&role.session_name)
                 .session_length(role.duration)
@@ -209,11 +238,14 @@ impl Aws {
             sts: std::sync::OnceLock::new(),
             cloudwatch: std::sync::OnceLock::new(),
             ddb: std::sync::OnceLock::new(),
+            elb: std::sync::OnceLock::new(),
+            route53: std::sync::OnceLock::new(),
             sdk,
             counter,
             stats,
             td_cache: Mutex::new(ecs::TaskDefinitionCache::default()),
             verify_cache: Mutex::new(lookups::VerifyCache::default()),
+            elb_cache: Mutex::new(elbv2::ElbCache::default()),
             account: tokio::sync::OnceCell::new(),
             config: config.clone(),
             max_attempts: config.max_attempts.max(1),
@@ -231,6 +263,32 @@ impl Aws {
         self.ddb.get_or_init(|| {
             let conf = aws_sdk_dynamodb::config::Builder::from(&self.sdk).interceptor(self.counter.clone()).build();
             aws_sdk_dynamodb::Client::from_conf(conf)
+        })
+    }
+
+    pub(crate) fn elb(&self) -> &aws_sdk_elasticloadbalancingv2::Client {
+        self.elb.get_or_init(|| {
+            let conf = aws_sdk_elasticloadbalancingv2::config::Builder::from(&self.sdk)
+                .interceptor(self.counter.clone())
+                .build();
+            aws_sdk_elasticloadbalancingv2::Client::from_conf(conf)
+        })
+    }
+
+    /// Route53 is global: its API lives in one region of each partition, whatever the
+    /// environment's region (a configured endpoint keeps the configured one).
+    pub(crate) fn route53(&self) -> &aws_sdk_route53::Client {
+        self.route53.get_or_init(|| {
+            let mut conf = aws_sdk_route53::config::Builder::from(&self.sdk).interceptor(self.counter.clone());
+            if self.config.endpoint_url.is_none() {
+                let global = match self.config.partition() {
+                    "aws-cn" => "cn-northwest-1",
+                    "aws-us-gov" => "us-gov-west-1",
+                    _ => "us-east-1",
+                };
+                conf = conf.region(Region::new(global));
+            }
+            aws_sdk_route53::Client::from_conf(conf.build())
         })
     }
 

@@ -17,7 +17,8 @@ pub struct RequestKey {
     /// empty when berth asks STS for it).
     pub region: String,
     pub account: String,
-    /// `ecs`, `application-autoscaling`, `ssm`, `secretsmanager`, `ecr`, `sts`.
+    /// `ecs`, `application-autoscaling`, `ssm`, `secretsmanager`, `ecr`, `sts`, `cloudwatch`,
+    /// `dynamodb`, `elasticloadbalancing`, `route53` (the services' IAM prefixes).
     pub api: String,
     pub operation: String,
     /// `ok`, `throttled` or `error`.
@@ -108,6 +109,8 @@ fn api_label(service: &str) -> String {
         "ECR" => "ecr".into(),
         "STS" => "sts".into(),
         "CloudWatch" => "cloudwatch".into(),
+        "Elastic Load Balancing v2" => "elasticloadbalancing".into(),
+        "Route 53" => "route53".into(),
         other => other.to_ascii_lowercase().replace(' ', "-"),
     }
 }

@@ -15,5 +15,6 @@ mod page;
 mod parse_props;
 mod render_snapshots;
 mod routing;
+mod routing_aws;
 mod support;
 mod validate;
