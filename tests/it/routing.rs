@@ -43,7 +43,14 @@ for g in elb.describe_target_groups()["TargetGroups"]:
     tags = {t["Key"]: t["Value"] for t in elb.describe_tags(ResourceArns=[g["TargetGroupArn"]])["TagDescriptions"][0]["Tags"]}
     out["groups"][g["TargetGroupName"]] = {"arn": g["TargetGroupArn"], "port": g["Port"], "path": g.get("HealthCheckPath"), "tags": tags}
 for scope in ["internal", "external"]:
-    for r in elb.describe_rules(ListenerArn=net[scope])["Rules"]:
+    rules, marker = [], None
+    while True:
+        page = elb.describe_rules(ListenerArn=net[scope], **({"Marker": marker} if marker else {}))
+        rules += page["Rules"]
+        marker = page.get("NextMarker")
+        if not marker:
+            break
+    for r in rules:
         if r["IsDefault"]:
             continue
         hosts = [v for c in r["Conditions"] if c["Field"] == "host-header" for v in (c.get("HostHeaderConfig", {}).get("Values") or c.get("Values", []))]
@@ -116,6 +123,8 @@ fn apply_routes_every_service_and_a_second_apply_writes_nothing() {
         &r.w.repo.to_string_lossy(),
         "--service",
         "klausapproves",
+        "--param",
+        "/pre/klausapproves/db-host=db.pre.internal",
     ]);
     let rendered = text(&render);
     assert!(rendered.contains("klausapproves.pre.internal.example.com"), "{rendered}");
@@ -199,6 +208,7 @@ fn a_route_removed_from_git_removes_exactly_its_rules_records_and_group() {
         |t| t.replace("ingress: {external: true}", "ingress: {internal: false}"),
         "klausapproves: no route",
     );
+    r.w.push_images();
     r.apply_ok();
     let after = r.read();
     assert!(after["groups"].get("klausapproves-pre").is_none(), "{after:#}");

@@ -137,7 +137,7 @@ async fn routing_writes_read_back_and_tags_are_read_once() {
     };
     let group_arn = aws.create_target_group(&group).await.unwrap();
     let taken: BTreeSet<i32> = before.iter().filter_map(|r| r.priority).collect();
-    let priority = allocate_priority("payments", "internal", &taken).unwrap();
+    let priority = allocate_priority("payments", "internal", |p| !taken.contains(&p)).unwrap();
     let mut rule = ListenerRule {
         listener_arn: internal.clone(),
         scope: "internal".into(),
