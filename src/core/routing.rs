@@ -117,6 +117,44 @@ pub struct LiveRecord {
     pub alias_hosted_zone_id: String,
 }
 
+/// A security group berth keeps for a service: its own (`<service>`, on its tasks, open on
+/// its port to its clients and load balancers) and `<service>-clients` (for what calls it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SecurityGroup {
+    pub group_name: String,
+    pub description: String,
+    pub vpc_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+}
+
+/// A TCP ingress rule of a security group from another security group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GroupIngress {
+    /// The port (from = to).
+    pub port: i32,
+    /// The source group's id (live), or its name until its id is known (desired).
+    pub from_group: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LiveSecurityGroup {
+    pub group_id: String,
+    /// As read back (name, description, VPC, tags).
+    pub group: SecurityGroup,
+    /// Its TCP ingress rules from other groups, one per (port, source group); rules of
+    /// other kinds (CIDR ranges, port ranges, other protocols) are not listed.
+    pub ingress: Vec<GroupIngress>,
+}
+
+impl LiveSecurityGroup {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.group.tags.iter().find(|t| t.key == key).map(|t| t.value.as_str())
+    }
+}
+
 /// The ELBv2 target group name of (service, env): `service-env` when it fits in 32
 /// characters, else its first characters and 6 hex characters of a hash of both, so two
 /// long names never share one.
