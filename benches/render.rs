@@ -171,6 +171,7 @@ fn converged(desired: &Desired) -> LiveState {
         pinned: None,
         paused: None,
         routing: None,
+        dashboard: None,
     }
 }
 

@@ -64,11 +64,24 @@ for env in ["pre", "prod"]:
     ssm.put_parameter(Name=f"/{env}/klausapproves/db-password", Value="demo-only", Type="SecureString")
     sm.create_secret(Name=f"{env}/klaus", SecretString=json.dumps({"api_key": "demo-only"}))
     sm.create_secret(Name=f"{env}/klaus-signing", SecretString="demo-only")
-print(",".join(subnets), sg)
+# The shared load balancers and hosted zones of the Lemon design (the platform team's, not
+# berth's), and the client group of the data stores klausapproves uses.
+elb = boto3.client("elbv2"); r53 = boto3.client("route53")
+vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+listeners = []
+for name, scheme in [("internal", "internal"), ("public", "internet-facing")]:
+    lb = elb.create_load_balancer(Name=name, Subnets=subnets, Scheme=scheme, Type="application")["LoadBalancers"][0]
+    listeners.append(elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
+        DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])["Listeners"][0]["ListenerArn"])
+private = r53.create_hosted_zone(Name="internal.example.com", CallerReference="demo-private",
+    VPC={"VPCRegion": "us-east-1", "VPCId": vpc}, HostedZoneConfig={"PrivateZone": True})["HostedZone"]["Id"].split("/")[-1]
+public = r53.create_hosted_zone(Name="example.com", CallerReference="demo-public")["HostedZone"]["Id"].split("/")[-1]
+for name in ["klausapproves-rds-clients", "klausapproves-cache-clients"]:
+    ec2.create_security_group(GroupName=name, Description="clients of a data store", VpcId=vpc)
+print(",".join(subnets), sg, vpc, listeners[0], listeners[1], private, public)
 PY
 )
-SUBNETS=${NET% *}
-SG=${NET#* }
+read -r SUBNETS SG VPC INTERNAL_LISTENER PUBLIC_LISTENER PRIVATE_ZONE PUBLIC_ZONE <<<"$NET"
 
 step "the example monorepo (tests/fixtures/monorepo) in git"
 REPO="$WORK/monorepo"
@@ -135,6 +148,16 @@ environments:
       task_role: arn:aws:iam::123456789012:role/{service}-{env}
       subnets: [$SUBNETS]
       security_groups: [$SG]
+    # Lemon's dynamic infrastructure (docs/routing.md): a target group, rules on the shared
+    # load balancers, DNS names and security groups per service; a dashboard per service.
+    ingress:
+      vpc: $VPC
+      internal_listener: $INTERNAL_LISTENER
+      external_listener: $PUBLIC_LISTENER
+      domain: example.com
+      private_zone: $PRIVATE_ZONE
+      public_zone: $PUBLIC_ZONE
+    dashboards: cloudwatch
   prod:
     source: {tags: semver}
     cluster: prod
@@ -171,6 +194,28 @@ wait_status() { # python expression over the /status JSON `s`, description
 env_of='lambda s, n: next((e for e in s["environments"] if e["name"] == n), {"services": []})'
 wait_status "len(($env_of)(s, 'pre')['services']) == 4 and all(x['sync'] == 'Synced' for x in ($env_of)(s, 'pre')['services'])" "pre synced"
 status
+echo
+echo "what berth made for pre's services (docs/routing.md):"
+"$PY" - <<'PY'
+import boto3
+elb = boto3.client("elbv2"); r53 = boto3.client("route53"); ec2 = boto3.client("ec2"); cw = boto3.client("cloudwatch")
+for lb in elb.describe_load_balancers()["LoadBalancers"]:
+    for l in elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]:
+        for r in elb.describe_rules(ListenerArn=l["ListenerArn"])["Rules"]:
+            if not r["IsDefault"]:
+                host = r["Conditions"][0]["HostHeaderConfig"]["Values"][0]
+                tg = r["Actions"][0]["TargetGroupArn"].split("/")[1]
+                print(f"  rule     {lb['LoadBalancerName']:8} priority {r['Priority']:>5}  {host:42} -> target group {tg}")
+for z in r53.list_hosted_zones()["HostedZones"]:
+    for rr in r53.list_resource_record_sets(HostedZoneId=z["Id"])["ResourceRecordSets"]:
+        if "AliasTarget" in rr:
+            print(f"  record   {rr['Name'].rstrip('.'):42} -> {rr['AliasTarget']['DNSName']}")
+names = {g["GroupId"]: g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+for g in ec2.describe_security_groups(Filters=[{"Name": "tag:berth:managed", "Values": ["true"]}])["SecurityGroups"]:
+    rules = [f"tcp {p['FromPort']} from {names.get(u['GroupId'], u['GroupId'])}" for p in g["IpPermissions"] for u in p.get("UserIdGroupPairs", [])]
+    print(f"  group    {g['GroupName']:28} {', '.join(rules)}")
+print("  dashboards:", ", ".join(d["DashboardName"] for d in cw.list_dashboards(DashboardNamePrefix="berth-")["DashboardEntries"]))
+PY
 echo "(prod has no release tag yet: nothing to deploy there, which is a state, not an error: /readyz answers $(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz"))"
 
 step "a commit to develop: notifier's queue changes"

@@ -141,6 +141,7 @@ pub struct Aws {
     td_cache: Mutex<ecs::TaskDefinitionCache>,
     verify_cache: Mutex<lookups::VerifyCache>,
     elb_cache: Mutex<elbv2::ElbCache>,
+    dashboard_cache: Mutex<cloudwatch::DashboardCache>,
     account: tokio::sync::OnceCell<String>,
     pub config: AwsConfig,
     /// Attempts of a write berth retries itself (RegisterTaskDefinition).
@@ -245,6 +246,7 @@ impl Aws {
             stats,
             td_cache: Mutex::new(ecs::TaskDefinitionCache::default()),
             verify_cache: Mutex::new(lookups::VerifyCache::default()),
+            dashboard_cache: Mutex::new(cloudwatch::DashboardCache::default()),
             elb_cache: Mutex::new(elbv2::ElbCache::default()),
             account: tokio::sync::OnceCell::new(),
             config: config.clone(),

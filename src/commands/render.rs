@@ -28,6 +28,7 @@ fn bare_env(name: &str, tags: bool) -> EnvConfig {
         prune: false,
         prune_limit: crate::core::config::PruneLimit::Percent(10.0),
         ingress: None,
+        dashboards: false,
     }
 }
 

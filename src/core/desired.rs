@@ -238,6 +238,12 @@ pub struct Desired {
     /// With the environment's `ingress:` and the service routed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<super::routing::Routing>,
+    /// With the environment's `ingress:`: the service's security groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<super::routing::Access>,
+    /// With the environment's `dashboards: cloudwatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<super::dashboard::Dashboard>,
 }
 
 /// The Application Auto Scaling resource id of an ECS service.

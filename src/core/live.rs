@@ -90,6 +90,8 @@ pub struct LiveState {
     pub paused: Option<Pause>,
     /// The service's routing, in an environment with `ingress:` (else `None`).
     pub routing: Option<LiveRouting>,
+    /// Its dashboard, in an environment with `dashboards: cloudwatch` (`None`: none there).
+    pub dashboard: Option<super::dashboard::LiveDashboard>,
 }
 
 /// What is live of one service's routing, and what the environment's listeners hold.
@@ -104,6 +106,9 @@ pub struct LiveRouting {
     pub records: Vec<super::routing::LiveRecord>,
     /// The load balancers of the environment's listeners.
     pub load_balancers: Vec<super::routing::LoadBalancerInfo>,
+    /// The security groups of the VPC with the names the service's own group, its
+    /// `-clients` group and the `-clients` groups it joins have.
+    pub security_groups: Vec<super::routing::LiveSecurityGroup>,
     /// The priorities in use on each listener (every owner), shared by the environment's
     /// services; not part of the fingerprint (a plan that allocates one is never kept).
     #[serde(skip)]
@@ -253,6 +258,7 @@ impl LiveState {
             &self.policies,
             &self.held,
             &self.routing,
+            &self.dashboard,
         );
         let digest = super::render::sha256_of_json(&fields);
         let mut out = [0; 16];

@@ -3,6 +3,7 @@
 
 pub mod at;
 pub mod config;
+pub mod dashboard;
 pub mod desired;
 pub mod diag;
 pub mod diff;

@@ -169,10 +169,30 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
         container_definitions: vec![container],
         tags: Vec::new(),
     };
+    let access = env.ingress.as_ref().map(|ingress| access(spec, &env.name, ingress));
+    // The service's own group and the `-clients` groups it joins, by name until the plan
+    // knows their ids (a security group's name never starts with `sg-`).
+    let mut security_groups = defaults.security_groups.clone();
+    if let Some(a) = &access {
+        security_groups.push(a.own.group_name.clone());
+        security_groups.extend(a.joins.iter().map(|j| j.group_name.clone()));
+        // A task's network interface takes 5 security groups (the default quota).
+        if security_groups.len() > 5
+            && let Some((_, pos)) = spec.dependency_at.get(5 - (security_groups.len() - a.joins.len()).min(5))
+        {
+            return Err(vec![Diagnostic::new(
+                pos.clone(),
+                format!(
+                    "the tasks would join {} security groups (the defaults, the service's own and one `-clients` group per dependency); a task takes at most 5",
+                    security_groups.len()
+                ),
+            )]);
+        }
+    }
     let network_configuration = (!defaults.subnets.is_empty()).then(|| NetworkConfiguration {
         awsvpc_configuration: AwsVpcConfiguration {
             subnets: defaults.subnets.clone(),
-            security_groups: defaults.security_groups.clone(),
+            security_groups,
             assign_public_ip: Some(if defaults.assign_public_ip { "ENABLED" } else { "DISABLED" }.into()),
         },
     });
@@ -239,8 +259,17 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
             },
         }
     });
-    let mut desired =
-        Desired { task_definition: Arc::new(task_definition), service: Arc::new(service), scaling, routing };
+    let dashboard = env
+        .dashboards
+        .then(|| super::dashboard::render(&spec.name, &env.name, &env.cluster, &aws.region, routing.is_some()));
+    let mut desired = Desired {
+        task_definition: Arc::new(task_definition),
+        service: Arc::new(service),
+        scaling,
+        routing,
+        access,
+        dashboard,
+    };
     let hash = spec_hash(&desired);
     let tags = vec![
         Tag { key: tags::COMMIT.into(), value: target.commit.to_string() },
@@ -253,6 +282,34 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
     Arc::make_mut(&mut desired.task_definition).tags = tags.clone();
     Arc::make_mut(&mut desired.service).tags = tags;
     Ok(desired)
+}
+
+/// The security groups of a service in an environment with `ingress:`.
+fn access(spec: &ServiceSpec, env: &str, ingress: &super::config::IngressConfig) -> super::routing::Access {
+    use super::routing::{Access, Join, SecurityGroup, clients_group};
+    let group = |name: String, description: String, service: &str| SecurityGroup {
+        group_name: name,
+        description,
+        vpc_id: ingress.vpc.clone(),
+        tags: vec![
+            Tag { key: tags::ENV.into(), value: env.to_string() },
+            Tag { key: tags::MANAGED.into(), value: "true".into() },
+            Tag { key: tags::SERVICE.into(), value: service.to_string() },
+        ],
+    };
+    let clients =
+        |service: &str| group(clients_group(service), format!("berth: what calls {service} in {env}"), service);
+    let at = |name: &str| spec.dependency_at.iter().find(|(n, _)| n == name).map(|(_, p)| p.to_string());
+    let joins = (spec.depends_on.iter().map(|d| (d, Some(clients(d)))))
+        .chain(spec.data.iter().map(|d| (d, None)))
+        .map(|(d, service)| Join { group_name: clients_group(d), service, at: at(d).unwrap_or_default() })
+        .collect();
+    Access {
+        own: group(spec.name.clone(), format!("berth: {} in {env}", spec.name), &spec.name),
+        clients: clients(&spec.name),
+        port: spec.port.into(),
+        joins,
+    }
 }
 
 /// The routing of a service in an environment with `ingress:`; `None` when it asks for

@@ -129,6 +129,41 @@ pub struct SecurityGroup {
     pub tags: Vec<Tag>,
 }
 
+/// The security groups of a service in an environment with `ingress:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Access {
+    /// `<service>`: on the service's tasks, open on its port to `clients` (and to the load
+    /// balancers it is routed through).
+    pub own: SecurityGroup,
+    /// `<service>-clients`: what calls the service joins it.
+    pub clients: SecurityGroup,
+    pub port: i32,
+    /// The `-clients` groups of its dependencies, which its tasks join.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joins: Vec<Join>,
+}
+
+/// A `-clients` group a service's tasks join.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Join {
+    pub group_name: String,
+    /// For a service of the repository: the group as that service makes it (whichever of
+    /// the two applies first creates it; the other finds it). `None`: a data store's, which
+    /// must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<SecurityGroup>,
+    /// Where git asks for it (`path:line:col`); not part of the spec hash.
+    #[serde(skip)]
+    pub at: String,
+}
+
+/// The name of a service's `-clients` group (and of a data store's).
+pub fn clients_group(name: &str) -> String {
+    format!("{name}-clients")
+}
+
 /// A TCP ingress rule of a security group from another security group.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -162,6 +162,8 @@ impl DesiredBuilder {
             service: Arc::new(self.service),
             scaling: self.scaling,
             routing: None,
+            access: None,
+            dashboard: None,
         };
         let hash = spec_hash(&desired);
         let tag = |key: &str, value: &str| Tag { key: key.into(), value: value.into() };

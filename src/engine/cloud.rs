@@ -7,9 +7,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::aws::{Aws, AwsError, Datum, StateItem, Verified, VerifyRequest};
+use crate::core::dashboard::LiveDashboard;
 use crate::core::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition};
 use crate::core::live::{LivePolicy, LiveScalableTarget, LiveService, LiveTaskDefinition};
-use crate::core::routing::{ListenerRule, LiveRecord, LiveRule, LiveTargetGroup, LoadBalancerInfo, TargetGroup};
+use crate::core::routing::{
+    GroupIngress, ListenerRule, LiveRecord, LiveRule, LiveSecurityGroup, LiveTargetGroup, LoadBalancerInfo,
+    SecurityGroup, TargetGroup,
+};
 
 pub trait Cloud: Send + Sync + 'static {
     /// The account id (from the config, else asked once).
@@ -106,6 +110,29 @@ pub trait Cloud: Send + Sync + 'static {
         alias_zone_id: &str,
         delete: bool,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// The security groups of a VPC, with their group-to-group TCP ingress rules.
+    fn describe_security_groups(
+        &self,
+        vpc_id: &str,
+    ) -> impl Future<Output = Result<Vec<LiveSecurityGroup>, AwsError>> + Send;
+    fn create_security_group(&self, sg: &SecurityGroup) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn authorize_group_ingress(
+        &self,
+        group_id: &str,
+        rule: &GroupIngress,
+        description: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn revoke_group_ingress(
+        &self,
+        group_id: &str,
+        rule: &GroupIngress,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn delete_security_group(&self, group_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn tag_security_group(&self, group_id: &str, tags: &[Tag]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// The dashboards whose names start with `prefix`, with their bodies (read again only
+    /// when one changed).
+    fn list_dashboards(&self, prefix: &str) -> impl Future<Output = Result<Vec<LiveDashboard>, AwsError>> + Send;
+    fn put_dashboard(&self, name: &str, body: &serde_json::Value) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// Drops cached revisions no service used for `idle`.
     fn forget_unused(&self, idle: std::time::Duration);
     /// The state table (history): see [`crate::aws::StateItem`].
@@ -255,6 +282,35 @@ impl Cloud for Aws {
         delete: bool,
     ) -> Result<(), AwsError> {
         Aws::change_alias_record(self, zone_id, name, alias_dns_name, alias_zone_id, delete).await
+    }
+    async fn describe_security_groups(&self, vpc_id: &str) -> Result<Vec<LiveSecurityGroup>, AwsError> {
+        Aws::describe_security_groups(self, vpc_id).await
+    }
+    async fn create_security_group(&self, sg: &SecurityGroup) -> Result<String, AwsError> {
+        Aws::create_security_group(self, sg).await
+    }
+    async fn authorize_group_ingress(
+        &self,
+        group_id: &str,
+        rule: &GroupIngress,
+        description: &str,
+    ) -> Result<(), AwsError> {
+        Aws::authorize_group_ingress(self, group_id, rule, description).await
+    }
+    async fn revoke_group_ingress(&self, group_id: &str, rule: &GroupIngress) -> Result<(), AwsError> {
+        Aws::revoke_group_ingress(self, group_id, rule).await
+    }
+    async fn delete_security_group(&self, group_id: &str) -> Result<(), AwsError> {
+        Aws::delete_security_group(self, group_id).await
+    }
+    async fn tag_security_group(&self, group_id: &str, tags: &[Tag]) -> Result<(), AwsError> {
+        Aws::tag_security_group(self, group_id, tags).await
+    }
+    async fn list_dashboards(&self, prefix: &str) -> Result<Vec<LiveDashboard>, AwsError> {
+        Aws::list_dashboards(self, prefix).await
+    }
+    async fn put_dashboard(&self, name: &str, body: &serde_json::Value) -> Result<(), AwsError> {
+        Aws::put_dashboard(self, name, body).await
     }
     async fn ensure_state_table(&self, table: &str) -> Result<(), AwsError> {
         Aws::ensure_state_table(self, table).await

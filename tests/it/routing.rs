@@ -27,6 +27,9 @@ for p, host in [(NOT_BERTHS_1, "legacy.example.com"), (NOT_BERTHS_2, "admin.exam
     elb.create_rule(ListenerArn=out["internal"], Priority=p,
         Conditions=[{"Field": "host-header", "HostHeaderConfig": {"Values": [host]}}],
         Actions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}])
+# The data stores' client groups (the databases' teams make them, not berth).
+for name in DATA_GROUPS:
+    ec2.create_security_group(GroupName=name, Description="clients of a data store", VpcId=vpc)
 out["private"] = r53.create_hosted_zone(Name="internal.example.com", CallerReference="p",
     VPC={"VPCRegion": "us-east-1", "VPCId": vpc}, HostedZoneConfig={"PrivateZone": True})["HostedZone"]["Id"].split("/")[-1]
 out["public"] = r53.create_hosted_zone(Name="example.com", CallerReference="q")["HostedZone"]["Id"].split("/")[-1]
@@ -62,9 +65,23 @@ for z in ["private", "public"]:
     for rr in r53.list_resource_record_sets(HostedZoneId=net[z])["ResourceRecordSets"]:
         if rr["Type"] == "A" and "AliasTarget" in rr:
             out["records"][rr["Name"].rstrip(".")] = {"zone": z, "to": rr["AliasTarget"]["DNSName"].rstrip(".").lower()}
+ec2 = boto3.client("ec2")
+out["groups_by_id"] = {}
+out["security_groups"] = {}
+groups = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]}])["SecurityGroups"]
+for g in groups:
+    out["groups_by_id"][g["GroupId"]] = g["GroupName"]
+for g in groups:
+    ingress = sorted(f"{p['FromPort']} from {out['groups_by_id'].get(u['GroupId'], u['GroupId'])}" for p in g["IpPermissions"] for u in p.get("UserIdGroupPairs", []))
+    out["security_groups"][g["GroupName"]] = {"id": g["GroupId"], "tags": {t["Key"]: t["Value"] for t in g.get("Tags", [])}, "ingress": ingress}
+cw = boto3.client("cloudwatch")
+out["dashboards"] = {d["DashboardName"]: json.loads(cw.get_dashboard(DashboardName=d["DashboardName"])["DashboardBody"]) for d in cw.list_dashboards(DashboardNamePrefix="berth-pre-")["DashboardEntries"]}
+out["tasks_join"] = {}
 arns = ecs.list_services(cluster="pre")["serviceArns"]
 for s in ecs.describe_services(cluster="pre", services=arns)["services"]:
     out["services"][s["serviceName"]] = [lb["targetGroupArn"] for lb in s.get("loadBalancers", [])]
+    sgs = s["networkConfiguration"]["awsvpcConfiguration"]["securityGroups"]
+    out["tasks_join"][s["serviceName"]] = sorted(out["groups_by_id"].get(x, x) for x in sgs)
 print(json.dumps(out))
 "#;
 
@@ -78,13 +95,18 @@ struct Routed {
 
 impl Routed {
     fn new(world: World) -> Routed {
+        Self::with_data_groups(world, &["klausapproves-rds-clients", "klausapproves-cache-clients"])
+    }
+
+    fn with_data_groups(world: World, data_groups: &[&str]) -> Routed {
         let script = NETWORK
             .replace("NOT_BERTHS_1", &NOT_BERTHS_1.to_string())
-            .replace("NOT_BERTHS_2", &NOT_BERTHS_2.to_string());
+            .replace("NOT_BERTHS_2", &NOT_BERTHS_2.to_string())
+            .replace("DATA_GROUPS", &format!("{data_groups:?}"));
         let net: Value = serde_json::from_str(world.console(&script).trim()).expect("network fixture");
         *world.envs.borrow_mut() = vec!["pre"];
         world.write_config(&format!(
-            "    ingress:\n      vpc: {vpc}\n      internal_listener: {i}\n      external_listener: {e}\n      domain: example.com\n      private_zone: {pz}\n      public_zone: {uz}\n",
+            "    dashboards: cloudwatch\n    ingress:\n      vpc: {vpc}\n      internal_listener: {i}\n      external_listener: {e}\n      domain: example.com\n      private_zone: {pz}\n      public_zone: {uz}\n",
             vpc = net["vpc"].as_str().unwrap(),
             i = net["internal"].as_str().unwrap(),
             e = net["external"].as_str().unwrap(),
@@ -145,6 +167,35 @@ fn apply_routes_every_service_and_a_second_apply_writes_nothing() {
         assert_eq!(live["records"][&internal]["to"], r.net["internal_dns"], "{live:#}");
     }
     assert_eq!(live["groups"]["notifier-pre"]["path"], "/healthz", "the health check follows spec.health");
+    // Security access: each service's own group, open on its port to its -clients group;
+    // its tasks in the defaults' group, its own and its dependencies' -clients groups.
+    let default_group = live["groups_by_id"][&r.w.security_group].as_str().unwrap().to_string();
+    for s in services {
+        for g in [s.to_string(), format!("{s}-clients")] {
+            assert_eq!(live["security_groups"][&g]["tags"]["berth:service"], s, "{g}: {live:#}");
+        }
+        let ingress = live["security_groups"][s]["ingress"].as_array().unwrap();
+        assert!(ingress.contains(&Value::from(format!("8080 from {s}-clients"))), "{s}: {ingress:?}");
+    }
+    let mut kl = vec![
+        default_group.clone(),
+        "bpg-clients".into(),
+        "klausapproves".into(),
+        "klausapproves-cache-clients".into(),
+        "klausapproves-rds-clients".into(),
+    ];
+    kl.sort();
+    assert_eq!(live["tasks_join"]["klausapproves"], serde_json::json!(kl), "{live:#}");
+    // A dashboard per service; a routed one charts its own target group.
+    for s in services {
+        let body = live["dashboards"][format!("berth-pre-{s}")].to_string();
+        let tg = live["groups"][format!("{s}-pre")]["arn"].as_str().unwrap();
+        let suffix = &tg[tg.find(":targetgroup/").unwrap() + 1..];
+        assert!(body.contains("CPUUtilization") && body.contains(suffix), "{s}: {body}");
+    }
+    let mut bpg = vec![default_group, "bpg".to_string()];
+    bpg.sort();
+    assert_eq!(live["tasks_join"]["bpg"], serde_json::json!(bpg));
     // Only klausapproves asks for the external route.
     let external: Vec<&Value> = berths(&live["rules"]).into_iter().filter(|x| x["scope"] == "external").collect();
     assert_eq!(external.len(), 1, "{live:#}");
@@ -182,7 +233,12 @@ import boto3
 elb = boto3.client("elbv2")
 elb.modify_rule(RuleArn="{rule}", Conditions=[{{"Field": "host-header", "HostHeaderConfig": {{"Values": ["hijacked.example.com"]}}}}])
 elb.modify_target_group(TargetGroupArn="{group}", HealthCheckPath="/")
+boto3.client("cloudwatch").put_dashboard(DashboardName="berth-pre-ledger", DashboardBody='{{"widgets": []}}')
+ec2 = boto3.client("ec2")
+ec2.revoke_security_group_ingress(GroupId="{own}", IpPermissions=[{{"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "UserIdGroupPairs": [{{"GroupId": "{clients}"}}]}}])
 "#,
+        own = live["security_groups"]["ledger"]["id"].as_str().unwrap(),
+        clients = live["security_groups"]["ledger-clients"]["id"].as_str().unwrap(),
         rule = rule["arn"].as_str().unwrap()
     ));
     let out = r.w.diff("pre", &[]);
@@ -190,11 +246,15 @@ elb.modify_target_group(TargetGroupArn="{group}", HealthCheckPath="/")
     let diff = text(&out);
     assert!(diff.contains("routing.rule.internal.hosts"), "{diff}");
     assert!(diff.contains("routing.targetGroup.HealthCheckPath"), "{diff}");
+    assert!(diff.contains("access.group.ledger.ingress"), "{diff}");
+    assert!(diff.contains("dashboard.berth-pre-ledger"), "{diff}");
     r.apply_ok();
     let healed = r.read();
     let after = berths(&healed["rules"]).into_iter().find(|x| x["arn"] == rule["arn"]).unwrap();
     assert_eq!(after["hosts"][0], "ledger.pre.internal.example.com");
     assert_eq!(healed["groups"]["ledger-pre"]["path"], "/health");
+    assert_eq!(healed["security_groups"]["ledger"]["ingress"], serde_json::json!(["8080 from ledger-clients"]));
+    assert_eq!(healed["dashboards"]["berth-pre-ledger"]["widgets"].as_array().map(Vec::len), Some(4));
     assert_eq!(r.w.diff("pre", &[]).status.code(), Some(0));
 }
 
@@ -278,8 +338,8 @@ fn sixty_services_share_a_listener_with_stable_priorities() {
 
 /// A timer poll of a converged, routed environment adds exactly the batched reads of its
 /// routing to the minimum: one DescribeRules per listener, one DescribeTargetGroups page,
-/// one ListResourceRecordSets per zone; tags and load balancers come from the cache, and
-/// nothing is written.
+/// one ListResourceRecordSets per zone, one DescribeSecurityGroups page; tags and load
+/// balancers come from the cache, and nothing is written.
 #[test]
 fn a_routed_steady_poll_costs_one_read_per_listener_page_and_zone() {
     let r = Routed::new(World::new());
@@ -290,13 +350,37 @@ fn a_routed_steady_poll_costs_one_read_per_listener_page_and_zone() {
     r.w.proxy.reset_counts();
     d.cycles_more("pre", 1);
     let counts = r.w.proxy.counts();
-    let routing: std::collections::BTreeMap<&str, u64> =
-        [("DescribeRules", 2), ("DescribeTargetGroups", 1), ("ListResourceRecordSets", 2)].into();
+    let routing: std::collections::BTreeMap<&str, u64> = [
+        ("DescribeRules", 2),
+        ("DescribeTargetGroups", 1),
+        ("ListResourceRecordSets", 2),
+        ("DescribeSecurityGroups", 1),
+        ("ListDashboards", 1),
+    ]
+    .into();
     for (op, n) in &routing {
         assert_eq!(counts.get(*op).copied().unwrap_or(0), *n, "{op}: {counts:?}");
     }
-    for op in ["DescribeTags", "DescribeListeners", "DescribeLoadBalancers"] {
+    for op in ["DescribeTags", "DescribeListeners", "DescribeLoadBalancers", "GetDashboard"] {
         assert!(!counts.contains_key(op), "{op} on a steady poll: {counts:?}");
     }
     assert_eq!(r.w.proxy.writes(), Default::default(), "{counts:?}\n{}", d.log());
+}
+
+/// A data store whose `-clients` group is missing fails that service alone, with the
+/// message at the entry's `path:line:col`; the others converge.
+#[test]
+fn a_missing_data_store_group_fails_only_its_service() {
+    let r = Routed::with_data_groups(World::new(), &["klausapproves-cache-clients"]);
+    let out = r.w.apply("pre", &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("services/klausapproves/deploy/service.yaml:19:12: security group `klausapproves-rds-clients` does not exist"),
+        "{t}"
+    );
+    for s in ["bpg", "ledger", "notifier"] {
+        assert!(t.lines().any(|l| l.starts_with(s) && l.contains("Applied")), "{s}: {t}");
+    }
+    assert!(r.read()["services"].get("klausapproves").is_none(), "nothing of klausapproves was applied");
 }

@@ -91,6 +91,8 @@ pub struct RawEnv {
     /// Routing of the environment's services: target groups, listener rules on the
     /// internal (and external) load balancer, Route53 alias records.
     pub ingress: Option<At<ingress::RawIngress>>,
+    /// `cloudwatch`: a CloudWatch dashboard per service, kept equal to what berth renders.
+    pub dashboards: Option<At<String>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
@@ -163,7 +165,7 @@ stamp_fields! {
     RawConfig { repo, aws, environments, metrics, webhook, concurrency, cloudwatch, state, api, notifications, ha }
     RawRepo { url, token_env, ssh_key, poll_interval, workdir, discovery }
     RawAws { region, endpoint_url, account_id, registry, max_attempts, connect_timeout, attempt_timeout, timeout }
-    RawEnv { source, cluster, sync, rollout, defaults, aws, prune, prune_limit, ingress }
+    RawEnv { source, cluster, sync, rollout, defaults, aws, prune, prune_limit, ingress, dashboards }
     RawEnvAws { region, role_arn, external_id, session_name, session_duration, endpoint_url, registry, account_id }
     RawSource { branch, tags, prereleases }
     RawRollout { wait, timeout, poll }
@@ -284,6 +286,8 @@ pub struct EnvConfig {
     pub prune: bool,
     pub prune_limit: PruneLimit,
     pub ingress: Option<IngressConfig>,
+    /// A CloudWatch dashboard per service (`dashboards: cloudwatch`).
+    pub dashboards: bool,
 }
 
 /// Per-environment service defaults. `{service}` and `{env}` are filled in by `for_service`.
@@ -565,6 +569,17 @@ fn check_env(name: &str, env: &At<RawEnv>, top: Option<&AwsConfig>, diags: &mut 
         prune: env.prune.as_ref().is_some_and(|p| p.value),
         prune_limit: operate::prune_limit(env.prune_limit.as_ref(), diags),
         ingress: env.ingress.as_ref().and_then(|i| ingress::check(i, diags)),
+        dashboards: match &env.dashboards {
+            None => false,
+            Some(d) if d.value == "cloudwatch" => true,
+            Some(d) => {
+                diags.push(Diagnostic::new(
+                    d.pos.clone(),
+                    format!("unknown dashboards `{}`: the only kind is `cloudwatch`", d.value),
+                ));
+                false
+            }
+        },
     })
 }
 

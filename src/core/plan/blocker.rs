@@ -31,6 +31,11 @@ pub enum Blocker {
     NoLoadBalancer { listener: String },
     /// Every priority of a listener is in use.
     NoFreePriority { listener: String },
+    /// A security group with the name berth gives the service's, and not berth's.
+    SecurityGroupTaken { name: String },
+    /// A data store's `-clients` group that does not exist in the VPC (`at`: where git names
+    /// the data store).
+    MissingClientsGroup { name: String, at: String },
 }
 
 impl fmt::Display for Blocker {
@@ -68,6 +73,14 @@ impl fmt::Display for Blocker {
                 write!(f, "cannot read the load balancer of listener {listener}")
             }
             Blocker::NoFreePriority { listener } => write!(f, "listener {listener} has no free rule priority"),
+            Blocker::SecurityGroupTaken { name } => write!(
+                f,
+                "a security group named `{name}` exists in the VPC without berth's tags (berth:managed, berth:env, berth:service); berth leaves it alone: rename or delete it"
+            ),
+            Blocker::MissingClientsGroup { name, at } => write!(
+                f,
+                "{at}: security group `{name}` does not exist in the environment's VPC: create it for the data store (its clients join it), or remove the dependency"
+            ),
         }
     }
 }

@@ -9,7 +9,9 @@
 //!
 //! The executor makes one attempt at the plan; retries are the scheduler's business.
 
+mod access;
 mod blocker;
+mod dashboard;
 mod routing;
 mod scaling;
 mod service;
@@ -23,12 +25,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use blocker::Blocker;
-pub use service::with_target_group;
+pub use service::{Bind, bound};
 
 use super::desired::{Desired, ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition, tags};
 use super::diff::{Change, NormContext};
 use super::live::{LiveService, LiveState};
-use super::routing::{ListenerRule, Record, TargetGroup};
+use super::routing::{GroupIngress, ListenerRule, Record, SecurityGroup, TargetGroup};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Ownership {
@@ -87,18 +89,18 @@ pub enum Action {
     RegisterTaskDefinition {
         task_definition: Arc<TaskDefinition>,
     },
-    /// `target_group`: the ARN for the `loadBalancers` entry, when routed.
+    /// `bind`: the target group and security groups the settings name (when routed).
     CreateService {
         settings: Arc<ServiceSettings>,
         revision: Revision,
         desired_count: i32,
-        target_group: Option<Revision>,
+        bind: Bind,
     },
     UpdateService {
         settings: Arc<ServiceSettings>,
         revision: Revision,
         set_desired_count: bool,
-        target_group: Option<Revision>,
+        bind: Bind,
     },
     TagService {
         arn: String,
@@ -159,6 +161,27 @@ pub enum Action {
         dns_name: String,
         alias_zone_id: String,
     },
+    CreateSecurityGroup {
+        group: SecurityGroup,
+    },
+    /// TCP `port` into `group` from `from` (ids, or outputs of CreateSecurityGroup).
+    AuthorizeIngress {
+        group: Revision,
+        port: i32,
+        from: Revision,
+        description: String,
+    },
+    RevokeIngress {
+        group_id: String,
+        rule: GroupIngress,
+    },
+    /// The body, whose load balancer dimensions name `target_group` (once it is known).
+    PutDashboard {
+        name: String,
+        body: serde_json::Value,
+        target_group: Option<Revision>,
+        load_balancer_arn: Option<String>,
+    },
 }
 
 impl Action {
@@ -213,6 +236,14 @@ impl Action {
                 format!("upsert record {} → {dns_name} (zone {})", record.name, record.zone_id)
             }
             Action::DeleteRecord { zone_id, name, .. } => format!("delete record {name} (zone {zone_id})"),
+            Action::CreateSecurityGroup { group } => format!("create security group {}", group.group_name),
+            Action::AuthorizeIngress { port, description, .. } => {
+                format!("allow tcp {port} from {}", description.trim_start_matches("berth: "))
+            }
+            Action::PutDashboard { name, .. } => format!("put dashboard {name}"),
+            Action::RevokeIngress { group_id, rule } => {
+                format!("revoke tcp {} from {} on {group_id}", rule.port, rule.from_group)
+            }
         }
     }
 }
@@ -300,9 +331,12 @@ fn do_plan(plan: &mut Plan, input: &Input) -> Step {
     // Routing first: ECS takes a target group in `loadBalancers` only once a listener
     // rule forwards to it. What git no longer routes goes after the service let go of it.
     let target_group = routing::before(plan, input)?;
+    let security_groups = access::before(plan, input)?;
     let revision = task_definition::step(plan, input)?;
-    service::step(plan, input, revision, target_group)?;
+    let bind_target_group = target_group.clone();
+    service::step(plan, input, revision, Bind { target_group, security_groups })?;
     scaling::step(plan, input);
+    dashboard::step(plan, input, bind_target_group);
     routing::after(plan, input);
     Ok(())
 }

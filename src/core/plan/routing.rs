@@ -313,7 +313,11 @@ mod tests {
             .map(|a| serde_json::to_value(a).unwrap()["action"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(kinds, ["CreateTargetGroup", "CreateRule", "UpsertRecord", "UpdateService"]);
-        let Action::UpdateService { target_group: Some(super::Revision::Output(id)), .. } = &p.actions[3] else {
+        let Action::UpdateService {
+            bind: super::super::Bind { target_group: Some(super::Revision::Output(id)), .. },
+            ..
+        } = &p.actions[3]
+        else {
             panic!("{:?}", p.actions[3])
         };
         assert_eq!(id.0, 0, "the service names the group the plan creates");

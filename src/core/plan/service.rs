@@ -4,42 +4,60 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{Action, Blocker, Input, Ownership, Plan, Revision, Step};
+use serde::Serialize;
+
+use super::{Action, Blocker, Input, Outputs, Ownership, Plan, Revision, Step};
 use crate::core::desired::ServiceSettings;
 use crate::core::diff::{self, Change};
 use crate::core::live::LiveService;
 
-/// `target_group`: the routed service's target group (existing, or created by this plan).
-pub(super) fn step(plan: &mut Plan, input: &Input, revision: Revision, target_group: Option<Revision>) -> Step {
-    // With the group's ARN known, the settings name it (a rendered entry names the group).
-    let settings = match &target_group {
-        Some(Revision::Existing(arn)) => with_target_group(&input.desired.service, arn),
-        _ => input.desired.service.clone(),
-    };
-    match input.service() {
-        None => create(plan, input, settings, revision, target_group),
-        Some(live) => update(plan, input, live, settings, revision, target_group),
+/// What a routed service's settings name by reference: its target group and its tasks'
+/// security groups (existing, or made by this plan; `None`: as rendered).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Bind {
+    pub target_group: Option<Revision>,
+    pub security_groups: Option<Vec<Revision>>,
+}
+
+impl Bind {
+    /// The references whose values are known.
+    fn resolve<'a>(&'a self, outputs: &'a Outputs) -> (Option<&'a str>, Option<Vec<&'a str>>) {
+        let tg = self.target_group.as_ref().and_then(|t| outputs.resolve(t));
+        let sgs = self.security_groups.as_ref().and_then(|g| g.iter().map(|r| outputs.resolve(r)).collect());
+        (tg, sgs)
     }
 }
 
-/// The settings with their `loadBalancers` entry pointing at `arn`.
-pub fn with_target_group(settings: &Arc<ServiceSettings>, arn: &str) -> Arc<ServiceSettings> {
+pub(super) fn step(plan: &mut Plan, input: &Input, revision: Revision, bind: Bind) -> Step {
+    // With the ids known, the settings name them (a rendered entry names them by name).
+    let settings = bound(&input.desired.service, &bind, &Outputs::default());
+    match input.service() {
+        None => create(plan, input, settings, revision, bind),
+        Some(live) => update(plan, input, live, settings, revision, bind),
+    }
+}
+
+/// The settings with the target group and security groups of `bind` that are known
+/// (existing ones, or what `outputs` recorded).
+pub fn bound(settings: &Arc<ServiceSettings>, bind: &Bind, outputs: &Outputs) -> Arc<ServiceSettings> {
+    let (tg, sgs) = bind.resolve(outputs);
+    if tg.is_none() && sgs.is_none() {
+        return settings.clone();
+    }
     let mut s = settings.clone();
-    if let Some(lbs) = Arc::make_mut(&mut s).load_balancers.as_mut() {
+    let m = Arc::make_mut(&mut s);
+    if let (Some(arn), Some(lbs)) = (tg, m.load_balancers.as_mut()) {
         for lb in lbs {
             lb.target_group_arn = arn.to_string();
         }
     }
+    if let (Some(ids), Some(n)) = (sgs, m.network_configuration.as_mut()) {
+        n.awsvpc_configuration.security_groups = ids.into_iter().map(str::to_string).collect();
+    }
     s
 }
 
-fn create(
-    plan: &mut Plan,
-    input: &Input,
-    settings: Arc<ServiceSettings>,
-    revision: Revision,
-    target_group: Option<Revision>,
-) -> Step {
+fn create(plan: &mut Plan, input: &Input, settings: Arc<ServiceSettings>, revision: Revision, bind: Bind) -> Step {
     let desired = &input.desired;
     plan.drift.push(Change { path: "service".into(), live: None, desired: Some(json!("create")) });
     if desired.service.network_configuration.is_none() {
@@ -50,7 +68,7 @@ fn create(
         .desired_count
         .or_else(|| desired.scaling.as_ref().map(|s| s.scalable_target.min_capacity))
         .unwrap_or(1);
-    plan.push(Action::CreateService { settings, revision, desired_count, target_group });
+    plan.push(Action::CreateService { settings, revision, desired_count, bind });
     Ok(())
 }
 
@@ -60,7 +78,7 @@ fn update(
     live: &LiveService,
     settings: Arc<ServiceSettings>,
     revision: Revision,
-    target_group: Option<Revision>,
+    bind: Bind,
 ) -> Step {
     let desired = &input.desired;
     let replace = diff::needs_replacement(live, &desired.service);
@@ -95,7 +113,7 @@ fn update(
             set_desired_count: settings.desired_count.is_some(),
             settings,
             revision,
-            target_group,
+            bind,
         });
     }
     if !tags.is_empty() || adopted {

@@ -40,6 +40,8 @@ pub struct ServiceSpec {
     pub exec: bool,
     pub depends_on: Vec<String>,
     pub data: Vec<String>,
+    /// Where each entry of `depends_on` and `data` is written.
+    pub dependency_at: Vec<(String, Pos)>,
     /// Container environment, sorted by key.
     pub environment: Vec<EnvVar>,
     pub variables: BTreeMap<String, Variable>,
@@ -354,6 +356,7 @@ pub(crate) fn check_spec(
     let route = route_spec(spec.ingress.as_ref(), diags);
     let mut depends_on = Vec::new();
     let mut data = Vec::new();
+    let mut dependency_at = Vec::new();
     if let Some(deps) = &spec.dependencies {
         for s in deps.services.iter().flat_map(|s| s.value.iter()) {
             if !valid_service_name(s) {
@@ -365,6 +368,7 @@ pub(crate) fn check_spec(
                 diags.push(Diagnostic::new(s.pos.clone(), format!("service `{name}` depends on itself")));
             } else {
                 depends_on.push(s.value.clone());
+                dependency_at.push((s.value.clone(), s.pos.clone()));
             }
         }
         for d in deps.data.iter().flat_map(|s| s.value.iter()) {
@@ -375,6 +379,7 @@ pub(crate) fn check_spec(
                 ));
             } else {
                 data.push(d.value.clone());
+                dependency_at.push((d.value.clone(), d.pos.clone()));
             }
         }
     }
@@ -471,6 +476,7 @@ pub(crate) fn check_spec(
         exec: spec.exec.as_ref().is_some_and(|e| e.value),
         depends_on,
         data,
+        dependency_at,
         environment,
         variables: values.map(|v| v.variables.clone()).unwrap_or_default(),
         adopt: values.is_some_and(|v| v.adopt),

@@ -237,18 +237,6 @@ struct Execution {
     rollout: Option<RolloutWatch>,
 }
 
-/// The settings with their target group's ARN, when the plan created the group.
-fn routed(
-    settings: &std::sync::Arc<crate::core::desired::ServiceSettings>,
-    target_group: Option<&crate::core::plan::Revision>,
-    outputs: &Outputs,
-) -> std::sync::Arc<crate::core::desired::ServiceSettings> {
-    match target_group.and_then(|t| outputs.resolve(t)) {
-        Some(arn) => crate::core::plan::with_target_group(settings, arn),
-        None => settings.clone(),
-    }
-}
-
 /// One attempt at a plan. Every step is idempotent against a re-plan: a revision
 /// registered before a failed update is found and reused next time.
 async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execution {
@@ -272,18 +260,18 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
                     format!("registered {arn}")
                 })
             }
-            Action::CreateService { settings, revision, desired_count, target_group } => {
+            Action::CreateService { settings, revision, desired_count, bind } => {
                 let arn = outputs.resolve(revision).unwrap_or_default().to_string();
-                let settings = &routed(settings, target_group.as_ref(), &outputs);
+                let settings = &crate::core::plan::bound(settings, bind, &outputs);
                 cloud.create_service(settings, &arn, *desired_count).await.map(|live| {
                     deployed = Some(arn.clone());
                     service_arn = Some(live.arn);
                     format!("created service {} ({arn})", settings.service_name)
                 })
             }
-            Action::UpdateService { settings, revision, set_desired_count, target_group } => {
+            Action::UpdateService { settings, revision, set_desired_count, bind } => {
                 let arn = outputs.resolve(revision).unwrap_or_default().to_string();
-                let settings = &routed(settings, target_group.as_ref(), &outputs);
+                let settings = &crate::core::plan::bound(settings, bind, &outputs);
                 cloud.update_service(settings, &arn, *set_desired_count).await.map(|after| {
                     if run.live_revision.as_deref() != Some(arn.as_str()) || registered.is_some() {
                         deployed = Some(arn.clone());
@@ -347,6 +335,32 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
                 .change_alias_record(zone_id, name, dns_name, alias_zone_id, true)
                 .await
                 .map(|_| format!("deleted record {name}")),
+            Action::CreateSecurityGroup { group } => cloud.create_security_group(group).await.map(|gid| {
+                outputs.record(id, gid.clone());
+                format!("created security group {} ({gid})", group.group_name)
+            }),
+            Action::AuthorizeIngress { group, port, from, description } => {
+                let (g, f) = (outputs.resolve(group).unwrap_or_default(), outputs.resolve(from).unwrap_or_default());
+                let rule = crate::core::routing::GroupIngress { port: *port, from_group: f.to_string() };
+                cloud
+                    .authorize_group_ingress(g, &rule, description)
+                    .await
+                    .map(|_| format!("allowed tcp {port} into {g} from {f}"))
+            }
+            Action::PutDashboard { name, body, target_group, load_balancer_arn } => {
+                let group = target_group.as_ref().and_then(|t| outputs.resolve(t));
+                match crate::core::dashboard::bind(body, group, load_balancer_arn.as_deref()) {
+                    Some(body) => cloud.put_dashboard(name, &body).await.map(|_| format!("put dashboard {name}")),
+                    None => Err(crate::aws::AwsError::Other {
+                        operation: "PutDashboard".into(),
+                        message: format!("dashboard {name}: the target group or load balancer is not known"),
+                    }),
+                }
+            }
+            Action::RevokeIngress { group_id, rule } => cloud
+                .revoke_group_ingress(group_id, rule)
+                .await
+                .map(|_| format!("revoked tcp {} into {group_id} from {}", rule.port, rule.from_group)),
         };
         match result {
             Ok(done) => ex.applied.push(done),

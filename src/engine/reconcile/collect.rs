@@ -74,6 +74,15 @@ pub async fn read_and_plan<C: Cloud>(cloud: &C, table: &mut Table, decider: &mut
         (Some(ingress), false) => Some(super::routes::EnvRoutes::read(cloud, ingress).await),
         _ => None,
     };
+    let dashboards = match (env.dashboards, names.is_empty()) {
+        (true, false) => Some(
+            cloud
+                .list_dashboards(&crate::core::dashboard::prefix(&env.name))
+                .await
+                .map(|d| d.into_iter().map(|d| (d.name.clone(), d)).collect::<BTreeMap<_, _>>()),
+        ),
+        _ => None,
+    };
     // Rule priorities that plans of this cycle allocated, so that no two new rules share one.
     let mut claimed: Vec<(String, i32)> = Vec::new();
     let mut reader = LiveReader::new(cloud, &env.cluster, &names);
@@ -92,6 +101,14 @@ pub async fn read_and_plan<C: Cloud>(cloud: &C, table: &mut Table, decider: &mut
                 }
                 (Ok(state), None) => Ok(state),
                 (Err(e), _) => Err(("reading live state", e)),
+            };
+            let state = match (state, &dashboards) {
+                (Ok(mut state), Some(Ok(d))) => {
+                    state.dashboard = d.get(&crate::core::dashboard::dashboard_name(&name, &env.name)).cloned();
+                    Ok(state)
+                }
+                (Ok(_), Some(Err(e))) => Err(("reading dashboards", e.clone())),
+                (state, _) => state,
             };
             match state {
                 Ok(state) => {
@@ -244,6 +261,7 @@ impl<'a, C: Cloud> LiveReader<'a, C> {
                 pinned,
                 paused,
                 routing: None,
+                dashboard: None,
             };
             out.push((name.clone(), Ok(state)));
         }

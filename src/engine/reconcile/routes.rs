@@ -10,7 +10,9 @@ use crate::aws::AwsError;
 use crate::core::config::IngressConfig;
 use crate::core::desired::tags;
 use crate::core::live::LiveRouting;
-use crate::core::routing::{LiveRecord, LiveRule, LiveTargetGroup, LoadBalancerInfo, target_group_name};
+use crate::core::routing::{
+    LiveRecord, LiveRule, LiveSecurityGroup, LiveTargetGroup, LoadBalancerInfo, clients_group, target_group_name,
+};
 use crate::core::spec::ServiceSpec;
 use crate::engine::cloud::Cloud;
 
@@ -21,6 +23,7 @@ pub struct EnvRoutes {
     taken: Arc<BTreeMap<String, BTreeSet<i32>>>,
     target_groups: Result<BTreeMap<String, LiveTargetGroup>, AwsError>,
     records: Result<Vec<LiveRecord>, AwsError>,
+    security_groups: Result<BTreeMap<String, LiveSecurityGroup>, AwsError>,
 }
 
 impl EnvRoutes {
@@ -28,11 +31,12 @@ impl EnvRoutes {
         let listeners: Vec<&String> =
             std::iter::once(&ingress.internal_listener).chain(&ingress.external_listener).collect();
         let zones: Vec<&String> = ingress.private_zone.iter().chain(&ingress.public_zone).collect();
-        let (lbs, rules, groups, records) = tokio::join!(
+        let (lbs, rules, groups, records, security_groups) = tokio::join!(
             crate::aws::concurrently(listeners.iter().map(|l| cloud.listener_load_balancer(l))),
             crate::aws::concurrently(listeners.iter().map(|l| cloud.describe_rules(l))),
             cloud.describe_target_groups(&ingress.vpc),
             crate::aws::concurrently(zones.iter().map(|z| cloud.list_alias_records(z))),
+            cloud.describe_security_groups(&ingress.vpc),
         );
         let load_balancers: Result<Vec<_>, _> = lbs.into_iter().collect();
         let rules: Result<Vec<LiveRule>, _> =
@@ -51,6 +55,7 @@ impl EnvRoutes {
             taken: Arc::new(taken),
             target_groups: groups.map(|g| g.into_iter().map(|t| (t.group.name.clone(), t)).collect()),
             records,
+            security_groups: security_groups.map(|g| g.into_iter().map(|g| (g.group.group_name.clone(), g)).collect()),
         }
     }
 
@@ -67,6 +72,7 @@ impl EnvRoutes {
         let rules = self.rules.as_ref().map_err(Clone::clone)?;
         let groups = self.target_groups.as_ref().map_err(Clone::clone)?;
         let records = self.records.as_ref().map_err(Clone::clone)?;
+        let security_groups = self.security_groups.as_ref().map_err(Clone::clone)?;
         let tagged = |tagged: &[crate::core::desired::Tag]| {
             let tag = |k: &str| tagged.iter().find(|t| t.key == k).map(|t| t.value.as_str());
             tag(tags::MANAGED) == Some("true") && tag(tags::SERVICE) == Some(name) && tag(tags::ENV) == Some(env)
@@ -89,11 +95,17 @@ impl EnvRoutes {
             }
         }
         let records = records.iter().filter(|r| hosts.contains(&r.name)).cloned().collect();
+        let mut names = vec![name.to_string(), clients_group(name)];
+        if let Some(spec) = spec {
+            names.extend(spec.depends_on.iter().chain(&spec.data).map(|d| clients_group(d)));
+        }
+        let security_groups = names.iter().filter_map(|n| security_groups.get(n)).cloned().collect();
         Ok(LiveRouting {
             target_group,
             rules,
             records,
             load_balancers: lbs.clone(),
+            security_groups,
             taken: self.taken.clone(),
             claimed: claimed.to_vec(),
         })

@@ -11,7 +11,10 @@ use berth::aws::{AwsError, Datum, Item, RequestStats, StateItem, Verified, Verif
 use berth::core::config::AwsConfig;
 use berth::core::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition};
 use berth::core::live::{Deployment, LivePolicy, LiveScalableTarget, LiveService, LiveTaskDefinition};
-use berth::core::routing::{ListenerRule, LiveRecord, LiveRule, LiveTargetGroup, LoadBalancerInfo, TargetGroup};
+use berth::core::routing::{
+    GroupIngress, ListenerRule, LiveRecord, LiveRule, LiveSecurityGroup, LiveTargetGroup, LoadBalancerInfo,
+    SecurityGroup, TargetGroup,
+};
 use berth::engine::cloud::{Cloud, Connect};
 
 pub const ACCOUNT: &str = "123456789012";
@@ -431,6 +434,30 @@ impl Cloud for FakeCloud {
     }
     async fn change_alias_record(&self, _: &str, _: &str, _: &str, _: &str, _: bool) -> Result<(), AwsError> {
         Err(no_routing("ChangeResourceRecordSets"))
+    }
+    async fn describe_security_groups(&self, _: &str) -> Result<Vec<LiveSecurityGroup>, AwsError> {
+        Err(no_routing("DescribeSecurityGroups"))
+    }
+    async fn create_security_group(&self, _: &SecurityGroup) -> Result<String, AwsError> {
+        Err(no_routing("CreateSecurityGroup"))
+    }
+    async fn authorize_group_ingress(&self, _: &str, _: &GroupIngress, _: &str) -> Result<(), AwsError> {
+        Err(no_routing("AuthorizeSecurityGroupIngress"))
+    }
+    async fn revoke_group_ingress(&self, _: &str, _: &GroupIngress) -> Result<(), AwsError> {
+        Err(no_routing("RevokeSecurityGroupIngress"))
+    }
+    async fn delete_security_group(&self, _: &str) -> Result<(), AwsError> {
+        Err(no_routing("DeleteSecurityGroup"))
+    }
+    async fn tag_security_group(&self, _: &str, _: &[Tag]) -> Result<(), AwsError> {
+        Err(no_routing("CreateTags"))
+    }
+    async fn list_dashboards(&self, _: &str) -> Result<Vec<berth::core::dashboard::LiveDashboard>, AwsError> {
+        Err(no_routing("ListDashboards"))
+    }
+    async fn put_dashboard(&self, _: &str, _: &serde_json::Value) -> Result<(), AwsError> {
+        Err(no_routing("PutDashboard"))
     }
 }
 
