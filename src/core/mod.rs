@@ -11,6 +11,7 @@ pub mod memo;
 pub mod plan;
 pub mod render;
 pub mod rollout;
+pub mod schema;
 pub mod spec;
 #[cfg(test)]
 pub(crate) mod testing;
