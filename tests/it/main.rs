@@ -17,3 +17,4 @@ mod render_snapshots;
 mod schema;
 mod support;
 mod validate;
+mod workflow;
