@@ -7,8 +7,10 @@
 #   systemd-analyze for the packaging tests, prometheus's promtool for the alert rules,
 #   chromium for the status page test,
 #   python3-venv);
+# - yaml-language-server (npm, pinned) at ${BERTH_NODE_DIR:-$HOME/.cache/berth/node};
 # - CARGO_TARGET_DIR defaults to $HOME/.cache/berth/target, reused across clones.
-# It exports BERTH_MOTO_SERVER and BERTH_AWS_CLI (how tests/it/support/moto.rs finds them).
+# It exports BERTH_MOTO_SERVER and BERTH_AWS_CLI (how tests/it/support/moto.rs finds them)
+# and BERTH_YAML_LS (tests/it/schema.rs).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -98,6 +100,24 @@ if [ -x /usr/bin/chromium ] || [ -x /usr/bin/chromium-browser ]; then
 else
   apt_install chromium
 fi
+
+# tests/it/schema.rs checks that editors find the schemas through the modeline with
+# yaml-language-server (the npm registry's, pinned; 1.25 runs on Node.js 20, 2.x asks for 22),
+# installed outside the clone with the machine's Node.js and npm.
+YAML_LS_VERSION=1.25.0
+NODE_DIR="${BERTH_NODE_DIR:-$HOME/.cache/berth/node}"
+step "yaml-language-server $YAML_LS_VERSION: $NODE_DIR"
+if ! command -v npm >/dev/null; then
+  apt_install nodejs npm
+fi
+if [ "$(cat "$NODE_DIR/.pinned" 2>/dev/null)" = "$YAML_LS_VERSION" ] && [ -x "$NODE_DIR/node_modules/.bin/yaml-language-server" ]; then
+  echo "reusing yaml-language-server $YAML_LS_VERSION"
+else
+  mkdir -p "$NODE_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$NODE_DIR" "yaml-language-server@$YAML_LS_VERSION"
+  echo "$YAML_LS_VERSION" > "$NODE_DIR/.pinned"
+fi
+export BERTH_YAML_LS="$NODE_DIR/node_modules/.bin/yaml-language-server"
 
 step "python virtualenv: $VENV"
 venv_ok() {

@@ -548,3 +548,53 @@ fn strip_conditions(v: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+/// An editor finds the schemas through the modeline `berth new service` writes: the YAML
+/// language server (`$BERTH_YAML_LS`, which scripts/setup.sh installs from npm) reports
+/// nothing in the scaffolded files, the schema's errors once they are broken, and nothing
+/// in the same broken file without its modeline.
+#[test]
+fn editors_find_the_schema_through_the_modeline() {
+    let test = "editors_find_the_schema_through_the_modeline";
+    let server = std::env::var_os("BERTH_YAML_LS").map(PathBuf::from).filter(|p| p.is_file());
+    let Some(server) = server else {
+        let msg = "yaml-language-server is not installed (scripts/setup.sh sets BERTH_YAML_LS)";
+        assert!(std::env::var_os("CI").is_none(), "{msg}, and CI is set");
+        eprintln!("SKIPPED {test}: {msg}");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().to_string_lossy().into_owned();
+    stdout_ok("berth new service", &berth(["new", "service", "pay", "--repo", &repo]));
+    let deploy = dir.path().join("services/pay/deploy");
+    let service = deploy.join("service.yaml");
+    let config = deploy.join("pre/config.yaml");
+    let diagnostics = |files: &[&Path]| -> String {
+        let out = Command::new(crate::support::moto::python_binary())
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/yaml-ls-check.py"))
+            .arg(&server)
+            .args(files)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run scripts/yaml-ls-check.py");
+        assert!(out.status.code().is_some_and(|c| c <= 1), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(diagnostics(&[&service, &config]), "", "the scaffolded files have problems");
+
+    let text = std::fs::read_to_string(&service).unwrap();
+    let broken = text.replace("port: 8080", "port: 0").replace("cpu: 256", "cpu: 300");
+    std::fs::write(&service, &broken).unwrap();
+    let env =
+        std::fs::read_to_string(&config).unwrap().replace("secrets: []", "secrets:\n  - {key: a, value: 'vault:/x'}");
+    std::fs::write(&config, env).unwrap();
+    let found = diagnostics(&[&service, &config]);
+    let lines: Vec<&str> = found.lines().collect();
+    assert!(lines.iter().any(|l| l.contains("service.yaml:") && l.contains("256, 512, 1024")), "{found}");
+    assert!(lines.iter().any(|l| l.contains("service.yaml:") && l.contains("minimum of 1")), "{found}");
+    assert!(lines.iter().any(|l| l.contains("config.yaml:") && l.contains("does not match the pattern")), "{found}");
+
+    let bare = dir.path().join("no-modeline.yaml");
+    std::fs::write(&bare, broken.lines().skip(1).collect::<Vec<_>>().join("\n")).unwrap();
+    assert_eq!(diagnostics(&[&bare]), "", "without the modeline no schema applies");
+}
