@@ -12,8 +12,10 @@ started with --stdio, each FILE is opened, and every diagnostic is printed as
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,9 +51,6 @@ def main():
     server, files = sys.argv[1], [Path(f).resolve() for f in sys.argv[2:]]
     settings = {"yaml": {"validate": True, "schemaStore": {"enable": False}, "format": {"enable": False}}}
     proc = subprocess.Popen([server, "--stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    import threading
-    import queue
-
     inbox = queue.Queue()
 
     def pump():
