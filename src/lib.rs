@@ -4,7 +4,8 @@
 //! - [`core`]: the pure part, no I/O. `spec` (the files users write: parse, check,
 //!   overrides, templates, secret references), `config` (the agent config), `render`
 //!   (desired state in AWS field names), `desired` and `live` (those types), `diff`, `plan`
-//!   (one step per resource kind), `memo` (what a daemon reuses between cycles), `rollout`.
+//!   (one step per resource kind), `memo` (what a daemon reuses between cycles), `rollout`,
+//!   `schema` (the JSON Schemas' patterns, ranges and required fields).
 //! - [`source`]: reading specs from a directory or a git repository (the edge for files,
 //!   git and the credentials they need).
 //! - [`aws`]: the AWS SDK adapters; SDK types never leave it.

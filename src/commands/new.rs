@@ -82,37 +82,178 @@ pub fn config_yaml(env: &str) -> String {
     )
 }
 
-pub fn workflow_yaml(name: &str, dir: &str, image: &str, branch: &str) -> String {
+/// The actions the workflow uses, each at its current major version and pinned by the
+/// commit of its release tag (a tag can be moved, a commit cannot). Where these came from
+/// and how to bump them: docs/ci.md.
+const CHECKOUT: &str = "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1";
+const AWS_CREDENTIALS: &str = "aws-actions/configure-aws-credentials@e6de054238d6b7531b4efff3b6587d9aade6a06c # v6.2.3";
+const ECR_LOGIN: &str = "aws-actions/amazon-ecr-login@03f1aad4c6c7ffd436567f42f9384779290529bd # v2.1.7";
+const DOCKER_LOGIN: &str = "docker/login-action@dbcb813823bdd20940b903addbd779551569679f # v4.6.0";
+
+/// Where the workflow pushes the image, from `--image`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Registry {
+    /// A bare repository name: berth prepends `aws.registry`; the workflow pushes to the ECR
+    /// registry of the CI role's account in `vars.AWS_REGION`.
+    EcrDefault { repository: String },
+    /// `ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO`: that registry, whatever the role's account.
+    Ecr { account: String, region: String, image: String },
+    /// `ghcr.io/OWNER/NAME`: GitHub's registry, with the workflow's own token.
+    Ghcr { image: String },
+}
+
+const SUPPORTED: &str = "an ECR repository name (`pay`, `team/pay`), a full ECR reference \
+     (`123456789012.dkr.ecr.eu-west-1.amazonaws.com/pay`) or `ghcr.io/OWNER/NAME`";
+
+/// A repository path as registries take it: `/`-separated parts of lowercase letters and
+/// digits, with `.`, `_` or `-` only between them.
+fn valid_repository(path: &str) -> bool {
+    path.split('/').all(|part| {
+        let b = part.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+    })
+}
+
+impl Registry {
+    /// What `--image` means for the workflow, or why berth cannot write one for it.
+    pub fn of(image: &str) -> Result<Registry, String> {
+        if crate::core::render::image_is_pinned(image) {
+            let bare = image.split('@').next().unwrap_or(image);
+            let bare = match bare.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => repo,
+                _ => bare,
+            };
+            return Err(format!(
+                "`--image {image}` has a tag or digest: berth sets the tag itself (the service's commit \
+                 on a branch, X.Y.Z on a release); pass the repository alone, e.g. `--image {bare}`"
+            ));
+        }
+        let Some(host) = crate::core::render::image_registry(image) else {
+            if !valid_repository(image) {
+                return Err(format!(
+                    "invalid repository `{image}`: lowercase letters and digits, `.`, `_` or `-` between \
+                     them, `/` between parts"
+                ));
+            }
+            return Ok(Registry::EcrDefault { repository: image.to_string() });
+        };
+        let path = &image[host.len() + 1..];
+        if !valid_repository(path) {
+            return Err(format!(
+                "invalid repository `{path}` in `{image}`: lowercase letters and digits, `.`, `_` or `-` \
+                 between them, `/` between parts"
+            ));
+        }
+        let labels: Vec<&str> = host.split('.').collect();
+        match labels[..] {
+            [account, "dkr", "ecr", region, "amazonaws", "com", ..]
+                if account.len() == 12
+                    && account.chars().all(|c| c.is_ascii_digit())
+                    && (labels.len() == 6 || labels[6..] == ["cn"])
+                    && !region.is_empty() =>
+            {
+                Ok(Registry::Ecr { account: account.to_string(), region: region.to_string(), image: image.to_string() })
+            }
+            ["ghcr", "io"] if path.contains('/') => Ok(Registry::Ghcr { image: image.to_string() }),
+            ["ghcr", "io"] => Err(format!("`--image {image}`: a GitHub registry image is `ghcr.io/OWNER/NAME`")),
+            _ => Err(format!(
+                "`--image {image}`: berth new service writes the push for {SUPPORTED}; for `{host}` pass \
+                 one of those, or write the workflow's login and push yourself (berth deploys `{image}:<tag>`)"
+            )),
+        }
+    }
+}
+
+pub fn workflow_yaml(name: &str, dir: &str, registry: &Registry, branch: &str) -> String {
+    let (needs, permissions, env, login, push) = match registry {
+        Registry::EcrDefault { repository } => (
+            format!(
+                "# Needs the repository variables AWS_REGION and BERTH_CI_ROLE_ARN: an IAM role for GitHub's\n\
+                 # OIDC provider that may push to the ECR repository `{repository}` of its account. berth\n\
+                 # deploys `<aws.registry>/{repository}:<tag>`: set `aws.registry` to that account's registry\n\
+                 # in that region (ACCOUNT.dkr.ecr.REGION.amazonaws.com).\n"
+            ),
+            "      contents: read\n      id-token: write\n",
+            format!("  ECR_REPOSITORY: {repository}\n"),
+            format!(
+                "      - uses: {AWS_CREDENTIALS}\n\
+                 \x20       with:\n\
+                 \x20         role-to-assume: ${{{{ vars.BERTH_CI_ROLE_ARN }}}}\n\
+                 \x20         aws-region: ${{{{ vars.AWS_REGION }}}}\n\
+                 \x20     - id: ecr\n\
+                 \x20       uses: {ECR_LOGIN}\n"
+            ),
+            "          REGISTRY: ${{ steps.ecr.outputs.registry }}\n        run: |\n          image=\"$REGISTRY/$ECR_REPOSITORY:$TAG\"\n",
+        ),
+        Registry::Ecr { account, region, image } => (
+            format!(
+                "# Needs the repository variable BERTH_CI_ROLE_ARN: an IAM role for GitHub's OIDC provider\n\
+                 # that may push to `{image}` (ECR in account {account}, region {region}).\n"
+            ),
+            "      contents: read\n      id-token: write\n",
+            format!("  IMAGE: {image}\n"),
+            format!(
+                "      - uses: {AWS_CREDENTIALS}\n\
+                 \x20       with:\n\
+                 \x20         role-to-assume: ${{{{ vars.BERTH_CI_ROLE_ARN }}}}\n\
+                 \x20         aws-region: {region}\n\
+                 \x20     - uses: {ECR_LOGIN}\n\
+                 \x20       with:\n\
+                 \x20         registries: \"{account}\"\n"
+            ),
+            "        run: |\n          image=\"$IMAGE:$TAG\"\n",
+        ),
+        Registry::Ghcr { image } => (
+            format!(
+                "# Pushes to GitHub's registry with the workflow's own token: the package `{image}` must\n\
+                 # belong to this repository's owner. ECS pulls it without credentials (berth sets no\n\
+                 # repositoryCredentials), so make the package public; berth does not check that an\n\
+                 # image outside ECR exists before it deploys.\n"
+            ),
+            "      contents: read\n      packages: write\n",
+            format!("  IMAGE: {image}\n"),
+            format!(
+                "      - uses: {DOCKER_LOGIN}\n\
+                 \x20       with:\n\
+                 \x20         registry: ghcr.io\n\
+                 \x20         username: ${{{{ github.actor }}}}\n\
+                 \x20         password: ${{{{ secrets.GITHUB_TOKEN }}}}\n"
+            ),
+            "        run: |\n          image=\"$IMAGE:$TAG\"\n",
+        ),
+    };
     format!(
         r#"# Builds and pushes the image berth deploys for `{name}`:
 # - on `{branch}`: tagged with the 12-character id of the newest commit that changed {dir}/
 #   (berth computes the same id: `git log -1 --first-parent --format=%H -- {dir}`),
 #   built only when a push changes that folder;
 # - on a release tag vX.Y.Z: tagged X.Y.Z (every service builds on a release).
-# Needs the repository variables AWS_REGION and BERTH_CI_ROLE_ARN (an IAM role for
-# GitHub's OIDC provider that may push to the ECR repository `{image}`).
+{needs}# Actions are pinned by commit (the version in the comment); see berth's docs/ci.md.
 name: {name}
 on:
   push:
     branches: [{branch}]
     tags: ['v*.*.*']
     paths: ['{dir}/**']
-permissions:
-  id-token: write
-  contents: read
+permissions: {{}}
 concurrency:
   group: {name}-${{{{ github.ref }}}}
   cancel-in-progress: false
 env:
   SERVICE_DIR: {dir}
-  ECR_REPOSITORY: {image}
-jobs:
+{env}jobs:
   image:
     runs-on: ubuntu-latest
-    steps:
-      - uses: actions/checkout@v4
+    timeout-minutes: 30
+    permissions:
+{permissions}    steps:
+      - uses: {CHECKOUT}
         with:
           fetch-depth: 0
+          persist-credentials: false
       - name: Choose the image tag
         id: tag
         run: |
@@ -121,16 +262,10 @@ jobs:
           else
             echo "tag=$(git log -1 --first-parent --format=%H -- "$SERVICE_DIR" | cut -c1-12)" >> "$GITHUB_OUTPUT"
           fi
-      - uses: aws-actions/configure-aws-credentials@v4
-        with:
-          role-to-assume: ${{{{ vars.BERTH_CI_ROLE_ARN }}}}
-          aws-region: ${{{{ vars.AWS_REGION }}}}
-      - id: ecr
-        uses: aws-actions/amazon-ecr-login@v2
-      - name: Build and push
-        run: |
-          image="${{{{ steps.ecr.outputs.registry }}}}/$ECR_REPOSITORY:${{{{ steps.tag.outputs.tag }}}}"
-          docker build -t "$image" "$SERVICE_DIR"
+{login}      - name: Build and push
+        env:
+          TAG: ${{{{ steps.tag.outputs.tag }}}}
+{push}          docker build -t "$image" "$SERVICE_DIR"
           docker push "$image"
 "#
     )
@@ -163,6 +298,7 @@ pub fn run(args: &NewServiceArgs) -> anyhow::Result<Exit> {
     let dir = args.dir.clone().unwrap_or_else(|| format!("services/{}", args.name));
     let dir = dir.trim_matches('/').to_string();
     let image = args.image.clone().unwrap_or_else(|| args.name.clone());
+    let registry = Registry::of(&image).map_err(|m| anyhow::anyhow!(m))?;
     let mut files: Vec<(PathBuf, String)> =
         vec![(args.repo.join(&dir).join("deploy/service.yaml"), service_yaml(args, &image))];
     let depth = dir.split('/').count() + 2;
@@ -172,7 +308,7 @@ pub fn run(args: &NewServiceArgs) -> anyhow::Result<Exit> {
     }
     files.push((
         args.repo.join(".github/workflows").join(format!("{}.yml", args.name)),
-        workflow_yaml(&args.name, &dir, &image, &args.branch),
+        workflow_yaml(&args.name, &dir, &registry, &args.branch),
     ));
     if !args.force
         && let Some((existing, _)) = files.iter().find(|(p, _)| p.exists())

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod render;
 pub mod rollout;
 pub mod routing;
+pub mod schema;
 pub mod spec;
 #[cfg(test)]
 pub(crate) mod testing;

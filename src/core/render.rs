@@ -42,18 +42,27 @@ impl Target<'_> {
     }
 }
 
+/// The registry host of a full image reference (its first segment has `.` or `:`, or is
+/// `localhost`); `None` for a bare repository name, which gets `aws.registry`.
+pub fn image_registry(image: &str) -> Option<&str> {
+    let (first, _) = image.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+}
+
+/// Whether `image` pins its own tag (`repo:tag`) or digest (`@sha256:…`).
+pub fn image_is_pinned(image: &str) -> bool {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    image.contains('@') || last.contains(':')
+}
+
 /// `image` as a full reference: the registry prepended to a bare repository name, and the
 /// tag appended unless the image pins its own tag or digest.
 pub fn image_reference(image: &str, registry: Option<&str>, tag: &str) -> String {
-    let first = image.split('/').next().unwrap_or("");
-    let has_registry = image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let last = image.rsplit('/').next().unwrap_or(image);
-    let pinned = image.contains('@') || last.contains(':');
     let base = match registry {
-        Some(r) if !has_registry => format!("{r}/{image}"),
+        Some(r) if image_registry(image).is_none() => format!("{r}/{image}"),
         _ => image.to_string(),
     };
-    if pinned { base } else { format!("{base}:{tag}") }
+    if image_is_pinned(image) { base } else { format!("{base}:{tag}") }
 }
 
 pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Diagnostic>> {

@@ -71,7 +71,7 @@ fn schema_describes_both_files_for_editors() {
     let v: serde_json::Value = serde_json::from_str(&stdout_ok("berth schema", &out)).unwrap();
     let service = &v["service.yaml"];
     let config = &v["config.yaml"];
-    assert_eq!(service["title"], "berth service.yaml");
+    assert_eq!(service["title"], "berth service spec (deploy/service.yaml)");
     for key in ["type", "name", "spec"] {
         assert!(service["properties"].get(key).is_some(), "service.yaml schema lacks {key}");
         assert!(service["required"].as_array().unwrap().iter().any(|r| r == key), "{key} not required");

@@ -16,5 +16,7 @@ mod parse_props;
 mod render_snapshots;
 mod routing;
 mod routing_aws;
+mod schema;
 mod support;
 mod validate;
+mod workflow;

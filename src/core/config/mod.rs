@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::at::{At, Text, stamp_fields, stamp_nothing};
 use super::diag::{self, Diagnostic, Diagnostics, Pos};
+use super::schema;
 use super::spec::valid_env_name;
 use super::yaml;
 
@@ -25,13 +26,29 @@ pub use operate::{
 
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    title = "berth agent configuration (config/berth.yaml)",
+    extend("$id" = schema::AGENT_ID),
+    description = "What the berth daemon watches (a git repository), where it deploys (AWS, one ECS cluster per environment) and how it is operated. Changes are picked up without a restart.",
+    transform = schema::agent
+)]
 pub struct RawConfig {
+    /// The git monorepo berth reads the services from.
     pub repo: Option<At<RawRepo>>,
+    /// The AWS target every environment starts from.
     pub aws: Option<At<RawAws>>,
+    /// The environments, by name (`[a-z0-9-]{1,32}`): each one a branch or the release
+    /// tags, deployed to one ECS cluster.
+    #[schemars(transform = schema::environments)]
     pub environments: Option<At<BTreeMap<String, At<RawEnv>>>>,
+    /// The metrics listener (`/metrics`, `/healthz`, `/readyz`, `/status`, the status page).
     pub metrics: Option<At<RawListen>>,
+    /// A listener for git push webhooks that start a poll at once.
     pub webhook: Option<At<RawWebhook>>,
+    /// How many services are reconciled at once, 1 to 256 (default 8).
+    #[schemars(range(min = 1, max = 256))]
     pub concurrency: Option<At<u32>>,
+    /// Publish each service's drift, sync and health as CloudWatch metrics.
     pub cloudwatch: Option<At<RawCloudWatch>>,
     /// Where berth keeps its deployment history (a DynamoDB table).
     pub state: Option<At<RawState>>,
@@ -44,42 +61,71 @@ pub struct RawConfig {
     pub ha: Option<At<RawHa>>,
 }
 
+/// The git monorepo.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = schema::repo)]
 pub struct RawRepo {
+    /// https, ssh, `file://` or a local path.
     pub url: Option<At<String>>,
+    /// The environment variable holding an https token (sent as user `x-access-token`);
+    /// not together with `ssh_key`.
     pub token_env: Option<At<String>>,
+    /// The path of a private key for ssh; not together with `token_env`.
     pub ssh_key: Option<At<String>>,
+    /// How often git is fetched (default 60s).
+    #[schemars(transform = schema::duration)]
     pub poll_interval: Option<At<String>>,
+    /// Where the git cache lives (default /var/lib/berth).
     pub workdir: Option<At<String>>,
+    /// The glob that finds services (default `**/deploy/service.yaml`; `*` does not cross `/`).
     pub discovery: Option<At<String>>,
 }
 
+/// The AWS target.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = schema::aws)]
 pub struct RawAws {
+    /// The region, e.g. `us-east-1`.
     pub region: Option<At<String>>,
+    /// Another endpoint for every AWS API (an emulator): an http:// or https:// URL.
+    #[schemars(transform = schema::http_url)]
     pub endpoint_url: Option<At<String>>,
+    /// The 12-digit account id, quoted (default: from STS).
+    #[schemars(transform = schema::account_id)]
     pub account_id: Option<At<Text>>,
+    /// The registry prepended to bare image names, e.g.
+    /// `123456789012.dkr.ecr.us-east-1.amazonaws.com`.
     pub registry: Option<At<String>>,
-    /// Attempts per AWS call, throttling retries included (default 5).
+    /// Attempts per AWS call, throttling retries included (default 5; 1 to 20 are used).
     pub max_attempts: Option<At<u32>>,
     /// Time to open a connection to an AWS endpoint (default 3s).
+    #[schemars(transform = schema::duration)]
     pub connect_timeout: Option<At<String>>,
     /// Time for one attempt of a call, answer included (default 5s); a slower attempt is
     /// abandoned and retried.
+    #[schemars(transform = schema::duration)]
     pub attempt_timeout: Option<At<String>>,
     /// Time for a whole call, retries included (default 60s).
+    #[schemars(transform = schema::duration)]
     pub timeout: Option<At<String>>,
 }
 
+/// One environment.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = schema::env)]
 pub struct RawEnv {
+    /// What deploys here: `{branch: NAME}` or `{tags: semver}`.
     pub source: Option<At<RawSource>>,
+    /// The ECS cluster name.
     pub cluster: Option<At<String>>,
+    /// `auto` converges drift; `manual` only reports it (default auto).
     pub sync: Option<At<SyncMode>>,
+    /// Whether and how long berth waits for an ECS deployment to finish.
     pub rollout: Option<At<RawRollout>>,
+    /// Per-environment service defaults; `{service}` and `{env}` are filled in.
     pub defaults: Option<At<RawDefaults>>,
     /// This environment's AWS target; each key falls back to the top-level `aws:`.
     pub aws: Option<At<RawEnvAws>>,
@@ -87,6 +133,7 @@ pub struct RawEnv {
     pub prune: Option<At<bool>>,
     /// At most this many services (`3`) or this share of the environment's (`10%`) are
     /// pruned in one cycle (default 10%).
+    #[schemars(transform = schema::prune_limit)]
     pub prune_limit: Option<At<Text>>,
     /// Routing of the environment's services: target groups, listener rules on the
     /// internal (and external) load balancer, Route53 alias records.
@@ -95,69 +142,111 @@ pub struct RawEnv {
     pub dashboards: Option<At<String>>,
 }
 
+/// An environment's own AWS target.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = schema::env_aws)]
 pub struct RawEnvAws {
+    /// The environment's region (default: the top-level one).
     pub region: Option<At<String>>,
     /// A role to assume (with the default credential chain as the source) for this
     /// environment: its account is the environment's.
+    #[schemars(transform = schema::role_arn)]
     pub role_arn: Option<At<String>>,
+    /// The external id the role's trust policy asks for; needs `role_arn`.
     pub external_id: Option<At<String>>,
     /// The session name of the assumed role (default `berth-<env>`).
     pub session_name: Option<At<String>>,
     /// How long assumed credentials last before berth asks for new ones (default 1h).
+    #[schemars(transform = schema::duration)]
     pub session_duration: Option<At<String>>,
+    /// Another endpoint for this environment's AWS APIs: an http:// or https:// URL.
+    #[schemars(transform = schema::http_url)]
     pub endpoint_url: Option<At<String>>,
     /// The registry of bare image names in this environment (default: the top-level one).
     pub registry: Option<At<String>>,
-    /// The account id (default: from STS; the top-level one only without `role_arn`).
+    /// The account id, 12 digits (default: from STS; the top-level one only without
+    /// `role_arn`).
+    #[schemars(transform = schema::account_id)]
     pub account_id: Option<At<Text>>,
 }
 
+/// What deploys to an environment: exactly one of `branch` or `tags`.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = schema::source)]
 pub struct RawSource {
+    /// The branch whose head deploys (image tag: the service's commit, 12 characters).
+    #[schemars(transform = schema::branch)]
     pub branch: Option<At<String>>,
+    /// `semver`: the highest `vX.Y.Z` tag deploys (image tag `X.Y.Z`).
+    #[schemars(transform = schema::tags)]
     pub tags: Option<At<String>>,
+    /// With `tags: semver`, whether pre-releases (`v1.2.0-rc.1`) count (default false).
     pub prereleases: Option<At<bool>>,
 }
 
+/// Waiting for ECS deployments.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRollout {
+    /// Wait for each deployment to finish (default true).
     pub wait: Option<At<bool>>,
+    /// How long a deployment may take before it counts as failed (default 10m).
+    #[schemars(transform = schema::duration)]
     pub timeout: Option<At<String>>,
     /// How often a rollout in progress is looked at (default 5s).
+    #[schemars(transform = schema::duration)]
     pub poll: Option<At<String>>,
 }
 
+/// Per-environment service defaults.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
+    /// The task execution role's ARN (pulls images, reads secrets).
+    #[schemars(transform = schema::arn)]
     pub execution_role: Option<At<String>>,
+    /// The task role's ARN (what the service's code may call).
+    #[schemars(transform = schema::arn)]
     pub task_role: Option<At<String>>,
+    /// The subnets of the tasks.
     pub subnets: Option<At<Vec<String>>>,
+    /// The security groups of the tasks.
     pub security_groups: Option<At<Vec<String>>>,
+    /// Give each task a public IP (default false).
     pub assign_public_ip: Option<At<bool>>,
+    /// The CloudWatch log group (default `/ecs/{env}/{service}`).
     pub log_group: Option<At<String>>,
 }
 
+/// A listener.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawListen {
+    /// `IP:PORT` (default 0.0.0.0:9090).
+    #[schemars(transform = schema::listen)]
     pub listen: Option<At<String>>,
 }
 
+/// The webhook listener.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWebhook {
+    /// `IP:PORT` (default 0.0.0.0:8080).
+    #[schemars(transform = schema::listen)]
     pub listen: Option<At<String>>,
+    /// The environment variable holding the webhook's HMAC secret (default
+    /// BERTH_WEBHOOK_SECRET).
     pub secret_env: Option<At<String>>,
 }
 
+/// CloudWatch metrics.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCloudWatch {
+    /// The metric namespace (default `Berth`; not `AWS/…`).
+    #[schemars(transform = schema::cloudwatch_namespace)]
     pub namespace: Option<At<String>>,
 }
 

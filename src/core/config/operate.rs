@@ -11,21 +11,29 @@ use serde::Deserialize;
 use super::{EnvConfig, RawConfig, duration};
 use crate::core::at::{At, Text, stamp_fields};
 use crate::core::diag::Diagnostic;
+use crate::core::schema;
 
+/// Leader election.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = schema::required_table)]
 pub struct RawHa {
     /// The DynamoDB table of the leases (the state table's key schema; it may be the same
     /// table).
+    #[schemars(transform = schema::table)]
     pub table: Option<At<String>>,
-    /// How long a lease lasts unless renewed (default 15s; renewed every third of it).
+    /// How long a lease lasts unless renewed (default 15s, at least 3s; renewed every
+    /// third of it).
+    #[schemars(transform = schema::duration)]
     pub lease: Option<At<String>>,
     /// Create the table when it does not exist (default true).
     pub create: Option<At<bool>>,
 }
 
+/// A notification sink.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = schema::sink)]
 pub struct RawSink {
     /// `slack` (incoming webhook), `webhook` (JSON, signed) or `github` (commit statuses
     /// and deployments).
@@ -34,6 +42,7 @@ pub struct RawSink {
     /// The sink's name in metrics and logs (default: its type, then its position).
     pub name: Option<At<String>>,
     /// The URL (webhook).
+    #[schemars(transform = schema::http_url)]
     pub url: Option<At<String>>,
     /// The environment variable holding the URL (slack; webhook).
     pub url_env: Option<At<String>>,
@@ -44,27 +53,35 @@ pub struct RawSink {
     /// `owner/name` (github).
     pub repo: Option<At<String>>,
     /// The API base (github; default https://api.github.com, or GitHub Enterprise's).
+    #[schemars(transform = schema::http_url)]
     pub api_url: Option<At<String>>,
     /// Only these events (default: all).
+    #[schemars(transform = schema::events)]
     pub events: Option<At<Vec<At<String>>>>,
-    /// Only these environments (default: all).
+    /// Only these environments of this config (default: all).
+    #[schemars(transform = schema::env_names)]
     pub envs: Option<At<Vec<At<String>>>>,
     /// Notices kept waiting for this sink at most (default 1000); when full, the oldest
     /// is dropped (and counted).
     pub queue: Option<At<u32>>,
 }
 
+/// The state table.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = schema::required_table)]
 pub struct RawState {
     /// The DynamoDB table (partition key `pk`, sort key `sk`, both strings; TTL on `ttl`).
+    #[schemars(transform = schema::table)]
     pub table: Option<At<String>>,
     /// How long history entries are kept (default 90d).
+    #[schemars(transform = schema::duration)]
     pub ttl: Option<At<String>>,
     /// Create the table (on-demand billing) when it does not exist (default true).
     pub create: Option<At<bool>>,
 }
 
+/// The daemon's API.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawApi {

@@ -8,20 +8,26 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::core::at::{At, Text, stamp_fields, stamp_nothing};
+use crate::core::schema;
 
 /// `deploy/service.yaml`.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "berth service.yaml")]
+#[schemars(
+    title = "berth service spec (deploy/service.yaml)",
+    extend("$id" = schema::SERVICE_ID),
+    description = "A service berth deploys to Amazon ECS: `deploy/service.yaml`. It deploys to environment E exactly when `deploy/E/config.yaml` exists beside it."
+)]
 pub struct ServiceFile {
     /// The kind of workload. Only `service` exists today.
     #[serde(rename = "type")]
-    #[schemars(required)]
+    #[schemars(required, transform = schema::service_kind)]
     pub kind: Option<At<String>>,
     /// ECS service name: unique in the repository, `[a-z0-9-]{1,48}`.
-    #[schemars(required, regex(pattern = r"^[a-z0-9-]{1,48}$"))]
+    #[schemars(required, pattern(schema::SERVICE_NAME))]
     pub name: Option<At<String>>,
-    #[schemars(required)]
+    /// The service specification; `image` and `resources` are required here.
+    #[schemars(required, schema_with = "schema::base_spec")]
     pub spec: Option<At<Spec>>,
 }
 
@@ -31,30 +37,39 @@ pub struct ServiceFile {
 pub struct Spec {
     /// ECR repository name (the registry comes from the agent config) or a full image
     /// reference. A tag or digest in it pins the image; otherwise berth picks the tag.
+    #[schemars(transform = schema::image)]
     pub image: Option<At<String>>,
     /// Task size in AWS units: CPU units and MiB. Must be a Fargate-valid pair.
     pub resources: Option<At<Resources>>,
-    /// Desired task count; ignored when `autoscaling` is set.
+    /// Desired task count, 0 to 5000; ignored when `autoscaling` is set.
+    #[schemars(range(max = 5000))]
     pub count: Option<At<u32>>,
     /// Target-tracking autoscaling on average CPU or memory.
     pub autoscaling: Option<At<Autoscaling>>,
-    /// HTTP API port (default 8080).
+    /// HTTP API port, 1 to 65535 (default 8080); not the same as `metrics_port`.
+    #[schemars(range(min = 1))]
     pub port: Option<At<u16>>,
-    /// Container health check path on `port` (default `/health`).
+    /// Container health check path on `port` (default `/health`): a URL path of letters,
+    /// digits and `/-._~%=+,`, at most 200 characters (it runs in a shell command).
+    #[schemars(transform = schema::health)]
     pub health: Option<At<String>>,
-    /// OpenMetrics port (default 9090).
+    /// OpenMetrics port, 1 to 65535 (default 9090).
+    #[schemars(range(min = 1))]
     pub metrics_port: Option<At<u16>>,
-    /// Routing (with the environment's `ingress:` set) and its labels.
+    /// Routing (with the environment's `ingress:` set) and the docker label `berth.ingress`.
     pub ingress: Option<At<Ingress>>,
     /// ECS Exec on the service (`enableExecuteCommand`) for its owners (default false).
     pub exec: Option<At<bool>>,
+    /// What the service needs: services that converge first, data stores it uses.
     pub dependencies: Option<At<Dependencies>>,
     /// Container environment; values may use templates.
     pub environment: Option<At<Vec<EnvEntry>>>,
 }
 
+/// Task size in AWS units: CPU units and MiB, a Fargate-valid pair.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = schema::fargate_size)]
 pub struct Resources {
     /// CPU units: 256, 512, 1024, 2048, 4096, 8192 or 16384.
     pub cpu: Option<At<u32>>,
@@ -62,16 +77,24 @@ pub struct Resources {
     pub memory: Option<At<u32>>,
 }
 
+/// Application Auto Scaling, target tracking.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Autoscaling {
+    /// The utilisation to track: average `cpu` or `memory`.
     pub resource: Option<At<ScaleResource>>,
-    /// Target utilisation in percent (default 70).
+    /// Target utilisation in percent, above 0 and at most 100 (default 70).
+    #[schemars(transform = schema::percent)]
     pub target: Option<At<f64>>,
+    /// The fewest tasks, at most `max`; the task count when berth creates the service.
+    #[schemars(range(max = 5000))]
     pub min: Option<At<u32>>,
+    /// The most tasks, 1 to 5000.
+    #[schemars(range(min = 1, max = 5000))]
     pub max: Option<At<u32>>,
 }
 
+/// The utilisation autoscaling tracks.
 #[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum ScaleResource {
@@ -79,6 +102,7 @@ pub enum ScaleResource {
     Memory,
 }
 
+/// Whether the service is public.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ingress {
@@ -94,33 +118,47 @@ pub struct Ingress {
     pub paths: Option<At<Vec<At<String>>>>,
 }
 
+/// What the service needs.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dependencies {
-    /// Services of this repository that converge before this one.
+    /// Services of this repository that converge before this one (not itself, no cycles).
+    #[schemars(transform = schema::service_names)]
     pub services: Option<At<Vec<At<String>>>>,
-    /// Data stores the service uses (recorded as a docker label).
+    /// Data stores the service uses (recorded as a docker label): letters, digits, `-_.`.
+    #[schemars(transform = schema::data_names)]
     pub data: Option<At<Vec<At<String>>>>,
 }
 
+/// One container environment variable.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvEntry {
-    /// Environment variable name.
+    /// Environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, at most 255 characters, unique.
+    #[schemars(transform = schema::env_key)]
     pub key: At<String>,
-    /// Value; may hold templates such as `{{ .Variables["name"] }}`.
+    /// Value; may hold templates: `{{ .Variables["name"] }}`, `{{ .Service }}`, `{{ .Env }}`,
+    /// `{{ .Commit }}`, `{{ .Version }}`. A secret must be the whole value.
+    #[schemars(transform = schema::env_value)]
     pub value: At<Text>,
 }
 
 /// `deploy/<env>/config.yaml`.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "berth config.yaml")]
+#[schemars(
+    title = "berth environment config (deploy/<env>/config.yaml)",
+    extend("$id" = schema::CONFIG_ID),
+    description = "The values and overrides of one service in one environment. Every key is optional: an empty file, or one of comments only, is valid.",
+    transform = schema::nullable_root
+)]
 pub struct EnvFile {
     /// Plain values for templates; `ssm:/name` reads the value from Parameter Store.
+    #[schemars(transform = schema::variables)]
     pub variables: Option<At<Vec<KeyValue>>>,
     /// References to secrets (`ssm:/name`, `secretsmanager:NAME#field`, or ARNs).
     /// Their values are never read: they become container `secrets`.
+    #[schemars(transform = schema::secrets)]
     pub secrets: Option<At<Vec<KeyValue>>>,
     /// Any spec field, for this environment only.
     pub overrides: Option<At<Spec>>,
@@ -128,10 +166,15 @@ pub struct EnvFile {
     pub adopt: Option<At<bool>>,
 }
 
+/// A named value of an env config.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyValue {
+    /// The name templates use: letters, digits, `_`, `-` and `.`, unique across `variables`
+    /// and `secrets`.
+    #[schemars(transform = schema::variable_key)]
     pub key: At<String>,
+    /// A variable: any scalar, or `ssm:/name`. A secret: a reference.
     pub value: At<Text>,
 }
 

@@ -46,3 +46,25 @@ pub fn stdout_ok(what: &str, out: &Output) -> String {
     );
     String::from_utf8(out.stdout.clone()).expect("stdout is not UTF-8")
 }
+
+/// A command-line tool of the test venv (`scripts/setup.sh` pins it): beside
+/// `$BERTH_MOTO_SERVER` (the venv's `bin/`), else on PATH; `None` when neither has it.
+pub fn venv_tool(name: &str) -> Option<PathBuf> {
+    let beside = std::env::var_os("BERTH_MOTO_SERVER")
+        .filter(|v| !v.is_empty())
+        .and_then(|server| PathBuf::from(server).parent().map(|dir| dir.join(name)));
+    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
+    beside.into_iter().chain(on_path.map(|dir| dir.join(name))).find(|p| p.is_file())
+}
+
+/// `tool` (a [`venv_tool`]), or `None` after a skip notice; with `CI` set, a missing tool
+/// fails the test instead.
+pub fn venv_tool_or_skip(name: &str, test: &str) -> Option<PathBuf> {
+    let found = venv_tool(name);
+    if found.is_none() {
+        let msg = format!("{name} is not installed (scripts/setup.sh installs it in the venv)");
+        assert!(std::env::var_os("CI").is_none(), "{msg}, and CI is set");
+        eprintln!("SKIPPED {test}: {msg}");
+    }
+    found
+}
