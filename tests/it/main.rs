@@ -16,5 +16,6 @@ mod parse_props;
 mod render_snapshots;
 mod routing;
 mod routing_aws;
+mod security_groups_aws;
 mod support;
 mod validate;
