@@ -142,7 +142,7 @@ fn once() -> aws_sdk_elasticloadbalancingv2::config::Builder {
 }
 
 /// A failed write's error, and whether it timed out (the request may still arrive).
-fn sent_error<E>(
+pub(super) fn sent_error<E>(
     operation: &str,
     err: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
 ) -> Failed
@@ -153,9 +153,9 @@ where
     Failed { error: classify(operation, err), timed_out }
 }
 
-struct Failed {
-    error: AwsError,
-    timed_out: bool,
+pub(super) struct Failed {
+    pub(super) error: AwsError,
+    pub(super) timed_out: bool,
 }
 
 impl Aws {
@@ -275,7 +275,7 @@ impl Aws {
     /// an unknown outcome (no answer, a timeout, a 5xx) settled by `find`, which gives the
     /// ARN of what the write made, if it did. A request that timed out may still arrive, so
     /// `find` is asked again over a few seconds before berth concludes it did not.
-    async fn create_once<S, SF, F, FF>(&self, mut send: S, mut find: F) -> Result<String, AwsError>
+    pub(super) async fn create_once<S, SF, F, FF>(&self, mut send: S, mut find: F) -> Result<String, AwsError>
     where
         S: FnMut() -> SF,
         SF: Future<Output = Result<String, Failed>>,

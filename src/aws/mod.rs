@@ -1,5 +1,5 @@
 //! AWS adapters: ECS, Application Auto Scaling, SSM Parameter Store, Secrets Manager, ECR,
-//! STS, CloudWatch, DynamoDB, ELBv2 and Route53. SDK types stay inside this module; callers
+//! STS, CloudWatch, DynamoDB, ELBv2, Route53 and EC2 (security groups). SDK types stay inside this module; callers
 //! see berth's own types.
 //!
 //! Every HTTP request (each retry attempt too) is counted by api, operation and result.
@@ -7,6 +7,7 @@
 mod autoscaling;
 mod cloudwatch;
 mod convert;
+mod ec2;
 mod ecs;
 mod elbv2;
 mod lookups;
@@ -135,6 +136,7 @@ pub struct Aws {
     ddb: std::sync::OnceLock<aws_sdk_dynamodb::Client>,
     elb: std::sync::OnceLock<aws_sdk_elasticloadbalancingv2::Client>,
     route53: std::sync::OnceLock<aws_sdk_route53::Client>,
+    ec2: std::sync::OnceLock<aws_sdk_ec2::Client>,
     sdk: aws_config::SdkConfig,
     counter: stats::Counter,
     pub stats: Arc<RequestStats>,
@@ -241,6 +243,7 @@ impl Aws {
             ddb: std::sync::OnceLock::new(),
             elb: std::sync::OnceLock::new(),
             route53: std::sync::OnceLock::new(),
+            ec2: std::sync::OnceLock::new(),
             sdk,
             counter,
             stats,
@@ -274,6 +277,13 @@ impl Aws {
                 .interceptor(self.counter.clone())
                 .build();
             aws_sdk_elasticloadbalancingv2::Client::from_conf(conf)
+        })
+    }
+
+    pub(crate) fn ec2(&self) -> &aws_sdk_ec2::Client {
+        self.ec2.get_or_init(|| {
+            let conf = aws_sdk_ec2::config::Builder::from(&self.sdk).interceptor(self.counter.clone()).build();
+            aws_sdk_ec2::Client::from_conf(conf)
         })
     }
 

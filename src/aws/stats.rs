@@ -18,7 +18,7 @@ pub struct RequestKey {
     pub region: String,
     pub account: String,
     /// `ecs`, `application-autoscaling`, `ssm`, `secretsmanager`, `ecr`, `sts`, `cloudwatch`,
-    /// `dynamodb`, `elasticloadbalancing`, `route53` (the services' IAM prefixes).
+    /// `dynamodb`, `elasticloadbalancing`, `route53`, `ec2` (the services' IAM prefixes).
     pub api: String,
     pub operation: String,
     /// `ok`, `throttled` or `error`.
@@ -111,6 +111,7 @@ fn api_label(service: &str) -> String {
         "CloudWatch" => "cloudwatch".into(),
         "Elastic Load Balancing v2" => "elasticloadbalancing".into(),
         "Route 53" => "route53".into(),
+        "EC2" => "ec2".into(),
         other => other.to_ascii_lowercase().replace(' ', "-"),
     }
 }

@@ -17,6 +17,7 @@ mod render_snapshots;
 mod routing;
 mod routing_aws;
 mod schema;
+mod security_groups_aws;
 mod support;
 mod validate;
 mod workflow;

@@ -179,6 +179,8 @@ const STAR_OK: &[&str] = &[
     "elasticloadbalancing:DescribeRules",
     "elasticloadbalancing:DescribeTargetGroups",
     "elasticloadbalancing:DescribeTags",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSecurityGroupRules",
     // No resource types; the policy narrows it with the cloudwatch:namespace condition.
     "cloudwatch:PutMetricData",
     // No resource types; narrowed to berth's clusters with the ecs:cluster condition.
@@ -222,6 +224,13 @@ const REQUIRED: &[&str] = &[
     "elasticloadbalancing:AddTags",
     "route53:ListResourceRecordSets",
     "route53:ChangeResourceRecordSets",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSecurityGroupRules",
+    "ec2:CreateSecurityGroup",
+    "ec2:CreateTags",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:RevokeSecurityGroupIngress",
+    "ec2:DeleteSecurityGroup",
 ];
 
 /// Never granted: berth does not read secret values.
@@ -298,6 +307,24 @@ fn iam_policy_is_least_privilege() {
             let managed = [condition("aws:RequestTag/berth:managed"), condition("aws:ResourceTag/berth:managed")];
             assert!(managed.contains(&Some(vec!["true".to_string()])), "{sid}: needs a berth:managed tag condition");
         }
+        // EC2 writes likewise, on security groups; CreateSecurityGroup also names the VPC,
+        // which carries no request tags and is granted alone, for that action only.
+        if actions.iter().any(|a| a.starts_with("ec2:") && !a.contains(":Describe")) {
+            if resources.iter().all(|r| r.contains(":vpc/")) {
+                assert_eq!(actions, ["ec2:CreateSecurityGroup"], "{sid}: on VPCs, only the create");
+            } else {
+                assert!(resources.iter().all(|r| r.ends_with(":security-group/*")), "{sid}: security groups only");
+                let managed = [condition("aws:RequestTag/berth:managed"), condition("aws:ResourceTag/berth:managed")];
+                assert!(
+                    managed.contains(&Some(vec!["true".to_string()])),
+                    "{sid}: needs a berth:managed tag condition"
+                );
+            }
+            // Tags on a group not yet berth's only as part of its creation.
+            if actions.iter().any(|a| a == "ec2:CreateTags") && condition("aws:ResourceTag/berth:managed").is_none() {
+                assert_eq!(condition("ec2:CreateAction"), Some(vec!["CreateSecurityGroup".to_string()]), "{sid}");
+            }
+        }
         if actions.iter().any(|a| a == "route53:ChangeResourceRecordSets") {
             let types = st["Condition"]["ForAllValues:StringEquals"].get("route53:ChangeResourceRecordSetsRecordTypes");
             assert_eq!(types.map(strings), Some(vec!["A".to_string()]), "{sid}: alias A records only");
@@ -343,6 +370,14 @@ fn iam_policy_passes_parliament() {
             which: |detail| detail.contains("elasticloadbalancing:CreateAction"),
             why: "elasticloadbalancing:CreateAction is AddTags' documented key for tags given at \
              creation; parliament's list of ELB keys predates it",
+        },
+        Explained {
+            issue: "RESOURCE_MISMATCH",
+            which: |detail| detail.contains("'ec2:CreateSecurityGroup'") && !detail.contains("elasticloadbalancing"),
+            why: "CreateSecurityGroup is authorized on the new group (held to berth's tag by \
+             aws:RequestTag) and on its VPC, which has no request tags, so the VPC is granted in a \
+             statement of its own (as in EC2's documented examples); parliament reads each statement \
+             alone and wants the required security-group resource in that one too",
         },
     ];
     let script = r#"
