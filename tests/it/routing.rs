@@ -235,7 +235,9 @@ elb.modify_rule(RuleArn="{rule}", Conditions=[{{"Field": "host-header", "HostHea
 elb.modify_target_group(TargetGroupArn="{group}", HealthCheckPath="/")
 boto3.client("cloudwatch").put_dashboard(DashboardName="berth-pre-ledger", DashboardBody='{{"widgets": []}}')
 ec2 = boto3.client("ec2")
-ec2.revoke_security_group_ingress(GroupId="{own}", IpPermissions=[{{"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "UserIdGroupPairs": [{{"GroupId": "{clients}"}}]}}])
+ids = [r["SecurityGroupRuleId"] for r in ec2.describe_security_group_rules(Filters=[{{"Name": "group-id", "Values": ["{own}"]}}])["SecurityGroupRules"]
+       if not r["IsEgress"] and r.get("ReferencedGroupInfo", {{}}).get("GroupId") == "{clients}"]
+ec2.revoke_security_group_ingress(GroupId="{own}", SecurityGroupRuleIds=ids)
 "#,
         own = live["security_groups"]["ledger"]["id"].as_str().unwrap(),
         clients = live["security_groups"]["ledger-clients"]["id"].as_str().unwrap(),

@@ -357,7 +357,7 @@ fn cbor_to_json(req: Request, op: &str, upstream: &str, out: &mut TcpStream) -> 
     let body = if h.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(b) } else { b.to_vec() };
     let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Object(Default::default()));
     let mut cbor = Vec::new();
-    ciborium::into_writer(&answer, &mut cbor).unwrap();
+    ciborium::into_writer(&json_cbor(answer, ""), &mut cbor).unwrap();
     let head = format!(
         "HTTP/1.1 {status} OK\r\nContent-Type: application/cbor\r\nsmithy-protocol: rpc-v2-cbor\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         cbor.len()
@@ -365,6 +365,33 @@ fn cbor_to_json(req: Request, op: &str, upstream: &str, out: &mut TcpStream) -> 
     out.write_all(head.as_bytes())?;
     out.write_all(&cbor)?;
     out.flush()
+}
+
+/// Smithy's CBOR protocol sends a timestamp as an epoch number under tag 1; JSON 1.0 as a
+/// bare number. The timestamp members of the answers berth reads are tagged again.
+fn json_cbor(v: Value, key: &str) -> ciborium::Value {
+    use ciborium::Value as C;
+    const TIMESTAMPS: &[&str] =
+        &["LastModified", "Timestamp", "StateUpdatedTimestamp", "AlarmConfigurationUpdatedTimestamp"];
+    match v {
+        Value::Number(n) if TIMESTAMPS.contains(&key) => C::Tag(1, Box::new(C::Float(n.as_f64().unwrap_or(0.0)))),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => C::Integer(i.into()),
+            None => C::Float(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(t) => C::Text(t),
+        Value::Bool(b) => C::Bool(b),
+        Value::Null => C::Null,
+        Value::Array(a) => C::Array(a.into_iter().map(|x| json_cbor(x, key)).collect()),
+        Value::Object(m) => C::Map(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let v = json_cbor(v, &k);
+                    (C::Text(k), v)
+                })
+                .collect(),
+        ),
+    }
 }
 
 fn cbor_json(v: ciborium::Value) -> Value {
