@@ -183,6 +183,8 @@ const STAR_OK: &[&str] = &[
     "ec2:DescribeSecurityGroupRules",
     // No resource types; the policy narrows it with the cloudwatch:namespace condition.
     "cloudwatch:PutMetricData",
+    // No resource types: a listing (berth asks for its `berth-` prefix only).
+    "cloudwatch:ListDashboards",
     // No resource types; narrowed to berth's clusters with the ecs:cluster condition.
     "ecs:ListServices",
 ];
@@ -231,6 +233,9 @@ const REQUIRED: &[&str] = &[
     "ec2:AuthorizeSecurityGroupIngress",
     "ec2:RevokeSecurityGroupIngress",
     "ec2:DeleteSecurityGroup",
+    "cloudwatch:ListDashboards",
+    "cloudwatch:GetDashboard",
+    "cloudwatch:PutDashboard",
 ];
 
 /// Never granted: berth does not read secret values.
