@@ -6,7 +6,9 @@
 #   2. moto on a free loopback port, seeded like a small AWS account: clusters pre and
 #      prod, a VPC, SSM parameters, Secrets Manager secrets, ECR images
 #   3. an example monorepo (tests/fixtures/monorepo) in git, with a bare "origin"
-#   4. `berth daemon`: pre converges from `develop`
+#   4. `berth daemon`: pre converges from `develop`, each service routed on the shared load
+#      balancers (target group, listener rules, DNS names), with its security groups and
+#      a CloudWatch dashboard (docs/routing.md)
 #   5. a commit to develop → pre redeploys the changed service only
 #   6. tag v1.0.0 → prod converges
 #   7. SIGTERM: berth drains and exits 0
