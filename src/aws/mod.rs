@@ -91,7 +91,16 @@ where
     let code = err.code().unwrap_or_default().to_string();
     let message = match err.message() {
         Some(m) => format!("{code}: {m}"),
-        None => aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
+        // Without a code and message the SDK's text carries the raw answer (its headers
+        // and body): keep the cause, not the dump.
+        None => {
+            let full = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+            let cause: String = full.split(" (ServiceError").next().unwrap_or(&full).chars().take(300).collect();
+            match err.raw_response().map(|r| r.status()) {
+                Some(status) if !status.is_success() => format!("HTTP {}: {cause}", status.as_u16()),
+                _ => cause,
+            }
+        }
     };
     let operation = operation.to_string();
     let server_error = err.raw_response().is_some_and(|r| r.status().is_server_error());
