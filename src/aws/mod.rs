@@ -95,10 +95,15 @@ where
         // and body): keep the cause, not the dump.
         None => {
             let full = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
-            let cause: String = full.split(" (ServiceError").next().unwrap_or(&full).chars().take(300).collect();
             match err.raw_response().map(|r| r.status()) {
-                Some(status) if !status.is_success() => format!("HTTP {}: {cause}", status.as_u16()),
-                _ => cause,
+                // A service answered something the SDK cannot read: its status and the cause.
+                Some(status) => {
+                    let cause: String =
+                        full.split(" (ServiceError").next().unwrap_or(&full).chars().take(300).collect();
+                    format!("HTTP {}: {cause}", status.as_u16())
+                }
+                // No answer (a refused connection, the credential chain): the whole chain of causes.
+                None => full,
             }
         }
     };

@@ -23,7 +23,8 @@ for scope, scheme in [("internal", "internal"), ("external", "internet-facing")]
     out[scope] = l["ListenerArn"]
     out[scope + "_dns"] = lb["DNSName"].lower()
 tg = elb.create_target_group(Name="not-berths", Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip")["TargetGroups"][0]
-for p, host in [(NOT_BERTHS_1, "legacy.example.com"), (NOT_BERTHS_2, "admin.example.com")]:
+for i, p in enumerate(FOREIGN):
+    host = f"legacy{i}.example.com"
     elb.create_rule(ListenerArn=out["internal"], Priority=p,
         Conditions=[{"Field": "host-header", "HostHeaderConfig": {"Values": [host]}}],
         Actions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}])
@@ -85,8 +86,13 @@ for s in ecs.describe_services(cluster="pre", services=arns)["services"]:
 print(json.dumps(out))
 "#;
 
-const NOT_BERTHS_1: i64 = 10;
-const NOT_BERTHS_2: i64 = 20;
+/// The priorities of the 5 rules on the internal listener that are not berth's: two
+/// arbitrary ones, and the very priorities berth's allocation starts from for three of
+/// the services of the 60-service test (so that berth must step past them).
+fn foreign_priorities() -> Vec<i64> {
+    let start = |s: &str| i64::from(berth::core::routing::allocate_priority(s, "internal", |_| true).unwrap());
+    vec![10, 20, start("svc00"), start("svc01"), start("svc02")]
+}
 
 struct Routed {
     w: World,
@@ -100,8 +106,7 @@ impl Routed {
 
     fn with_data_groups(world: World, data_groups: &[&str]) -> Routed {
         let script = NETWORK
-            .replace("NOT_BERTHS_1", &NOT_BERTHS_1.to_string())
-            .replace("NOT_BERTHS_2", &NOT_BERTHS_2.to_string())
+            .replace("FOREIGN", &format!("{:?}", foreign_priorities()))
             .replace("DATA_GROUPS", &format!("{data_groups:?}"));
         let net: Value = serde_json::from_str(world.console(&script).trim()).expect("network fixture");
         *world.envs.borrow_mut() = vec!["pre"];
@@ -292,7 +297,7 @@ fn a_route_removed_from_git_removes_exactly_its_rules_records_and_group() {
     assert_eq!(before["groups"]["bpg-pre"], after["groups"]["bpg-pre"]);
 }
 
-/// 60 services on one listener beside 2 rules berth does not own: no collision, and the
+/// 60 services on one listener beside 5 rules berth does not own: no collision, and the
 /// priorities stay put across cycles and when one service goes.
 #[test]
 fn sixty_services_share_a_listener_with_stable_priorities() {
@@ -323,7 +328,9 @@ fn sixty_services_share_a_listener_with_stable_priorities() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), all.len(), "priorities collide: {all:?}");
-    assert!(!taken.values().any(|p| *p == NOT_BERTHS_1 || *p == NOT_BERTHS_2));
+    let foreign = foreign_priorities();
+    assert!(!taken.values().any(|p| foreign.contains(p)), "{taken:?} {foreign:?}");
+    assert_eq!(all.len(), 65, "60 of berth's and 5 others");
     r.apply_ok();
     assert_eq!(priorities(&r.read()), taken, "priorities change across cycles");
     std::fs::remove_dir_all(r.w.repo.join("services/svc07")).unwrap();

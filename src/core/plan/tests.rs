@@ -163,6 +163,25 @@ fn pin(spec_hash: &str) -> crate::core::live::Pin {
     }
 }
 
+/// ECS Exec is a service setting like any other: turned on by git, and off again when git
+/// says nothing (a console's `true` is drift); live without the field (moto) is not drift.
+#[test]
+fn ecs_exec_is_diffed_like_a_service_setting() {
+    let off = desired().build();
+    let on = desired().service(|s| s.enable_execute_command = Some(true)).build();
+    let exec = |v: Option<bool>| move |s: &mut LiveService| s.settings.enable_execute_command = v;
+    check(vec![
+        Case::new("turned on in git", on.clone(), converged(&off).service(exec(Some(false))).build())
+            .actions(&["UpdateService", "TagService"])
+            .drift(&["service.enableExecuteCommand", "service.tags.berth:spec-hash"]),
+        Case::new("turned on in the console", off.clone(), converged(&off).service(exec(Some(true))).build())
+            .actions(&["UpdateService"])
+            .drift(&["service.enableExecuteCommand"]),
+        Case::new("on, and live says so", on.clone(), converged(&on).build()),
+        Case::new("live does not say", on.clone(), converged(&on).service(exec(None)).build()),
+    ]);
+}
+
 #[test]
 fn task_definition_and_service() {
     let d = desired().build();
