@@ -261,3 +261,11 @@ impl LiveBuilder {
         self.0
     }
 }
+
+/// The kinds of a plan's actions, as they serialize (`{"action": "CreateService", …}`).
+pub(crate) fn action_kinds(plan: &crate::core::plan::Plan) -> Vec<String> {
+    plan.actions
+        .iter()
+        .map(|a| serde_json::to_value(a).expect("actions serialize")["action"].as_str().expect("a tag").to_string())
+        .collect()
+}

@@ -4,16 +4,14 @@
 //! are read once per ARN.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use berth::aws::{Aws, AwsError, RequestStats};
-use berth::core::config::AwsConfig;
-use berth::core::desired::Tag;
 use berth::core::routing::{
     ListenerRule, LiveRecord, LiveRule, LiveTargetGroup, LoadBalancerInfo, TargetGroup, allocate_priority,
 };
 use serde_json::Value;
 
+use crate::support::adapter::{client, s, tag};
 use crate::support::moto::Moto;
 use crate::support::proxy::{Fault, Proxy};
 
@@ -52,23 +50,6 @@ out["private_zone"] = r53.create_hosted_zone(Name="internal.example.com", Caller
 out["public_zone"] = r53.create_hosted_zone(Name="example.com", CallerReference="public")["HostedZone"]["Id"]
 print(json.dumps(out))
 "#;
-
-fn tag(key: &str, value: &str) -> Tag {
-    Tag { key: key.into(), value: value.into() }
-}
-
-fn s(v: &Value, path: &str) -> String {
-    v.pointer(path).and_then(Value::as_str).unwrap_or_else(|| panic!("no {path} in {v}")).to_string()
-}
-
-/// A client of `endpoint` as berth makes one, with moto's dummy credentials.
-async fn client(endpoint: &str, stats: Arc<RequestStats>) -> Aws {
-    let mut config = AwsConfig::new("us-east-1");
-    config.endpoint_url = Some(endpoint.to_string());
-    config.max_attempts = 2;
-    let credentials = aws_credential_types::Credentials::new("test", "test", None, None, "moto");
-    Aws::connect_with_credentials(&config, stats, credentials).await
-}
 
 /// The rule `arn` as `aws` lists it.
 async fn listed_rule(aws: &Aws, listener: &str, arn: &str) -> LiveRule {

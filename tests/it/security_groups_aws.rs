@@ -4,14 +4,12 @@
 //! back, not by creating twice; a taken name of another owner stays an error.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use berth::aws::{Aws, AwsError, RequestStats};
-use berth::core::config::AwsConfig;
-use berth::core::desired::Tag;
+use berth::aws::{AwsError, RequestStats};
 use berth::core::routing::{GroupIngress, LiveSecurityGroup, SecurityGroup};
 use serde_json::Value;
 
+use crate::support::adapter::{client, s, tag};
 use crate::support::moto::Moto;
 use crate::support::proxy::{Fault, Proxy};
 
@@ -28,22 +26,6 @@ ec2.authorize_security_group_ingress(GroupId=office, IpPermissions=[{"IpProtocol
     "ToPort": 8080, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}])
 print(json.dumps({"vpc": vpc, "klaus": klaus, "office": office}))
 "#;
-
-fn tag(key: &str, value: &str) -> Tag {
-    Tag { key: key.into(), value: value.into() }
-}
-
-fn s(v: &Value, path: &str) -> String {
-    v.pointer(path).and_then(Value::as_str).unwrap_or_else(|| panic!("no {path} in {v}")).to_string()
-}
-
-async fn client(endpoint: &str, stats: Arc<RequestStats>) -> Aws {
-    let mut config = AwsConfig::new("us-east-1");
-    config.endpoint_url = Some(endpoint.to_string());
-    config.max_attempts = 2;
-    let credentials = aws_credential_types::Credentials::new("test", "test", None, None, "moto");
-    Aws::connect_with_credentials(&config, stats, credentials).await
-}
 
 /// The group named `name` in `groups`, which must hold exactly one.
 fn named<'a>(groups: &'a [LiveSecurityGroup], name: &str) -> &'a LiveSecurityGroup {

@@ -185,18 +185,24 @@ fn line_shape_check_works() {
     assert_eq!(diff("a\nb\n", "a\nc\n"), "  a\n- b\n+ c\n");
 }
 
+/// A small valid service spec (`web`).
+const WEB_SPEC: &str =
+    "type: service\nname: web\nspec:\n  image: web\n  resources: {cpu: 256, memory: 512}\n  count: 1\n";
+
+fn write_file(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
 /// Files berth would skip silently are named: `service.yml`, `config.yml`, a `service.yaml`
 /// that is a symlink (dangling or not); warnings, or errors under `--strict`.
 #[test]
 fn near_miss_files_are_named_and_fail_under_strict() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let write = |rel: &str, text: &str| {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    };
-    let spec = "type: service\nname: web\nspec:\n  image: web\n  resources: {cpu: 256, memory: 512}\n  count: 1\n";
+    let write = |rel: &str, text: &str| write_file(root, rel, text);
+    let spec = WEB_SPEC;
     write("services/web/deploy/service.yaml", spec);
     write("services/web/deploy/pre/config.yaml", "");
     write("services/web/deploy/prod/config.yml", "");
@@ -225,12 +231,8 @@ fn near_miss_files_are_named_and_fail_under_strict() {
 fn an_oversized_deploy_file_is_refused_and_blocks_only_its_service() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let write = |rel: &str, text: &str| {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    };
-    let spec = "type: service\nname: web\nspec:\n  image: web\n  resources: {cpu: 256, memory: 512}\n  count: 1\n";
+    let write = |rel: &str, text: &str| write_file(root, rel, text);
+    let spec = WEB_SPEC;
     write("services/web/deploy/service.yaml", spec);
     write("services/web/deploy/pre/config.yaml", "");
     // Valid YAML, 8 MiB: a comment block pasted into the file.

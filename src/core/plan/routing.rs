@@ -296,7 +296,7 @@ mod tests {
     fn kinds(d: &Desired, live: &LiveState) -> Vec<String> {
         let p = plan(d, live, false, &ctx());
         assert!(p.blockers.is_empty(), "{:?}", p.blockers);
-        p.actions.iter().map(|a| serde_json::to_value(a).unwrap()["action"].as_str().unwrap().to_string()).collect()
+        crate::core::testing::action_kinds(&p)
     }
 
     #[test]

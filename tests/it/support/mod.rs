@@ -7,6 +7,7 @@
 // Each test module uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod adapter;
 pub mod cloud;
 pub mod moto;
 pub mod proxy;
