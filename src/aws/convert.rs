@@ -219,6 +219,16 @@ pub fn deployment_to_sdk(d: &DeploymentConfiguration) -> ecs::DeploymentConfigur
             ecs::DeploymentCircuitBreaker::builder().enable(cb.enable).rollback(cb.rollback).build(),
         );
     }
+    // Always sent: alarms that left git are switched off, not left in place.
+    let alarms = d.alarms.clone().unwrap_or_default();
+    if let Ok(a) = ecs::DeploymentAlarms::builder()
+        .set_alarm_names(Some(alarms.alarm_names))
+        .enable(alarms.enable)
+        .rollback(alarms.rollback)
+        .build()
+    {
+        b = b.alarms(a);
+    }
     b.build()
 }
 
@@ -248,6 +258,11 @@ pub fn service_from_sdk(s: &ecs::Service) -> LiveService {
                 .map(|c| CircuitBreaker { enable: c.enable(), rollback: c.rollback() }),
             maximum_percent: d.maximum_percent(),
             minimum_healthy_percent: d.minimum_healthy_percent(),
+            alarms: d.alarms().filter(|a| a.enable()).map(|a| DeploymentAlarms {
+                alarm_names: a.alarm_names().to_vec(),
+                enable: a.enable(),
+                rollback: a.rollback(),
+            }),
         }),
         network_configuration: s.network_configuration().and_then(|n| n.awsvpc_configuration()).map(|a| {
             NetworkConfiguration {

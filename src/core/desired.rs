@@ -157,6 +157,17 @@ pub struct DeploymentConfiguration {
     pub maximum_percent: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_healthy_percent: Option<i32>,
+    /// CloudWatch alarms that roll the deployment back; `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarms: Option<DeploymentAlarms>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentAlarms {
+    pub alarm_names: Vec<String>,
+    pub enable: bool,
+    pub rollback: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -215,14 +215,18 @@ pub fn service_view(s: &ServiceSettings, reference: &ServiceSettings) -> Value {
     let dc = s.deployment_configuration.as_ref().or(reference.deployment_configuration.as_ref());
     if let Some(dc) = dc {
         let cb = dc.deployment_circuit_breaker.clone().unwrap_or_default();
-        m.insert(
-            "deploymentConfiguration".into(),
-            json!({
-                "deploymentCircuitBreaker": {"enable": cb.enable, "rollback": cb.rollback},
-                "maximumPercent": dc.maximum_percent.unwrap_or(200),
-                "minimumHealthyPercent": dc.minimum_healthy_percent.unwrap_or(100),
-            }),
-        );
+        let mut view = json!({
+            "deploymentCircuitBreaker": {"enable": cb.enable, "rollback": cb.rollback},
+            "maximumPercent": dc.maximum_percent.unwrap_or(200),
+            "minimumHealthyPercent": dc.minimum_healthy_percent.unwrap_or(100),
+        });
+        // Enabled alarms only (switched-off ones read as none); names as a set.
+        if let Some(a) = dc.alarms.as_ref().filter(|a| a.enable) {
+            let mut names = a.alarm_names.clone();
+            names.sort();
+            view["alarms"] = json!({"alarmNames": names, "rollback": a.rollback});
+        }
+        m.insert("deploymentConfiguration".into(), view);
     }
     let net = s.network_configuration.as_ref().map(|n| {
         let mut subnets = n.awsvpc_configuration.subnets.clone();

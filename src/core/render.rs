@@ -231,6 +231,11 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
             deployment_circuit_breaker: Some(CircuitBreaker { enable: true, rollback: true }),
             maximum_percent: Some(200),
             minimum_healthy_percent: Some(100),
+            alarms: (!spec.alarms.is_empty()).then(|| DeploymentAlarms {
+                alarm_names: spec.alarms.clone(),
+                enable: true,
+                rollback: true,
+            }),
         }),
         network_configuration,
         propagate_tags: Some("SERVICE".into()),

@@ -211,6 +211,11 @@ pub fn service_names(schema: &mut Schema) {
     items(schema, json!({"pattern": SERVICE_NAME}));
 }
 
+pub fn alarm_names(schema: &mut Schema) {
+    object(schema).insert("maxItems".into(), json!(10));
+    items(schema, json!({"minLength": 1, "maxLength": 255}));
+}
+
 pub fn data_names(schema: &mut Schema) {
     items(schema, json!({"pattern": DATA_NAME}));
 }

@@ -81,6 +81,7 @@ pub(crate) fn service_settings() -> ServiceSettings {
         deployment_circuit_breaker: Some(CircuitBreaker { enable: true, rollback: true }),
         maximum_percent: Some(200),
         minimum_healthy_percent: Some(100),
+        alarms: None,
     };
     ServiceSettings {
         cluster: "pre".into(),

@@ -14,6 +14,7 @@ mod packaging;
 mod page;
 mod parse_props;
 mod render_snapshots;
+mod rollout;
 mod routing;
 mod routing_aws;
 mod schema;

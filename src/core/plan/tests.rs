@@ -182,6 +182,41 @@ fn ecs_exec_is_diffed_like_a_service_setting() {
     ]);
 }
 
+/// Deployment alarms: compared as a set, only while enabled (ECS keeps switched-off ones).
+#[test]
+fn deployment_alarms_are_diffed_as_a_set_while_enabled() {
+    use crate::core::desired::DeploymentAlarms;
+    let alarms = |names: &[&str], enable: bool| {
+        let names = names.iter().map(|n| n.to_string()).collect();
+        move |dc: &mut crate::core::desired::DeploymentConfiguration| {
+            dc.alarms = Some(DeploymentAlarms { alarm_names: names, enable, rollback: enable })
+        }
+    };
+    let set = |f: Box<dyn FnOnce(&mut crate::core::desired::DeploymentConfiguration)>| {
+        move |s: &mut ServiceSettings| f(s.deployment_configuration.as_mut().unwrap())
+    };
+    let none = desired().build();
+    let two = desired().service(set(Box::new(alarms(&["a", "b"], true)))).build();
+    let live_two = |names: &[&str], enable: bool| {
+        let f = alarms(names, enable);
+        move |s: &mut LiveService| f(s.settings.deployment_configuration.as_mut().unwrap())
+    };
+    check(vec![
+        Case::new("added in git", two.clone(), converged(&none).build())
+            .actions(&["UpdateService", "TagService"])
+            .drift(&["service.deploymentConfiguration.alarms", "service.tags.berth:spec-hash"]),
+        Case::new("in another order", two.clone(), converged(&two).service(live_two(&["b", "a"], true)).build()),
+        Case::new(
+            "switched off live, none in git",
+            none.clone(),
+            converged(&none).service(live_two(&["a"], false)).build(),
+        ),
+        Case::new("left git", none.clone(), converged(&none).service(live_two(&["a"], true)).build())
+            .actions(&["UpdateService"])
+            .drift(&["service.deploymentConfiguration.alarms"]),
+    ]);
+}
+
 #[test]
 fn task_definition_and_service() {
     let d = desired().build();

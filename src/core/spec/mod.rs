@@ -38,6 +38,8 @@ pub struct ServiceSpec {
     pub route: RouteSpec,
     /// ECS Exec on the service.
     pub exec: bool,
+    /// CloudWatch alarms that roll a deployment back.
+    pub alarms: Vec<String>,
     pub depends_on: Vec<String>,
     pub data: Vec<String>,
     /// Where each entry of `depends_on` and `data` is written.
@@ -354,6 +356,25 @@ pub(crate) fn check_spec(
         ));
     }
     let route = route_spec(spec.ingress.as_ref(), diags);
+    let mut alarms = Vec::new();
+    if let Some(list) = spec.rollout.as_ref().and_then(|r| r.alarms.as_ref()) {
+        if list.value.len() > 10 {
+            diags.push(Diagnostic::new(
+                list.pos.clone(),
+                format!("{} alarms: a deployment takes at most 10", list.value.len()),
+            ));
+        }
+        for a in &list.value {
+            if a.value.is_empty() || a.value.len() > 255 || a.value.chars().any(char::is_control) {
+                diags.push(Diagnostic::new(
+                    a.pos.clone(),
+                    format!("invalid alarm name `{}`: 1 to 255 characters, no control characters", a.value),
+                ));
+            } else if !alarms.contains(&a.value) {
+                alarms.push(a.value.clone());
+            }
+        }
+    }
     let mut depends_on = Vec::new();
     let mut data = Vec::new();
     let mut dependency_at = Vec::new();
@@ -474,6 +495,7 @@ pub(crate) fn check_spec(
         external: route.external_at.is_some(),
         route,
         exec: spec.exec.as_ref().is_some_and(|e| e.value),
+        alarms,
         depends_on,
         data,
         dependency_at,

@@ -60,6 +60,8 @@ pub struct Spec {
     pub ingress: Option<At<Ingress>>,
     /// ECS Exec on the service (`enableExecuteCommand`) for its owners (default false).
     pub exec: Option<At<bool>>,
+    /// How ECS rolls out a new revision.
+    pub rollout: Option<At<Rollout>>,
     /// What the service needs: services that converge first, data stores it uses.
     pub dependencies: Option<At<Dependencies>>,
     /// Container environment; values may use templates.
@@ -116,6 +118,16 @@ pub struct Ingress {
     pub host: Option<At<String>>,
     /// Path patterns (`/api/*`) the rules match besides the host; none: every path.
     pub paths: Option<At<Vec<At<String>>>>,
+}
+
+/// How ECS rolls out a new revision (a rolling update with the circuit breaker).
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// CloudWatch alarms that stop the deployment and roll it back while any is in ALARM
+    /// (at most 10 names of at most 255 characters).
+    #[schemars(transform = schema::alarm_names)]
+    pub alarms: Option<At<Vec<At<String>>>>,
 }
 
 /// What the service needs.
@@ -180,7 +192,8 @@ pub struct KeyValue {
 
 stamp_fields! {
     ServiceFile { kind, name, spec }
-    Spec { image, resources, count, autoscaling, port, health, metrics_port, ingress, exec, dependencies, environment }
+    Spec { image, resources, count, autoscaling, port, health, metrics_port, ingress, exec, rollout, dependencies, environment }
+    Rollout { alarms }
     Resources { cpu, memory }
     Autoscaling { resource, target, min, max }
     Ingress { internal, external, host, paths }
@@ -229,6 +242,7 @@ impl Spec {
                 paths: pick(&b.paths, &o.paths),
             }),
             exec: pick(&self.exec, &over.exec),
+            rollout: merge_opt(&self.rollout, &over.rollout, |b, o| Rollout { alarms: pick(&b.alarms, &o.alarms) }),
             dependencies: merge_opt(&self.dependencies, &over.dependencies, |b, o| Dependencies {
                 services: pick(&b.services, &o.services),
                 data: pick(&b.data, &o.data),
