@@ -61,6 +61,9 @@ pub enum Command {
     Pause(PauseArgs),
     /// Apply a paused service again.
     Resume(ServiceArgs),
+    /// Run a one-off task of a service's current revision (`berth run api --env pre -- ./migrate up`),
+    /// wait for it, and exit with its container's exit code.
+    Run(RunArgs),
     /// Print a shell completion script: `berth completions bash > /etc/bash_completion.d/berth`.
     Completions(CompletionsArgs),
     /// Print the man page (roff): `berth man > /usr/local/share/man/man1/berth.1`.
@@ -81,6 +84,30 @@ pub struct ServiceArgs {
     /// `text` or `json`.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The service (its `name:`); the task runs its current revision and network settings.
+    pub service: String,
+    /// The agent config.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The environment (a key under `environments:` in the agent config).
+    #[arg(long)]
+    pub env: String,
+    /// How long to wait for the task to stop (`30m`, `90s`).
+    #[arg(long, default_value = "30m")]
+    pub timeout: String,
+    /// How often the task is looked at while it runs.
+    #[arg(long, default_value = "2s", hide = true)]
+    pub poll: String,
+    /// `text` or `json`.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// The command, instead of the container's (after `--`).
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

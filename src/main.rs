@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // --help and --version are not errors; anything else is a usage error.
-            return if e.use_stderr() { ExitCode::from(Exit::Usage as u8) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() { ExitCode::from(Exit::Usage.code()) } else { ExitCode::SUCCESS };
         }
     };
     init_tracing(cli.log_format);
@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         Command::Unpin(a) => commands::operate::unpin(a),
         Command::Pause(a) => commands::operate::pause(a),
         Command::Resume(a) => commands::operate::resume(a),
+        Command::Run(a) => commands::run::run(a),
         Command::Completions(a) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
@@ -55,13 +56,13 @@ fn main() -> ExitCode {
         Command::Man => man(),
     };
     match result {
-        Ok(exit) => ExitCode::from(exit as u8),
+        Ok(exit) => ExitCode::from(exit.code()),
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::from(Exit::Failed as u8)
+            ExitCode::from(Exit::Failed.code())
         }
     }
 }

@@ -385,3 +385,84 @@ mod tests {
         assert_eq!(cache.get(&td.arn), None);
     }
 }
+
+/// A one-off task's state, as DescribeTasks tells it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskState {
+    /// PROVISIONING, PENDING, RUNNING, …, STOPPED.
+    pub last_status: String,
+    pub stopped_reason: Option<String>,
+    /// The named container's exit code, once it exited.
+    pub exit_code: Option<i32>,
+    /// Why the container stopped, when ECS says (an image that cannot be pulled, …).
+    pub container_reason: Option<String>,
+}
+
+impl Aws {
+    /// RunTask: one Fargate task of `task_definition` with the service's network settings,
+    /// `command` instead of the container's, started by `started_by`. A task ECS cannot
+    /// place (the answer's `failures`) is an error naming the reason.
+    pub async fn run_task(
+        &self,
+        settings: &ServiceSettings,
+        task_definition: &str,
+        container: &str,
+        command: &[String],
+        started_by: &str,
+    ) -> Result<String, AwsError> {
+        let overrides = ecs::TaskOverride::builder()
+            .container_overrides(
+                ecs::ContainerOverride::builder().name(container).set_command(Some(command.to_vec())).build(),
+            )
+            .build();
+        let mut req = self
+            .ecs
+            .run_task()
+            .cluster(&settings.cluster)
+            .task_definition(task_definition)
+            .count(1)
+            .set_launch_type(settings.launch_type.as_deref().map(ecs::LaunchType::from))
+            .set_platform_version(settings.platform_version.clone())
+            .overrides(overrides)
+            .started_by(started_by);
+        if let Some(n) = &settings.network_configuration {
+            req = req.network_configuration(convert::network_to_sdk(n)?);
+        }
+        let resp = req.send().await.map_err(|e| classify("RunTask", e))?;
+        if let Some(f) = resp.failures().first() {
+            let why = [f.reason(), f.detail()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+            return Err(AwsError::other("RunTask", format!("the task could not be placed: {why}")));
+        }
+        resp.tasks()
+            .first()
+            .and_then(|t| t.task_arn())
+            .map(str::to_string)
+            .ok_or_else(|| AwsError::other("RunTask", "no task in the answer"))
+    }
+
+    /// DescribeTasks of one task; `None` when ECS no longer knows it.
+    pub async fn describe_task(
+        &self,
+        cluster: &str,
+        arn: &str,
+        container: &str,
+    ) -> Result<Option<TaskState>, AwsError> {
+        let resp = self
+            .ecs
+            .describe_tasks()
+            .cluster(cluster)
+            .tasks(arn)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeTasks", e))?;
+        Ok(resp.tasks().first().map(|t| {
+            let c = t.containers().iter().find(|c| c.name() == Some(container));
+            TaskState {
+                last_status: t.last_status().unwrap_or_default().to_string(),
+                stopped_reason: t.stopped_reason().map(str::to_string),
+                exit_code: c.and_then(|c| c.exit_code()),
+                container_reason: c.and_then(|c| c.reason()).map(str::to_string),
+            }
+        }))
+    }
+}

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod new;
 pub mod operate;
 pub mod render;
+pub mod run;
 pub mod schema;
 pub mod status;
 pub mod validate;
@@ -19,11 +20,25 @@ use crate::core::spec::{Repo, RepoFiles};
 /// The contract's exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
-    Ok = 0,
-    Failed = 1,
-    Drift = 2,
+    Ok,
+    Failed,
+    Drift,
     /// A usage error (EX_USAGE): never 2, which means drift for `berth diff`.
-    Usage = 64,
+    Usage,
+    /// `berth run`: the exit code of the task's container.
+    Task(u8),
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Failed => 1,
+            Exit::Drift => 2,
+            Exit::Usage => 64,
+            Exit::Task(c) => c,
+        }
+    }
 }
 
 /// Writes a command's output to stdout. A closed pipe (`berth schema | head`) is not an

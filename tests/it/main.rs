@@ -17,6 +17,7 @@ mod render_snapshots;
 mod rollout;
 mod routing;
 mod routing_aws;
+mod run;
 mod schema;
 mod security_groups_aws;
 mod support;

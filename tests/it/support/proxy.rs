@@ -35,6 +35,14 @@ pub enum Rollouts {
     Stuck,
 }
 
+/// How DescribeTasks answers are rewritten: every task STOPPED, its containers with this
+/// exit code, or stopped before the container ran (`CannotStart`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskEnd {
+    Exit(i32),
+    CannotStart,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
     Throttle,
@@ -79,6 +87,8 @@ struct State {
     rollouts: Option<Rollouts>,
     /// Per service name, overriding `rollouts`.
     rollouts_for: BTreeMap<String, Rollouts>,
+    /// How DescribeTasks answers: moto keeps a task RUNNING forever.
+    tasks: Option<TaskEnd>,
     bodies: Vec<(String, String)>,
 }
 
@@ -130,6 +140,10 @@ impl Proxy {
     }
 
     /// Rewrites the deployments of one service (by name) as `mode`, whatever the rest get.
+    pub fn set_tasks(&self, end: TaskEnd) {
+        self.state.lock().unwrap().tasks = Some(end);
+    }
+
     pub fn set_rollouts_for(&self, service: &str, mode: Rollouts) {
         self.state.lock().unwrap().rollouts_for.insert(service.to_string(), mode);
     }
@@ -264,7 +278,7 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
             }
             _ => s.chaos.as_mut().and_then(Chaos::roll),
         };
-        (fault, (s.rollouts.unwrap_or(Rollouts::Moto), s.rollouts_for.clone()))
+        (fault, (s.rollouts.unwrap_or(Rollouts::Moto), s.rollouts_for.clone(), s.tasks))
     };
     let mut out = conn;
     let lose = matches!(fault, Some(Fault::LoseResponse));
@@ -325,6 +339,9 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
     let mut body = if chunked { dechunk(resp_body) } else { resp_body.to_vec() };
     if op == "DescribeServices" && status == 200 && (rollouts.0 != Rollouts::Moto || !rollouts.1.is_empty()) {
         body = rewrite_deployments(&body, &rollouts.0, &rollouts.1);
+    }
+    if let (true, 200, Some(end)) = (op == "DescribeTasks", status, rollouts.2) {
+        body = rewrite_tasks(&body, end);
     }
     write_response(&mut out, status, &reason, &ctype, &body)
 }
@@ -426,6 +443,32 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[(start + size + 2).min(data.len())..];
     }
     out
+}
+
+fn rewrite_tasks(body: &[u8], end: TaskEnd) -> Vec<u8> {
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else { return body.to_vec() };
+    for t in v.get_mut("tasks").and_then(Value::as_array_mut).into_iter().flatten() {
+        t["lastStatus"] = "STOPPED".into();
+        t["desiredStatus"] = "STOPPED".into();
+        let (reason, code) = match end {
+            TaskEnd::Exit(c) => ("Essential container in task exited", Some(c)),
+            TaskEnd::CannotStart => ("Task failed to start", None),
+        };
+        t["stoppedReason"] = reason.into();
+        for c in t.get_mut("containers").and_then(Value::as_array_mut).into_iter().flatten() {
+            c["lastStatus"] = "STOPPED".into();
+            match code {
+                Some(code) => c["exitCode"] = code.into(),
+                None => {
+                    c["reason"] = "CannotPullContainerError: pull image manifest has been retried 5 time(s)".into();
+                    if let Some(o) = c.as_object_mut() {
+                        o.remove("exitCode");
+                    }
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
 }
 
 fn rewrite_deployments(body: &[u8], default: &Rollouts, per_service: &BTreeMap<String, Rollouts>) -> Vec<u8> {
