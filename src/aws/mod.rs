@@ -25,6 +25,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 pub use cloudwatch::Datum;
+pub use ecs::TaskState;
 pub use lookups::{EcrImage, Item, Verified, VerifyRequest};
 
 /// The ECR image an image reference names, when it is in this region's ECR.

@@ -162,6 +162,15 @@ pub struct DeploymentConfiguration {
     pub alarms: Option<DeploymentAlarms>,
 }
 
+/// `spec.tasks.before_deploy`: the command (a container override of the new revision)
+/// and how long it may run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BeforeDeploy {
+    pub command: Vec<String>,
+    pub timeout_s: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentAlarms {
@@ -252,6 +261,9 @@ pub struct Desired {
     /// With the environment's `ingress:`: the service's security groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<super::routing::Access>,
+    /// A task run before the service moves to a new revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_deploy: Option<BeforeDeploy>,
     /// With the environment's `dashboards: cloudwatch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dashboard: Option<super::dashboard::Dashboard>,
@@ -274,10 +286,12 @@ pub mod tags {
     pub const PINNED: &str = "berth:pinned";
     /// On a service: an operator's pause (`by=WHO at=TIME reason=TEXT`).
     pub const PAUSED: &str = "berth:paused";
+    /// On a service: the spec hash whose before-deploy task succeeded (not run again).
+    pub const BEFORE_DEPLOY: &str = "berth:before-deploy";
 
     /// Tags that record berth's state of a service rather than what git says: never drift.
     pub fn is_state(key: &str) -> bool {
-        matches!(key, HELD | PINNED | PAUSED)
+        matches!(key, HELD | PINNED | PAUSED | BEFORE_DEPLOY)
     }
 }
 

@@ -282,6 +282,7 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
         scaling,
         routing,
         access,
+        before_deploy: spec.before_deploy.clone(),
         dashboard,
     };
     let hash = spec_hash(&desired);

@@ -164,6 +164,7 @@ impl DesiredBuilder {
             scaling: self.scaling,
             routing: None,
             access: None,
+            before_deploy: None,
             dashboard: None,
         };
         let hash = spec_hash(&desired);

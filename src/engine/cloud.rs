@@ -61,6 +61,22 @@ pub trait Cloud: Send + Sync + 'static {
         set_count: bool,
     ) -> impl Future<Output = Result<LiveService, AwsError>> + Send;
     /// The names of the services of `cluster`.
+    /// One task of `task_definition` with the service's network settings and `command` in
+    /// place of `container`'s (see [`Aws::run_task`]); its ARN.
+    fn run_task(
+        &self,
+        settings: &ServiceSettings,
+        task_definition: &str,
+        container: &str,
+        command: &[String],
+        started_by: &str,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn describe_task(
+        &self,
+        cluster: &str,
+        arn: &str,
+        container: &str,
+    ) -> impl Future<Output = Result<Option<crate::aws::TaskState>, AwsError>> + Send;
     fn list_services(&self, cluster: &str) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
     fn delete_service(&self, cluster: &str, service: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn tag_resource(&self, arn: &str, tags: &[Tag]) -> impl Future<Output = Result<(), AwsError>> + Send;
@@ -204,6 +220,24 @@ impl Cloud for Aws {
     }
     async fn update_service(&self, s: &ServiceSettings, revision: &str, set: bool) -> Result<LiveService, AwsError> {
         Aws::update_service(self, s, revision, set).await
+    }
+    async fn run_task(
+        &self,
+        settings: &ServiceSettings,
+        task_definition: &str,
+        container: &str,
+        command: &[String],
+        started_by: &str,
+    ) -> Result<String, AwsError> {
+        Aws::run_task(self, settings, task_definition, container, command, started_by).await
+    }
+    async fn describe_task(
+        &self,
+        cluster: &str,
+        arn: &str,
+        container: &str,
+    ) -> Result<Option<crate::aws::TaskState>, AwsError> {
+        Aws::describe_task(self, cluster, arn, container).await
     }
     async fn list_services(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
         Aws::list_services(self, cluster).await

@@ -426,3 +426,46 @@ async fn orphans_are_reported_and_the_prune_limit_holds() {
     })
     .await;
 }
+
+/// `tasks.before_deploy`: the new revision runs the command as a task before the service
+/// moves; exit 0 lets the update go on and is recorded on the service, so a retry of the
+/// same spec (its update failed) does not run it again; exit 1 stops the apply with the exit
+/// code named and no UpdateService.
+#[tokio::test(start_paused = true)]
+async fn a_before_deploy_task_gates_the_update_and_runs_once_per_spec() {
+    Harness::run("{wait: false, poll: 1s}", |h| async move {
+        let task = "  tasks:\n    before_deploy: {command: [./migrate, up], timeout: 5m}\n";
+        h.cloud.state.lock().unwrap().task_exit = Some(0);
+        h.cloud.state.lock().unwrap().failing.insert("ledger".into());
+        let updates = h.cloud.calls("UpdateService");
+        let commit = h
+            .push("services/ledger/deploy/service.yaml", |t| t.replace("  count: 1\n", &format!("  count: 1\n{task}")));
+        h.wait("the task ran", |h| h.cloud.state.lock().unwrap().tasks.len() == 1).await;
+        h.wait("the update failed", |h| h.service("ledger")["health"] == "Unknown").await;
+        let (td, command) = h.cloud.state.lock().unwrap().tasks[0].clone();
+        assert_eq!(command, ["./migrate", "up"]);
+        assert!(td.ends_with("task-definition/ledger-pre:2"), "the new revision runs it: {td}");
+        let spec_hash = h.service("ledger")["spec_hash"].as_str().unwrap().to_string();
+        assert_eq!(h.cloud.tag_of("ledger", "berth:before-deploy"), Some(spec_hash.clone()));
+        // The update works again: the retry of this spec updates without a second task.
+        h.cloud.state.lock().unwrap().failing.clear();
+        h.wait("ledger synced", |h| synced_at(h, "ledger", &commit)).await;
+        assert_eq!(h.cloud.state.lock().unwrap().tasks.len(), 1, "the task ran again for the same spec");
+        assert!(h.cloud.calls("UpdateService") > updates);
+
+        // A new spec whose task fails: no UpdateService, the exit code in the status.
+        h.cloud.state.lock().unwrap().task_exit = Some(1);
+        let updates = h.cloud.calls("UpdateService");
+        let running = h.cloud.running("ledger").unwrap().arn.clone();
+        h.push("services/ledger/deploy/service.yaml", |t| t.replace("./migrate, up", "./migrate, up, --all"));
+        h.wait("the failing task", |h| {
+            h.service("ledger")["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("before-deploy task") && e.contains("exited 1"))
+        })
+        .await;
+        assert_eq!(h.cloud.calls("UpdateService"), updates, "a failed before-deploy task let the update through");
+        assert_eq!(h.cloud.running("ledger").unwrap().arn, running);
+    })
+    .await;
+}

@@ -236,6 +236,8 @@ const REQUIRED: &[&str] = &[
     "cloudwatch:ListDashboards",
     "cloudwatch:GetDashboard",
     "cloudwatch:PutDashboard",
+    "ecs:RunTask",
+    "ecs:DescribeTasks",
 ];
 
 /// Never granted: berth does not read secret values.

@@ -164,6 +164,18 @@ pub enum Action {
     CreateSecurityGroup {
         group: SecurityGroup,
     },
+    /// `spec.tasks.before_deploy`: a task of `revision` with the service's network
+    /// settings, waited for; the service moves only when it exits 0.
+    RunBeforeDeploy {
+        settings: Arc<ServiceSettings>,
+        bind: Bind,
+        revision: Revision,
+        command: Vec<String>,
+        timeout_s: u64,
+        spec_hash: String,
+        /// The live service, where the task's success is recorded (`None`: being created).
+        service_arn: Option<String>,
+    },
     /// TCP `port` into `group` from `from` (ids, or outputs of CreateSecurityGroup).
     AuthorizeIngress {
         group: Revision,
@@ -237,6 +249,7 @@ impl Action {
             }
             Action::DeleteRecord { zone_id, name, .. } => format!("delete record {name} (zone {zone_id})"),
             Action::CreateSecurityGroup { group } => format!("create security group {}", group.group_name),
+            Action::RunBeforeDeploy { command, .. } => format!("run the before-deploy task: {}", command.join(" ")),
             Action::AuthorizeIngress { port, description, .. } => {
                 format!("allow tcp {port} from {}", description.trim_start_matches("berth: "))
             }

@@ -37,6 +37,25 @@ pub(super) fn step(plan: &mut Plan, input: &Input, revision: Revision, bind: Bin
     }
 }
 
+/// The spec's before-deploy task, when the service moves to a revision and the task has not
+/// succeeded for this spec yet (the `berth:before-deploy` tag says so).
+fn before_deploy(plan: &mut Plan, input: &Input, settings: &Arc<ServiceSettings>, revision: &Revision, bind: &Bind) {
+    let Some(task) = &input.desired.before_deploy else { return };
+    let spec_hash = input.desired.spec_hash();
+    if input.service().and_then(|s| s.tag(crate::core::desired::tags::BEFORE_DEPLOY)) == Some(spec_hash) {
+        return;
+    }
+    plan.push(Action::RunBeforeDeploy {
+        settings: settings.clone(),
+        bind: bind.clone(),
+        revision: revision.clone(),
+        command: task.command.clone(),
+        timeout_s: task.timeout_s,
+        spec_hash: spec_hash.to_string(),
+        service_arn: input.service().map(|s| s.arn.clone()),
+    });
+}
+
 /// The settings with the target group and security groups of `bind` that are known
 /// (existing ones, or what `outputs` recorded).
 pub fn bound(settings: &Arc<ServiceSettings>, bind: &Bind, outputs: &Outputs) -> Arc<ServiceSettings> {
@@ -68,6 +87,7 @@ fn create(plan: &mut Plan, input: &Input, settings: Arc<ServiceSettings>, revisi
         .desired_count
         .or_else(|| desired.scaling.as_ref().map(|s| s.scalable_target.min_capacity))
         .unwrap_or(1);
+    before_deploy(plan, input, &settings, &revision, &bind);
     plan.push(Action::CreateService { settings, revision, desired_count, bind });
     Ok(())
 }
@@ -108,6 +128,9 @@ fn update(
     let (tags, changed): (Vec<Change>, Vec<Change>) =
         diff::diff_service(live, &settings).into_iter().partition(|c| c.path.starts_with("service.tags"));
     let adopted = plan.ownership == Ownership::Adopted;
+    if moves {
+        before_deploy(plan, input, &settings, &revision, &bind);
+    }
     if moves || !changed.is_empty() || adopted {
         plan.push(Action::UpdateService {
             set_desired_count: settings.desired_count.is_some(),

@@ -40,6 +40,8 @@ pub struct ServiceSpec {
     pub exec: bool,
     /// CloudWatch alarms that roll a deployment back.
     pub alarms: Vec<String>,
+    /// A task run before a deploy: its command and how long it may run.
+    pub before_deploy: Option<crate::core::desired::BeforeDeploy>,
     pub depends_on: Vec<String>,
     pub data: Vec<String>,
     /// Where each entry of `depends_on` and `data` is written.
@@ -356,6 +358,33 @@ pub(crate) fn check_spec(
         ));
     }
     let route = route_spec(spec.ingress.as_ref(), diags);
+    let mut before_deploy = None;
+    if let Some(b) = spec.tasks.as_ref().and_then(|t| t.before_deploy.as_ref()) {
+        let command: Vec<String> = b.command.iter().flat_map(|c| c.value.iter().map(|a| a.value.clone())).collect();
+        if command.is_empty() || command.iter().any(String::is_empty) {
+            let pos = b.command.as_ref().map_or(&b.pos, |c| &c.pos);
+            diags.push(Diagnostic::new(
+                pos.clone(),
+                "`before_deploy.command` needs a command: a list of non-empty words",
+            ));
+        }
+        let timeout = match &b.timeout {
+            None => Some(600),
+            Some(t) => match humantime::parse_duration(&t.value) {
+                Ok(d) if (1..=86_400).contains(&d.as_secs()) => Some(d.as_secs()),
+                _ => {
+                    diags.push(Diagnostic::new(
+                        t.pos.clone(),
+                        format!("invalid timeout `{}`: a duration from 1s to 24h (`10m`)", t.value),
+                    ));
+                    None
+                }
+            },
+        };
+        if let Some(timeout_s) = timeout {
+            before_deploy = Some(crate::core::desired::BeforeDeploy { command, timeout_s });
+        }
+    }
     let mut alarms = Vec::new();
     if let Some(list) = spec.rollout.as_ref().and_then(|r| r.alarms.as_ref()) {
         if list.value.len() > 10 {
@@ -496,6 +525,7 @@ pub(crate) fn check_spec(
         route,
         exec: spec.exec.as_ref().is_some_and(|e| e.value),
         alarms,
+        before_deploy,
         depends_on,
         data,
         dependency_at,

@@ -62,6 +62,8 @@ pub struct Spec {
     pub exec: Option<At<bool>>,
     /// How ECS rolls out a new revision.
     pub rollout: Option<At<Rollout>>,
+    /// Tasks berth runs with a deploy.
+    pub tasks: Option<At<Tasks>>,
     /// What the service needs: services that converge first, data stores it uses.
     pub dependencies: Option<At<Dependencies>>,
     /// Container environment; values may use templates.
@@ -130,6 +132,27 @@ pub struct Rollout {
     pub alarms: Option<At<Vec<At<String>>>>,
 }
 
+/// Tasks berth runs with a deploy.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tasks {
+    /// Run once per spec, as a task of the new revision (its command instead of the
+    /// container's), before the service moves to it; the deploy goes on only when it exits 0.
+    pub before_deploy: Option<At<BeforeDeploy>>,
+}
+
+/// A task run before a deploy (a schema migration).
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BeforeDeploy {
+    /// The command, as an exec list (`["./migrate", "up"]`).
+    #[schemars(extend("minItems" = 1))]
+    pub command: Option<At<Vec<At<String>>>>,
+    /// How long it may run (default 10m, at most 24h).
+    #[schemars(transform = schema::duration)]
+    pub timeout: Option<At<String>>,
+}
+
 /// What the service needs.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -192,8 +215,10 @@ pub struct KeyValue {
 
 stamp_fields! {
     ServiceFile { kind, name, spec }
-    Spec { image, resources, count, autoscaling, port, health, metrics_port, ingress, exec, rollout, dependencies, environment }
+    Spec { image, resources, count, autoscaling, port, health, metrics_port, ingress, exec, rollout, tasks, dependencies, environment }
     Rollout { alarms }
+    Tasks { before_deploy }
+    BeforeDeploy { command, timeout }
     Resources { cpu, memory }
     Autoscaling { resource, target, min, max }
     Ingress { internal, external, host, paths }
@@ -243,6 +268,9 @@ impl Spec {
             }),
             exec: pick(&self.exec, &over.exec),
             rollout: merge_opt(&self.rollout, &over.rollout, |b, o| Rollout { alarms: pick(&b.alarms, &o.alarms) }),
+            tasks: merge_opt(&self.tasks, &over.tasks, |b, o| Tasks {
+                before_deploy: pick(&b.before_deploy, &o.before_deploy),
+            }),
             dependencies: merge_opt(&self.dependencies, &over.dependencies, |b, o| Dependencies {
                 services: pick(&b.services, &o.services),
                 data: pick(&b.data, &o.data),

@@ -237,6 +237,54 @@ struct Execution {
     rollout: Option<RolloutWatch>,
 }
 
+/// Runs the before-deploy task of `revision` and waits for it (looked at every
+/// `rollout.poll`, for at most `timeout_s`): `Ok` with what ran when it exited 0; otherwise
+/// an error naming its exit code or why it stopped, and its log stream.
+async fn before_deploy<C: Cloud>(
+    cloud: &C,
+    input: &EnvInput<'_>,
+    settings: &crate::core::desired::ServiceSettings,
+    revision: &str,
+    command: &[String],
+    timeout_s: u64,
+) -> Result<String, crate::aws::AwsError> {
+    let container = &settings.service_name;
+    let task = cloud.run_task(settings, revision, container, command, "berth-before-deploy").await?;
+    let id = task.rsplit('/').next().unwrap_or(&task).to_string();
+    tracing::info!(env = %input.env.name, service = %container, task = %id, command = %command.join(" "), "before-deploy task started");
+    let fail = |why: String| crate::aws::AwsError::Other { operation: "before_deploy".into(), message: why };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
+    loop {
+        tokio::select! {
+            () = input.cancel.cancelled() => return Err(fail(format!("task {id}: berth stopped while it ran"))),
+            () = tokio::time::sleep(input.env.rollout_poll) => {}
+        }
+        match cloud.describe_task(&settings.cluster, &task, container).await? {
+            Some(s) if s.last_status == "STOPPED" => {
+                return match s.exit_code {
+                    Some(0) => Ok(format!("before-deploy task {id} exited 0")),
+                    Some(code) => Err(fail(format!(
+                        "the before-deploy task {id} exited {code}{}; the service was not updated (logs: stream {}/{container}/{id})",
+                        s.stopped_reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+                        container
+                    ))),
+                    None => Err(fail(format!(
+                        "the before-deploy task {id} stopped without running: {}; the service was not updated",
+                        s.container_reason.or(s.stopped_reason).unwrap_or_else(|| "no reason given".into())
+                    ))),
+                };
+            }
+            None => return Err(fail(format!("the before-deploy task {id} is gone"))),
+            Some(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(fail(format!(
+                    "the before-deploy task {id} did not stop within {timeout_s} s; the service was not updated (the task runs on)"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+}
+
 /// One attempt at a plan. Every step is idempotent against a re-plan: a revision
 /// registered before a failed update is found and reused next time.
 async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execution {
@@ -245,6 +293,8 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
     let mut registered: Option<String> = None;
     let mut deployed: Option<String> = None;
     let mut service_arn: Option<String> = None;
+    // A before-deploy task that succeeded for a service being created: recorded once it is.
+    let mut before_deploy_done: Option<String> = None;
     for (id, action) in run.plan.actions_with_ids() {
         // Every write is fenced: a leader whose lease is no longer trusted stops here.
         if input.fence.is_some_and(|may_write| !may_write()) {
@@ -335,6 +385,26 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
                 .change_alias_record(zone_id, name, dns_name, alias_zone_id, true)
                 .await
                 .map(|_| format!("deleted record {name}")),
+            Action::RunBeforeDeploy { settings, bind, revision, command, timeout_s, spec_hash, service_arn } => {
+                let arn = outputs.resolve(revision).unwrap_or_default().to_string();
+                let settings = &crate::core::plan::bound(settings, bind, &outputs);
+                match before_deploy(cloud, input, settings, &arn, command, *timeout_s).await {
+                    Ok(done) => {
+                        // Recorded on the service at once: a retry of this spec (its update
+                        // failed) does not run the task again.
+                        if let Some(service) = service_arn {
+                            let tag = Tag { key: tags::BEFORE_DEPLOY.into(), value: spec_hash.clone() };
+                            if let Err(e) = cloud.tag_resource(service, &[tag]).await {
+                                tracing::warn!(service = %run.name, error = %e, "cannot record the before-deploy task");
+                            }
+                        } else {
+                            before_deploy_done = Some(spec_hash.clone());
+                        }
+                        Ok(done)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Action::CreateSecurityGroup { group } => cloud.create_security_group(group).await.map(|gid| {
                 outputs.record(id, gid.clone());
                 format!("created security group {} ({gid})", group.group_name)
@@ -368,6 +438,12 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
                 ex.error = Some(Failure::Aws { context: "applying", error, applying: true });
                 return ex;
             }
+        }
+    }
+    if let (Some(hash), Some(arn)) = (before_deploy_done, &service_arn) {
+        let tag = Tag { key: tags::BEFORE_DEPLOY.into(), value: hash };
+        if let Err(e) = cloud.tag_resource(arn, &[tag]).await {
+            tracing::warn!(service = %run.name, error = %e, "cannot record the before-deploy task");
         }
     }
     ex.task_definition = deployed.clone().or(registered);

@@ -39,6 +39,11 @@ pub struct State {
     pub leases: BTreeMap<String, (String, u64, u64)>,
     /// The state tables' items by (pk, sk).
     pub tables: BTreeMap<String, BTreeMap<(String, String), StateItem>>,
+    /// One-off tasks started: (task definition, command), in order.
+    pub tasks: Vec<(String, Vec<String>)>,
+    /// How a task ends: `Some(code)` stopped with that exit code at its first look; `None`
+    /// it runs on.
+    pub task_exit: Option<i32>,
 }
 
 #[derive(Default)]
@@ -308,6 +313,29 @@ impl Cloud for FakeCloud {
     }
 
     fn forget_unused(&self, _idle: std::time::Duration) {}
+    async fn run_task(
+        &self,
+        _: &ServiceSettings,
+        task_definition: &str,
+        _: &str,
+        command: &[String],
+        _: &str,
+    ) -> Result<String, AwsError> {
+        self.count("RunTask")?;
+        let mut s = self.state.lock().unwrap();
+        s.tasks.push((task_definition.to_string(), command.to_vec()));
+        Ok(format!("arn:aws:ecs:us-east-1:{ACCOUNT}:task/pre/{}", s.tasks.len()))
+    }
+    async fn describe_task(&self, _: &str, _: &str, _: &str) -> Result<Option<berth::aws::TaskState>, AwsError> {
+        self.count("DescribeTasks")?;
+        let exit = self.state.lock().unwrap().task_exit;
+        Ok(Some(berth::aws::TaskState {
+            last_status: if exit.is_some() { "STOPPED" } else { "RUNNING" }.into(),
+            stopped_reason: exit.map(|_| "Essential container in task exited".into()),
+            exit_code: exit,
+            container_reason: None,
+        }))
+    }
     async fn list_services(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
         self.count("ListServices")?;
         let s = self.state.lock().unwrap();
