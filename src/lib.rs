@@ -12,7 +12,8 @@
 //! - [`engine`]: reconciling an environment (`reconcile`: collect, decide, act over one
 //!   table), outcomes and their projections, the daemon's loop and per-service state,
 //!   status and metrics, and the `Cloud` port the engine uses; `history` (the state
-//!   table), `notify` (the sinks), the daemon's `lease` (leader election).
+//!   table), `notify` (the sinks), the daemon's `lease` (leader election), `task` (one-off
+//!   tasks waited for).
 //! - [`server`]: `/metrics`, `/healthz`, `/readyz`, `/status`, `/api/v1/sync` and the webhook.
 //! - [`page`]: the status page (`GET /`, `GET /services/{env}/{name}`), server-rendered.
 //! - [`http`]: the one HTTP client of berth's own requests (the CLI to the daemon,

@@ -11,6 +11,7 @@ use crate::cli::{OutputFormat, RunArgs};
 use crate::commands::Exit;
 use crate::core::desired::tags;
 use crate::engine::cloud::{Connect as _, ConnectAws};
+use crate::engine::task::TaskEnd;
 
 #[derive(Serialize)]
 struct Ran {
@@ -62,29 +63,25 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Exit> {
             exit_code: None,
             stopped_reason: None,
         };
-        let deadline = tokio::time::Instant::now() + timeout;
-        let exit = loop {
-            let state = aws.describe_task(&env.cluster, &task, name).await?;
-            match state {
-                Some(s) if s.last_status == "STOPPED" => {
-                    ran.exit_code = s.exit_code;
-                    ran.stopped_reason = s.container_reason.or(s.stopped_reason);
-                    break match s.exit_code {
-                        Some(code) => Exit::Task(u8::try_from(code).unwrap_or(1)),
-                        // Stopped before the container ran (image, secrets, placement).
-                        None => Exit::Failed,
-                    };
-                }
-                None => bail!("task {id} is gone: ECS no longer knows it"),
-                Some(_) if tokio::time::Instant::now() >= deadline => {
-                    report(args.output, &ran)?;
-                    bail!(
-                        "task {id} still runs after {}: berth leaves it running (stop it with `aws ecs stop-task --cluster {} --task {id}`)",
-                        args.timeout,
-                        env.cluster
-                    );
-                }
-                Some(_) => tokio::time::sleep(poll).await,
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let end = crate::engine::task::wait(&*aws, &env.cluster, &task, name, poll, timeout, &cancel).await?;
+        let exit = match end {
+            TaskEnd::Exited { code, reason } => {
+                (ran.exit_code, ran.stopped_reason) = (Some(code), reason);
+                Exit::Task(u8::try_from(code).unwrap_or(1))
+            }
+            TaskEnd::NotStarted(why) => {
+                ran.stopped_reason = Some(why);
+                Exit::Failed
+            }
+            TaskEnd::Gone => bail!("task {id} is gone: ECS no longer knows it"),
+            TaskEnd::TimedOut | TaskEnd::Cancelled => {
+                report(args.output, &ran)?;
+                bail!(
+                    "task {id} still runs after {}: berth leaves it running (stop it with `aws ecs stop-task --cluster {} --task {id}`)",
+                    args.timeout,
+                    env.cluster
+                );
             }
         };
         report(args.output, &ran)?;

@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod reconcile;
 pub mod scheduler;
 pub mod status;
+pub mod task;
 
 pub use outcome::{Failure, Hold, Outcome};
 pub use reconcile::{EnvInput, Mode, ServiceReport};

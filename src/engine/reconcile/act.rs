@@ -253,35 +253,32 @@ async fn before_deploy<C: Cloud>(
     let id = task.rsplit('/').next().unwrap_or(&task).to_string();
     tracing::info!(env = %input.env.name, service = %container, task = %id, command = %command.join(" "), "before-deploy task started");
     let fail = |why: String| crate::aws::AwsError::Other { operation: "before_deploy".into(), message: why };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
-    loop {
-        tokio::select! {
-            () = input.cancel.cancelled() => return Err(fail(format!("task {id}: berth stopped while it ran"))),
-            () = tokio::time::sleep(input.env.rollout_poll) => {}
-        }
-        match cloud.describe_task(&settings.cluster, &task, container).await? {
-            Some(s) if s.last_status == "STOPPED" => {
-                return match s.exit_code {
-                    Some(0) => Ok(format!("before-deploy task {id} exited 0")),
-                    Some(code) => Err(fail(format!(
-                        "the before-deploy task {id} exited {code}{}; the service was not updated (logs: stream {}/{container}/{id})",
-                        s.stopped_reason.map(|r| format!(" ({r})")).unwrap_or_default(),
-                        container
-                    ))),
-                    None => Err(fail(format!(
-                        "the before-deploy task {id} stopped without running: {}; the service was not updated",
-                        s.container_reason.or(s.stopped_reason).unwrap_or_else(|| "no reason given".into())
-                    ))),
-                };
-            }
-            None => return Err(fail(format!("the before-deploy task {id} is gone"))),
-            Some(_) if tokio::time::Instant::now() >= deadline => {
-                return Err(fail(format!(
-                    "the before-deploy task {id} did not stop within {timeout_s} s; the service was not updated (the task runs on)"
-                )));
-            }
-            Some(_) => {}
-        }
+    let poll = input.env.rollout_poll;
+    let end = crate::engine::task::wait(
+        cloud,
+        &settings.cluster,
+        &task,
+        container,
+        poll,
+        std::time::Duration::from_secs(timeout_s),
+        &input.cancel,
+    )
+    .await?;
+    use crate::engine::task::TaskEnd;
+    match end {
+        TaskEnd::Exited { code: 0, .. } => Ok(format!("before-deploy task {id} exited 0")),
+        TaskEnd::Exited { code, reason } => Err(fail(format!(
+            "the before-deploy task {id} exited {code}{}; the service was not updated (logs: stream {container}/{container}/{id})",
+            reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+        ))),
+        TaskEnd::NotStarted(why) => Err(fail(format!(
+            "the before-deploy task {id} stopped without running: {why}; the service was not updated"
+        ))),
+        TaskEnd::Gone => Err(fail(format!("the before-deploy task {id} is gone"))),
+        TaskEnd::TimedOut => Err(fail(format!(
+            "the before-deploy task {id} did not stop within {timeout_s} s; the service was not updated (the task runs on)"
+        ))),
+        TaskEnd::Cancelled => Err(fail(format!("task {id}: berth stopped while it ran"))),
     }
 }
 
