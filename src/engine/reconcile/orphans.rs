@@ -73,6 +73,8 @@ pub async fn orphans<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_
         tracing::warn!(env = %env.name, orphans = orphans.len(), reason = %reason, "not pruning");
     }
     let mut complete = true;
+    // The environment's routing, read once for all the services pruned this cycle.
+    let mut routes = None;
     for live in orphans {
         let name = live.settings.service_name.clone();
         // An operator's pause or pin says "leave it as it is".
@@ -90,7 +92,7 @@ pub async fn orphans<C: Cloud>(cloud: &C, table: &mut Table, input: &EnvInput<'_
         };
         let outcome = match &refusal {
             Some(reason) => Outcome::Orphaned(reason.clone()),
-            None => match prune(cloud, env, live).await {
+            None => match prune(cloud, env, live, &mut routes).await {
                 Ok(()) => {
                     tracing::info!(env = %env.name, service = %name, "pruned: its folder is gone from git");
                     if let Some(state) = &input.config.state {
@@ -120,6 +122,7 @@ async fn prune<C: Cloud>(
     cloud: &C,
     env: &crate::core::config::EnvConfig,
     live: &crate::core::live::LiveService,
+    routes: &mut Option<super::routes::EnvRoutes>,
 ) -> Result<(), crate::aws::AwsError> {
     let cluster = &env.cluster;
     let rid = scaling_resource_id(cluster, &live.settings.service_name);
@@ -136,7 +139,11 @@ async fn prune<C: Cloud>(
     // Its routing before the service: a failure leaves the service (with no tasks) for the
     // next prune to finish.
     if let Some(ingress) = &env.ingress {
-        unroute(cloud, ingress, &env.name, &live.settings.service_name).await?;
+        if routes.is_none() {
+            *routes = Some(super::routes::EnvRoutes::read(cloud, ingress).await);
+        }
+        let routes = routes.as_ref().expect("read above");
+        unroute(cloud, routes, &env.name, &live.settings.service_name).await?;
     }
     cloud.delete_service(cluster, &live.settings.service_name).await
 }
@@ -145,11 +152,10 @@ async fn prune<C: Cloud>(
 /// point at the environment's load balancers, then its target group (all by berth's tags).
 async fn unroute<C: Cloud>(
     cloud: &C,
-    ingress: &crate::core::config::IngressConfig,
+    routes: &super::routes::EnvRoutes,
     env: &str,
     service: &str,
 ) -> Result<(), crate::aws::AwsError> {
-    let routes = super::routes::EnvRoutes::read(cloud, ingress).await;
     let live = routes.of(service, env, None, &[])?;
     for rule in &live.rules {
         cloud.delete_rule(&rule.arn).await?;
