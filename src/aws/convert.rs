@@ -229,7 +229,36 @@ pub fn deployment_to_sdk(d: &DeploymentConfiguration) -> ecs::DeploymentConfigur
     {
         b = b.alarms(a);
     }
-    b.build()
+    // Always sent, like the alarms: a strategy, its settings and hooks removed from git
+    // go back to rolling, not stay in place.
+    b = b.strategy(ecs::DeploymentStrategy::from(d.strategy.as_deref().unwrap_or("ROLLING")));
+    b = b.set_bake_time_in_minutes(d.bake_time_in_minutes);
+    if let Some(c) = &d.canary_configuration {
+        b = b.canary_configuration(
+            ecs::CanaryConfiguration::builder()
+                .canary_percent(c.canary_percent)
+                .canary_bake_time_in_minutes(c.canary_bake_time_in_minutes)
+                .build(),
+        );
+    }
+    if let Some(l) = &d.linear_configuration {
+        b = b.linear_configuration(
+            ecs::LinearConfiguration::builder()
+                .step_percent(l.step_percent)
+                .step_bake_time_in_minutes(l.step_bake_time_in_minutes)
+                .build(),
+        );
+    }
+    let hooks = d.lifecycle_hooks.iter().map(|h| {
+        ecs::DeploymentLifecycleHook::builder()
+            .hook_target_arn(&h.hook_target_arn)
+            .role_arn(&h.role_arn)
+            .set_lifecycle_stages(Some(
+                h.lifecycle_stages.iter().map(|s| ecs::DeploymentLifecycleHookStage::from(s.as_str())).collect(),
+            ))
+            .build()
+    });
+    b.set_lifecycle_hooks(Some(hooks.collect())).build()
 }
 
 pub fn load_balancers_to_sdk(lbs: &[LoadBalancer]) -> Vec<ecs::LoadBalancer> {
@@ -239,6 +268,14 @@ pub fn load_balancers_to_sdk(lbs: &[LoadBalancer]) -> Vec<ecs::LoadBalancer> {
                 .target_group_arn(&l.target_group_arn)
                 .container_name(&l.container_name)
                 .container_port(l.container_port)
+                .set_advanced_configuration(l.advanced_configuration.as_ref().map(|a| {
+                    ecs::AdvancedConfiguration::builder()
+                        .alternate_target_group_arn(&a.alternate_target_group_arn)
+                        .production_listener_rule(&a.production_listener_rule)
+                        .set_test_listener_rule(a.test_listener_rule.clone())
+                        .role_arn(&a.role_arn)
+                        .build()
+                }))
                 .build()
         })
         .collect()
@@ -263,6 +300,25 @@ pub fn service_from_sdk(s: &ecs::Service) -> LiveService {
                 enable: a.enable(),
                 rollback: a.rollback(),
             }),
+            strategy: d.strategy().map(|s| s.as_str().to_string()),
+            bake_time_in_minutes: d.bake_time_in_minutes(),
+            canary_configuration: d.canary_configuration().map(|c| CanaryConfiguration {
+                canary_percent: c.canary_percent().unwrap_or_default(),
+                canary_bake_time_in_minutes: c.canary_bake_time_in_minutes().unwrap_or_default(),
+            }),
+            linear_configuration: d.linear_configuration().map(|l| LinearConfiguration {
+                step_percent: l.step_percent().unwrap_or_default(),
+                step_bake_time_in_minutes: l.step_bake_time_in_minutes().unwrap_or_default(),
+            }),
+            lifecycle_hooks: d
+                .lifecycle_hooks()
+                .iter()
+                .map(|h| LifecycleHook {
+                    hook_target_arn: h.hook_target_arn().unwrap_or_default().to_string(),
+                    role_arn: h.role_arn().unwrap_or_default().to_string(),
+                    lifecycle_stages: h.lifecycle_stages().iter().map(|s| s.as_str().to_string()).collect(),
+                })
+                .collect(),
         }),
         network_configuration: s.network_configuration().and_then(|n| n.awsvpc_configuration()).map(|a| {
             NetworkConfiguration {
@@ -286,6 +342,12 @@ pub fn service_from_sdk(s: &ecs::Service) -> LiveService {
                     target_group_arn: l.target_group_arn().unwrap_or_default().to_string(),
                     container_name: l.container_name().unwrap_or_default().to_string(),
                     container_port: l.container_port().unwrap_or_default(),
+                    advanced_configuration: l.advanced_configuration().map(|a| AdvancedConfiguration {
+                        alternate_target_group_arn: a.alternate_target_group_arn().unwrap_or_default().to_string(),
+                        production_listener_rule: a.production_listener_rule().unwrap_or_default().to_string(),
+                        test_listener_rule: a.test_listener_rule().map(str::to_string),
+                        role_arn: a.role_arn().unwrap_or_default().to_string(),
+                    }),
                 })
                 .collect(),
         ),
@@ -302,6 +364,7 @@ pub fn service_from_sdk(s: &ecs::Service) -> LiveService {
         scheduling_strategy: s.scheduling_strategy().map(|x| x.as_str().to_string()),
         deployment_controller: s.deployment_controller().map(|d| d.r#type().as_str().to_string()),
         uses_capacity_providers: !s.capacity_provider_strategy().is_empty(),
+        current_deployment: s.current_service_deployment().map(str::to_string),
         deployments: s
             .deployments()
             .iter()

@@ -465,4 +465,22 @@ impl Aws {
             }
         }))
     }
+
+    /// DescribeServiceDeployments of one deployment (`None`: ECS does not know it).
+    pub async fn describe_service_deployment(
+        &self,
+        arn: &str,
+    ) -> Result<Option<crate::core::live::ServiceDeployment>, AwsError> {
+        let resp = (self.ecs.describe_service_deployments())
+            .service_deployment_arns(arn)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeServiceDeployments", e))?;
+        Ok(resp.service_deployments().first().map(|d| crate::core::live::ServiceDeployment {
+            arn: d.service_deployment_arn().unwrap_or(arn).to_string(),
+            status: d.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            status_reason: d.status_reason().map(str::to_string),
+            lifecycle_stage: d.lifecycle_stage().map(|s| s.as_str().to_string()),
+        }))
+    }
 }

@@ -130,8 +130,21 @@ fn conditions(rule: &ListenerRule) -> Vec<elb::RuleCondition> {
     out
 }
 
-fn forward(target_group_arn: &str) -> elb::Action {
-    elb::Action::builder().r#type(elb::ActionTypeEnum::Forward).target_group_arn(target_group_arn).build()
+/// A forward action: to one group, or to several with the first at weight 100 and the
+/// others at 0 (a strategy that shifts traffic, whose weights ECS then moves).
+fn forward(forward_to: &[String]) -> elb::Action {
+    let action = elb::Action::builder().r#type(elb::ActionTypeEnum::Forward);
+    match forward_to {
+        [one] => action.target_group_arn(one).build(),
+        groups => {
+            let tuples = groups.iter().enumerate().map(|(i, arn)| {
+                elb::TargetGroupTuple::builder().target_group_arn(arn).weight(if i == 0 { 100 } else { 0 }).build()
+            });
+            action
+                .forward_config(elb::ForwardActionConfig::builder().set_target_groups(Some(tuples.collect())).build())
+                .build()
+        }
+    }
 }
 
 /// One attempt, no SDK retry: a create retried after a lost answer fails on the name or
@@ -375,7 +388,7 @@ impl Aws {
     }
 
     /// CreateRule: the host-header condition, a path-pattern condition when there are
-    /// paths, a forward action to `target_group_arn`, the priority and the rule's tags;
+    /// paths, a forward action (see [`forward`]), the priority and the rule's tags;
     /// returns its ARN. An unknown outcome is settled by the listener's rules: the one at
     /// `priority` with these tags is the write. `PriorityInUse` stays an error (the caller
     /// plans again next cycle).
@@ -383,13 +396,13 @@ impl Aws {
         &self,
         rule: &ListenerRule,
         priority: i32,
-        target_group_arn: &str,
+        forward_to: &[String],
     ) -> Result<String, AwsError> {
         let send = || async {
             let resp = (self.elb().create_rule())
                 .listener_arn(&rule.listener_arn)
                 .set_conditions(Some(conditions(rule)))
-                .actions(forward(target_group_arn))
+                .actions(forward(forward_to))
                 .priority(priority)
                 .set_tags(tags_to_sdk(&rule.tags))
                 .customize()
@@ -414,13 +427,18 @@ impl Aws {
         Ok(arn)
     }
 
-    /// ModifyRule: conditions and the forward action as in [`Aws::create_rule`]; the
-    /// priority is left as it is.
-    pub async fn modify_rule(&self, arn: &str, rule: &ListenerRule, target_group_arn: &str) -> Result<(), AwsError> {
+    /// ModifyRule: conditions as in [`Aws::create_rule`], the forward action only when
+    /// given (a rule's weights are ECS's during a deployment); the priority is left as it is.
+    pub async fn modify_rule(
+        &self,
+        arn: &str,
+        rule: &ListenerRule,
+        forward_to: Option<&[String]>,
+    ) -> Result<(), AwsError> {
         (self.elb().modify_rule())
             .rule_arn(arn)
             .set_conditions(Some(conditions(rule)))
-            .actions(forward(target_group_arn))
+            .set_actions(forward_to.map(|f| vec![forward(f)]))
             .send()
             .await
             .map_err(|e| classify("ModifyRule", e))?;

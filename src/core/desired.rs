@@ -146,6 +146,21 @@ pub struct LoadBalancer {
     pub target_group_arn: String,
     pub container_name: String,
     pub container_port: i32,
+    /// A strategy that shifts traffic: the alternate group, the rules ECS moves traffic
+    /// with, and the role it does it with. Rendered, the groups are named by name and the
+    /// rules by `rule:<scope>` until the plan knows their ARNs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advanced_configuration: Option<AdvancedConfiguration>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdvancedConfiguration {
+    pub alternate_target_group_arn: String,
+    pub production_listener_rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_listener_rule: Option<String>,
+    pub role_arn: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -160,6 +175,40 @@ pub struct DeploymentConfiguration {
     /// CloudWatch alarms that roll the deployment back; `None`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarms: Option<DeploymentAlarms>,
+    /// `ROLLING`, `BLUE_GREEN`, `CANARY` or `LINEAR`; `None`: ECS's default, rolling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_time_in_minutes: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_configuration: Option<CanaryConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear_configuration: Option<LinearConfiguration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lifecycle_hooks: Vec<LifecycleHook>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryConfiguration {
+    pub canary_percent: f64,
+    pub canary_bake_time_in_minutes: i32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinearConfiguration {
+    pub step_percent: f64,
+    pub step_bake_time_in_minutes: i32,
+}
+
+/// A Lambda function ECS invokes at the lifecycle stages named (ECS's stage names).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleHook {
+    pub hook_target_arn: String,
+    pub role_arn: String,
+    pub lifecycle_stages: Vec<String>,
 }
 
 /// `spec.tasks.before_deploy`: the command (a container override of the new revision)

@@ -226,6 +226,7 @@ pub fn service_view(s: &ServiceSettings, reference: &ServiceSettings) -> Value {
             names.sort();
             view["alarms"] = json!({"alarmNames": names, "rollback": a.rollback});
         }
+        strategy_view(dc, reference.deployment_configuration.as_ref(), &mut view);
         m.insert("deploymentConfiguration".into(), view);
     }
     let net = s.network_configuration.as_ref().map(|n| {
@@ -258,14 +259,61 @@ pub fn service_view(s: &ServiceSettings, reference: &ServiceSettings) -> Value {
     );
     // Compared only where berth routes the environment (its own `None` otherwise).
     if reference.load_balancers.is_some() {
-        let mut lbs: Vec<Value> = (s.load_balancers.iter().flatten())
-            .map(|l| json!({"targetGroupArn": l.target_group_arn, "containerName": l.container_name, "containerPort": l.container_port}))
-            .collect();
+        let mut lbs: Vec<Value> = (s.load_balancers.iter().flatten()).map(load_balancer_view).collect();
         lbs.sort_by_key(|v| v.to_string());
         m.insert("loadBalancers".into(), Value::Array(lbs));
     }
     m.insert("tags".into(), berth_tags(&s.tags));
     Value::Object(m)
+}
+
+/// The strategy (ECS reports `ROLLING` when none was sent), and what berth sets for it:
+/// a bake time or canary/linear step only where the spec sets one (ECS fills in its
+/// defaults otherwise), the hooks as a set.
+fn strategy_view(dc: &DeploymentConfiguration, reference: Option<&DeploymentConfiguration>, view: &mut Value) {
+    let strategy = dc.strategy.clone().unwrap_or_else(|| "ROLLING".into());
+    view["strategy"] = json!(strategy);
+    let Some(r) = reference else { return };
+    if r.bake_time_in_minutes.is_some() {
+        view["bakeTimeInMinutes"] = json!(dc.bake_time_in_minutes);
+    }
+    if r.canary_configuration.is_some() {
+        view["canaryConfiguration"] = json!(dc.canary_configuration);
+    }
+    if r.linear_configuration.is_some() {
+        view["linearConfiguration"] = json!(dc.linear_configuration);
+    }
+    let mut hooks: Vec<Value> = dc
+        .lifecycle_hooks
+        .iter()
+        .map(|h| {
+            let mut stages = h.lifecycle_stages.clone();
+            stages.sort();
+            json!({"hookTargetArn": h.hook_target_arn, "roleArn": h.role_arn, "lifecycleStages": stages})
+        })
+        .collect();
+    hooks.sort_by_key(|v| v.to_string());
+    if !hooks.is_empty() || !r.lifecycle_hooks.is_empty() {
+        view["lifecycleHooks"] = Value::Array(hooks);
+    }
+}
+
+/// A `loadBalancers` entry. With a strategy that shifts traffic the two groups are a set:
+/// which of them serves production is ECS's to say after each deployment.
+fn load_balancer_view(l: &LoadBalancer) -> Value {
+    let mut v = json!({"containerName": l.container_name, "containerPort": l.container_port});
+    match &l.advanced_configuration {
+        None => v["targetGroupArn"] = json!(l.target_group_arn),
+        Some(a) => {
+            let mut groups = [l.target_group_arn.clone(), a.alternate_target_group_arn.clone()];
+            groups.sort();
+            v["targetGroups"] = json!(groups);
+            v["productionListenerRule"] = json!(a.production_listener_rule);
+            v["testListenerRule"] = json!(a.test_listener_rule);
+            v["roleArn"] = json!(a.role_arn);
+        }
+    }
+    v
 }
 
 /// Differences in service settings (the task definition revision is compared by the plan).

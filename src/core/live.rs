@@ -17,6 +17,21 @@ pub struct LiveService {
     pub deployment_controller: Option<String>,
     pub uses_capacity_providers: bool,
     pub deployments: Vec<Deployment>,
+    /// The ARN of the service deployment ECS runs or ran last (`currentServiceDeployment`).
+    pub current_deployment: Option<String>,
+}
+
+/// A service deployment as DescribeServiceDeployments tells it: its status, why, and the
+/// lifecycle stage it is at.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ServiceDeployment {
+    pub arn: String,
+    /// PENDING, IN_PROGRESS, SUCCESSFUL, STOPPED, STOP_REQUESTED, ROLLBACK_REQUESTED,
+    /// ROLLBACK_IN_PROGRESS, ROLLBACK_SUCCESSFUL or ROLLBACK_FAILED.
+    pub status: String,
+    pub status_reason: Option<String>,
+    /// RECONCILE_SERVICE, PRE_SCALE_UP, SCALE_UP, …, BAKE_TIME, CLEAN_UP.
+    pub lifecycle_stage: Option<String>,
 }
 
 impl LiveService {
@@ -97,9 +112,9 @@ pub struct LiveState {
 /// What is live of one service's routing, and what the environment's listeners hold.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct LiveRouting {
-    /// The target group with the name berth gives the service's (whoever made it), else
-    /// the one tagged as the service's.
-    pub target_group: Option<super::routing::LiveTargetGroup>,
+    /// The target groups with the names berth gives the service's (whoever made them), and
+    /// those tagged as the service's.
+    pub target_groups: Vec<super::routing::LiveTargetGroup>,
     /// berth's rules of this (service, env) on the environment's listeners (by their tags).
     pub rules: Vec<super::routing::LiveRule>,
     /// The alias records of the service's host names (desired, and those of its live rules).

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use super::config::{AwsConfig, EnvConfig, Source};
 use super::desired::*;
 use super::diag::Diagnostic;
+use super::routing::TEST_SCOPE;
 use super::spec::reference::{self, Reference};
 use super::spec::template::Context;
 use super::spec::{EnvValue, ScaleResource, ServiceSpec, Variable};
@@ -205,21 +206,36 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
             assign_public_ip: Some(if defaults.assign_public_ip { "ENABLED" } else { "DISABLED" }.into()),
         },
     });
+    let rollout = &spec.rollout;
     let (routing, load_balancers) = match &env.ingress {
         None => (None, None),
         Some(ingress) => match route(spec, &env.name, ingress) {
             Ok(Some(r)) => {
-                let lb = LoadBalancer {
-                    target_group_arn: r.target_group.name.clone(),
-                    container_name: spec.name.clone(),
-                    container_port: spec.port.into(),
-                };
-                (Some(r), Some(vec![lb]))
+                let lbs = load_balancers(spec, &r, ingress);
+                (Some(r), Some(lbs))
             }
             Ok(None) => (None, Some(Vec::new())),
             Err(d) => return Err(vec![d]),
         },
     };
+    if let (true, Some(at)) = (rollout.strategy.shifts_traffic(), &rollout.strategy_at) {
+        let name = rollout.strategy.name();
+        let env_name = &env.name;
+        let why = match &env.ingress {
+            None => Some(format!("environment `{env_name}` has no `ingress:`")),
+            Some(_) if routing.is_none() => Some("the service has no route here (`ingress: {internal: false}`)".into()),
+            Some(i) if i.traffic_role.is_none() => Some(format!(
+                "environment `{env_name}` has no `ingress.traffic_role` (the role ECS moves traffic with)"
+            )),
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            return Err(vec![Diagnostic::new(
+                at.clone(),
+                format!("strategy `{name}` moves traffic between two target groups, but {why}"),
+            )]);
+        }
+    }
     let service = ServiceSettings {
         cluster: env.cluster.clone(),
         service_name: spec.name.clone(),
@@ -231,11 +247,29 @@ pub fn render(spec: &ServiceSpec, target: &Target<'_>) -> Result<Desired, Vec<Di
             deployment_circuit_breaker: Some(CircuitBreaker { enable: true, rollback: true }),
             maximum_percent: Some(200),
             minimum_healthy_percent: Some(100),
-            alarms: (!spec.alarms.is_empty()).then(|| DeploymentAlarms {
-                alarm_names: spec.alarms.clone(),
+            alarms: (!rollout.alarms.is_empty()).then(|| DeploymentAlarms {
+                alarm_names: rollout.alarms.clone(),
                 enable: true,
                 rollback: true,
             }),
+            strategy: rollout.strategy.shifts_traffic().then(|| rollout.strategy.ecs().to_string()),
+            bake_time_in_minutes: rollout.bake_minutes,
+            canary_configuration: rollout.canary.map(|(canary_percent, canary_bake_time_in_minutes)| {
+                CanaryConfiguration { canary_percent, canary_bake_time_in_minutes }
+            }),
+            linear_configuration: rollout.linear.map(|(step_percent, step_bake_time_in_minutes)| LinearConfiguration {
+                step_percent,
+                step_bake_time_in_minutes,
+            }),
+            lifecycle_hooks: rollout
+                .hooks
+                .iter()
+                .map(|h| LifecycleHook {
+                    hook_target_arn: h.lambda.clone(),
+                    role_arn: h.role.clone(),
+                    lifecycle_stages: h.stages.iter().map(|s| s.ecs().to_string()).collect(),
+                })
+                .collect(),
         }),
         network_configuration,
         propagate_tags: Some("SERVICE".into()),
@@ -335,7 +369,7 @@ fn route(
     ingress: &super::config::IngressConfig,
 ) -> Result<Option<super::routing::Routing>, Diagnostic> {
     use super::config::IngressConfig;
-    use super::routing::{ListenerRule, Record, Routing, TargetGroup, target_group_name};
+    use super::routing::{ListenerRule, Record, Routing, TargetGroup, route_group_name};
     let route = &spec.route;
     let tags = vec![
         Tag { key: tags::ENV.into(), value: env.to_string() },
@@ -359,6 +393,7 @@ fn route(
             hosts: vec![host],
             paths: route.paths.clone(),
             tags: tags.clone(),
+            ..Default::default()
         });
     }
     if let Some(at) = &route.external_at {
@@ -378,21 +413,71 @@ fn route(
             hosts: vec![host],
             paths: route.paths.clone(),
             tags: tags.clone(),
+            ..Default::default()
         });
     }
     if rules.is_empty() {
         return Ok(None);
     }
-    let target_group = TargetGroup {
-        name: target_group_name(&spec.name, env),
-        protocol: "HTTP".into(),
-        port: spec.port.into(),
-        vpc_id: ingress.vpc.clone(),
-        target_type: "ip".into(),
-        health_check_path: spec.health.clone(),
-        tags,
-    };
-    Ok(Some(Routing { target_group, rules, records }))
+    // A group per production rule (an ALB target group serves one load balancer), and an
+    // alternate of each when ECS shifts traffic between two.
+    let shifts = spec.rollout.strategy.shifts_traffic();
+    let mut target_groups = Vec::new();
+    for rule in &mut rules {
+        rule.target_group = route_group_name(&spec.name, env, &rule.scope, false);
+        rule.alternate = shifts.then(|| route_group_name(&spec.name, env, &rule.scope, true));
+        for name in std::iter::once(&rule.target_group).chain(&rule.alternate) {
+            target_groups.push(TargetGroup {
+                name: name.clone(),
+                protocol: "HTTP".into(),
+                port: spec.port.into(),
+                vpc_id: ingress.vpc.clone(),
+                target_type: "ip".into(),
+                health_check_path: spec.health.clone(),
+                tags: tags.clone(),
+            });
+        }
+    }
+    // The test rule: the internal host on the test listener, forwarding to the internal
+    // groups (ECS points it at the new revision first).
+    if let (true, Some(listener), Some(internal)) =
+        (shifts, &ingress.test_listener, rules.iter().find(|r| r.scope == "internal").cloned())
+    {
+        rules.push(ListenerRule { listener_arn: listener.clone(), scope: TEST_SCOPE.into(), ..internal });
+    }
+    Ok(Some(Routing { target_groups, rules, records }))
+}
+
+/// The service's `loadBalancers`: an entry per production rule's group, and with a
+/// strategy that shifts traffic its alternate, rules and role (`rule:<scope>` stands for a
+/// rule's ARN until the plan knows it).
+fn load_balancers(
+    spec: &ServiceSpec,
+    routing: &super::routing::Routing,
+    ingress: &super::config::IngressConfig,
+) -> Vec<LoadBalancer> {
+    let has_test = routing.rules.iter().any(|r| r.scope == TEST_SCOPE);
+    routing
+        .rules
+        .iter()
+        .filter(|r| r.scope != TEST_SCOPE)
+        .map(|r| LoadBalancer {
+            target_group_arn: r.target_group.clone(),
+            container_name: spec.name.clone(),
+            container_port: spec.port.into(),
+            advanced_configuration: r.alternate.as_ref().map(|alt| AdvancedConfiguration {
+                alternate_target_group_arn: alt.clone(),
+                production_listener_rule: rule_placeholder(&r.scope),
+                test_listener_rule: (has_test && r.scope == "internal").then(|| rule_placeholder(TEST_SCOPE)),
+                role_arn: ingress.traffic_role.clone().unwrap_or_default(),
+            }),
+        })
+        .collect()
+}
+
+/// What a rendered `loadBalancers` entry names a rule by until its ARN is known.
+pub fn rule_placeholder(scope: &str) -> String {
+    format!("rule:{scope}")
 }
 
 pub const SCALABLE_DIMENSION: &str = "ecs:service:DesiredCount";

@@ -1,6 +1,6 @@
 //! Judging a rollout from a service's deployments.
 
-use super::live::LiveService;
+use super::live::{LiveService, ServiceDeployment};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rollout {
@@ -38,6 +38,29 @@ pub fn rollout_state(service: &LiveService, revision: &str) -> Rollout {
             Some(p) => Rollout::Failed(format!("rolled back: the primary deployment runs {}", p.task_definition)),
             None => Rollout::InProgress,
         },
+    }
+}
+
+/// Whether ECS moves traffic between target groups on `service` (blue-green, canary,
+/// linear): its deployments are followed through their lifecycle stages.
+pub fn shifts_traffic(service: &LiveService) -> bool {
+    let strategy = service.settings.deployment_configuration.as_ref().and_then(|d| d.strategy.as_deref());
+    strategy.is_some_and(|s| s != "ROLLING")
+}
+
+/// The state of a rollout from its service deployment: done once ECS calls it
+/// SUCCESSFUL (after the bake time), failed as soon as ECS stops it or rolls it back (an
+/// alarm, the circuit breaker, a lifecycle hook).
+pub fn deployment_state(d: &ServiceDeployment) -> Rollout {
+    let why = d.status_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+    match d.status.as_str() {
+        "SUCCESSFUL" => Rollout::Done,
+        "PENDING" | "IN_PROGRESS" => Rollout::InProgress,
+        "ROLLBACK_REQUESTED" | "ROLLBACK_IN_PROGRESS" | "ROLLBACK_SUCCESSFUL" => {
+            Rollout::Failed(format!("ECS rolled the deployment back{why}"))
+        }
+        "ROLLBACK_FAILED" => Rollout::Failed(format!("ECS could not roll the deployment back{why}")),
+        other => Rollout::Failed(format!("the deployment is {other}{why}")),
     }
 }
 
@@ -80,5 +103,19 @@ mod tests {
         assert!(
             matches!(rollout_state(&svc(vec![dep("PRIMARY", "td:1", Some("COMPLETED"))]), "td:2"), Rollout::Failed(m) if m.contains("rolled back"))
         );
+    }
+
+    #[test]
+    fn service_deployment_states() {
+        let d = |status: &str| ServiceDeployment {
+            status: status.into(),
+            status_reason: Some("alarm payments-5xx is in ALARM".into()),
+            ..Default::default()
+        };
+        assert_eq!(deployment_state(&d("IN_PROGRESS")), Rollout::InProgress);
+        assert_eq!(deployment_state(&d("SUCCESSFUL")), Rollout::Done);
+        let Rollout::Failed(why) = deployment_state(&d("ROLLBACK_SUCCESSFUL")) else { panic!() };
+        assert_eq!(why, "ECS rolled the deployment back: alarm payments-5xx is in ALARM");
+        assert!(matches!(deployment_state(&d("STOPPED")), Rollout::Failed(_)));
     }
 }

@@ -11,8 +11,11 @@ use super::desired::Tag;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Routing {
-    pub target_group: TargetGroup,
-    /// One per listener (internal, and external when asked for), internal first.
+    /// One per production rule (an ALB target group takes one load balancer), and with a
+    /// strategy that shifts traffic each one's alternate: see [`route_group_name`].
+    pub target_groups: Vec<TargetGroup>,
+    /// One per listener (internal, external when asked for, and the test listener for a
+    /// strategy that shifts traffic), internal first.
     pub rules: Vec<ListenerRule>,
     /// One per host with a hosted zone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -52,7 +55,17 @@ pub struct ListenerRule {
     pub paths: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
+    /// The name of the target group it forwards to (desired only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target_group: String,
+    /// With a strategy that shifts traffic: the alternate group, which the rule forwards to
+    /// too (ECS sets the weights during a deployment; berth never compares them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternate: Option<String>,
 }
+
+/// The scope of the rule on the test listener.
+pub const TEST_SCOPE: &str = "test";
 
 /// A Route53 alias A record for `name` in `zone_id`, pointing at the load balancer of
 /// `listener_arn`.
@@ -194,7 +207,29 @@ impl LiveSecurityGroup {
 /// characters, else its first characters and 6 hex characters of a hash of both, so two
 /// long names never share one.
 pub fn target_group_name(service: &str, env: &str) -> String {
-    let full = format!("{service}-{env}");
+    fit(format!("{service}-{env}"))
+}
+
+/// The target group of (service, env)'s rule of `scope`: `<service>-<env>` for the internal
+/// (and test) rule, `<service>-<env>-ext` for the external one, and `-alt` after either for
+/// its alternate, each fitted to 32 characters like [`target_group_name`].
+pub fn route_group_name(service: &str, env: &str, scope: &str, alternate: bool) -> String {
+    let ext = if scope == "external" { "-ext" } else { "" };
+    let alt = if alternate { "-alt" } else { "" };
+    fit(format!("{service}-{env}{ext}{alt}"))
+}
+
+/// Every target group name (service, env) may have.
+pub fn route_group_names(service: &str, env: &str) -> [String; 4] {
+    [
+        route_group_name(service, env, "internal", false),
+        route_group_name(service, env, "internal", true),
+        route_group_name(service, env, "external", false),
+        route_group_name(service, env, "external", true),
+    ]
+}
+
+fn fit(full: String) -> String {
     if full.len() <= 32 {
         return full;
     }

@@ -82,6 +82,7 @@ pub(crate) fn service_settings() -> ServiceSettings {
         maximum_percent: Some(200),
         minimum_healthy_percent: Some(100),
         alarms: None,
+        ..Default::default()
     };
     ServiceSettings {
         cluster: "pre".into(),

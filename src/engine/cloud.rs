@@ -77,6 +77,10 @@ pub trait Cloud: Send + Sync + 'static {
         arn: &str,
         container: &str,
     ) -> impl Future<Output = Result<Option<crate::aws::TaskState>, AwsError>> + Send;
+    fn describe_service_deployment(
+        &self,
+        arn: &str,
+    ) -> impl Future<Output = Result<Option<crate::core::live::ServiceDeployment>, AwsError>> + Send;
     fn list_services(&self, cluster: &str) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
     fn delete_service(&self, cluster: &str, service: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn tag_resource(&self, arn: &str, tags: &[Tag]) -> impl Future<Output = Result<(), AwsError>> + Send;
@@ -102,17 +106,19 @@ pub trait Cloud: Send + Sync + 'static {
     fn create_target_group(&self, tg: &TargetGroup) -> impl Future<Output = Result<String, AwsError>> + Send;
     fn modify_target_group(&self, arn: &str, tg: &TargetGroup) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn delete_target_group(&self, arn: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// `forward_to`: the target groups, the first with weight 100, the others 0.
     fn create_rule(
         &self,
         rule: &ListenerRule,
         priority: i32,
-        target_group_arn: &str,
+        forward_to: &[String],
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    /// `forward_to`: `None` leaves the rule's action (and the weights ECS set) as it is.
     fn modify_rule(
         &self,
         arn: &str,
         rule: &ListenerRule,
-        target_group_arn: &str,
+        forward_to: Option<&[String]>,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn delete_rule(&self, arn: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn tag_elb_resource(&self, arn: &str, tags: &[Tag]) -> impl Future<Output = Result<(), AwsError>> + Send;
@@ -239,6 +245,12 @@ impl Cloud for Aws {
     ) -> Result<Option<crate::aws::TaskState>, AwsError> {
         Aws::describe_task(self, cluster, arn, container).await
     }
+    async fn describe_service_deployment(
+        &self,
+        arn: &str,
+    ) -> Result<Option<crate::core::live::ServiceDeployment>, AwsError> {
+        Aws::describe_service_deployment(self, arn).await
+    }
     async fn list_services(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
         Aws::list_services(self, cluster).await
     }
@@ -287,16 +299,11 @@ impl Cloud for Aws {
     async fn delete_target_group(&self, arn: &str) -> Result<(), AwsError> {
         Aws::delete_target_group(self, arn).await
     }
-    async fn create_rule(
-        &self,
-        rule: &ListenerRule,
-        priority: i32,
-        target_group_arn: &str,
-    ) -> Result<String, AwsError> {
-        Aws::create_rule(self, rule, priority, target_group_arn).await
+    async fn create_rule(&self, rule: &ListenerRule, priority: i32, forward_to: &[String]) -> Result<String, AwsError> {
+        Aws::create_rule(self, rule, priority, forward_to).await
     }
-    async fn modify_rule(&self, arn: &str, rule: &ListenerRule, target_group_arn: &str) -> Result<(), AwsError> {
-        Aws::modify_rule(self, arn, rule, target_group_arn).await
+    async fn modify_rule(&self, arn: &str, rule: &ListenerRule, forward_to: Option<&[String]>) -> Result<(), AwsError> {
+        Aws::modify_rule(self, arn, rule, forward_to).await
     }
     async fn delete_rule(&self, arn: &str) -> Result<(), AwsError> {
         Aws::delete_rule(self, arn).await

@@ -22,6 +22,10 @@ for scope, scheme in [("internal", "internal"), ("external", "internet-facing")]
         DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])["Listeners"][0]
     out[scope] = l["ListenerArn"]
     out[scope + "_dns"] = lb["DNSName"].lower()
+    if scope == "internal":
+        # A listener for test traffic (blue-green, canary and linear deployments).
+        out["test"] = elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=8080,
+            DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])["Listeners"][0]["ListenerArn"]
 tg = elb.create_target_group(Name="not-berths", Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip")["TargetGroups"][0]
 for i, p in enumerate(FOREIGN):
     host = f"legacy{i}.example.com"
@@ -94,46 +98,58 @@ fn foreign_priorities() -> Vec<i64> {
     vec![10, 20, start("svc00"), start("svc01"), start("svc02")]
 }
 
-struct Routed {
-    w: World,
-    net: Value,
+pub(crate) struct Routed {
+    pub w: World,
+    pub net: Value,
 }
 
 impl Routed {
-    fn new(world: World) -> Routed {
+    pub fn new(world: World) -> Routed {
         Self::with_data_groups(world, &["klausapproves-rds-clients", "klausapproves-cache-clients"])
     }
 
     fn with_data_groups(world: World, data_groups: &[&str]) -> Routed {
+        Self::configured(world, data_groups, "", "")
+    }
+
+    /// The network, and the environment's config with `env_extra` (four spaces in) and
+    /// `ingress_extra` (six spaces in) beside the ingress.
+    pub fn configured(world: World, data_groups: &[&str], env_extra: &str, ingress_extra: &str) -> Routed {
         let script = NETWORK
             .replace("FOREIGN", &format!("{:?}", foreign_priorities()))
             .replace("DATA_GROUPS", &format!("{data_groups:?}"));
         let net: Value = serde_json::from_str(world.console(&script).trim()).expect("network fixture");
         *world.envs.borrow_mut() = vec!["pre"];
-        world.write_config(&format!(
-            "    dashboards: cloudwatch\n    ingress:\n      vpc: {vpc}\n      internal_listener: {i}\n      external_listener: {e}\n      domain: example.com\n      private_zone: {pz}\n      public_zone: {uz}\n",
+        Self::reconfigure(Routed { w: world, net }, env_extra, ingress_extra)
+    }
+
+    /// The same network, the environment's config written again with these extras.
+    pub fn reconfigure(r: Routed, env_extra: &str, ingress_extra: &str) -> Routed {
+        let net = &r.net;
+        r.w.write_config(&format!(
+            "{env_extra}    dashboards: cloudwatch\n    ingress:\n      vpc: {vpc}\n      internal_listener: {i}\n      external_listener: {e}\n      domain: example.com\n      private_zone: {pz}\n      public_zone: {uz}\n{ingress_extra}",
             vpc = net["vpc"].as_str().unwrap(),
             i = net["internal"].as_str().unwrap(),
             e = net["external"].as_str().unwrap(),
             pz = net["private"].as_str().unwrap(),
             uz = net["public"].as_str().unwrap(),
         ));
-        Routed { w: world, net }
+        r
     }
 
-    fn read(&self) -> Value {
+    pub fn read(&self) -> Value {
         let script = READ.replace("json.loads(NET)", &format!("json.loads({:?})", self.net.to_string()));
         serde_json::from_str(self.w.console(&script).trim()).expect("read back")
     }
 
-    fn apply_ok(&self) -> String {
+    pub fn apply_ok(&self) -> String {
         let out = self.w.apply("pre", &[]);
         assert_eq!(out.status.code(), Some(0), "apply:\n{}", text(&out));
         text(&out)
     }
 }
 
-fn berths(rules: &Value) -> Vec<&Value> {
+pub(crate) fn berths(rules: &Value) -> Vec<&Value> {
     rules.as_array().unwrap().iter().filter(|r| r["tags"]["berth:managed"] == "true").collect()
 }
 
@@ -163,7 +179,12 @@ fn apply_routes_every_service_and_a_second_apply_writes_nothing() {
     for s in services {
         let group = &live["groups"][format!("{s}-pre")];
         assert_eq!(group["tags"]["berth:service"], s, "{live:#}");
-        assert_eq!(live["services"][s], serde_json::json!([group["arn"]]), "{s}: the ECS service points at its group");
+        // An ALB target group serves one load balancer: the external route has its own.
+        let groups = match s {
+            "klausapproves" => serde_json::json!([group["arn"], live["groups"]["klausapproves-pre-ext"]["arn"]]),
+            _ => serde_json::json!([group["arn"]]),
+        };
+        assert_eq!(live["services"][s], groups, "{s}: the ECS service points at its groups");
         let internal = format!("{s}.pre.internal.example.com");
         let rule =
             berths(&live["rules"]).into_iter().find(|x| x["scope"] == "internal" && x["hosts"][0] == internal.as_str());
@@ -205,6 +226,7 @@ fn apply_routes_every_service_and_a_second_apply_writes_nothing() {
     let external: Vec<&Value> = berths(&live["rules"]).into_iter().filter(|x| x["scope"] == "external").collect();
     assert_eq!(external.len(), 1, "{live:#}");
     assert_eq!(external[0]["hosts"][0], "klausapproves.pre.example.com");
+    assert_eq!(external[0]["forward"], serde_json::json!([live["groups"]["klausapproves-pre-ext"]["arn"]]));
     assert_eq!(live["records"]["klausapproves.pre.example.com"]["to"], r.net["external_dns"]);
     // The rules berth does not own are untouched, and no priority is shared.
     let priorities: Vec<i64> =
@@ -252,7 +274,7 @@ ec2.revoke_security_group_ingress(GroupId="{own}", SecurityGroupRuleIds=ids)
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let diff = text(&out);
     assert!(diff.contains("routing.rule.internal.hosts"), "{diff}");
-    assert!(diff.contains("routing.targetGroup.HealthCheckPath"), "{diff}");
+    assert!(diff.contains("routing.targetGroup.ledger-pre.HealthCheckPath"), "{diff}");
     assert!(diff.contains("access.group.ledger.ingress"), "{diff}");
     assert!(diff.contains("dashboard.berth-pre-ledger"), "{diff}");
     r.apply_ok();
@@ -278,7 +300,9 @@ fn a_route_removed_from_git_removes_exactly_its_rules_records_and_group() {
     r.w.push_images();
     r.apply_ok();
     let after = r.read();
-    assert!(after["groups"].get("klausapproves-pre").is_none(), "{after:#}");
+    for g in ["klausapproves-pre", "klausapproves-pre-ext"] {
+        assert!(before["groups"].get(g).is_some() && after["groups"].get(g).is_none(), "{g}: {after:#}");
+    }
     assert_eq!(after["services"]["klausapproves"], serde_json::json!([]));
     for host in ["klausapproves.pre.internal.example.com", "klausapproves.pre.example.com"] {
         assert!(after["records"].get(host).is_none(), "{host}: {after:#}");

@@ -125,9 +125,11 @@ async fn routing_writes_read_back_and_tags_are_read_once() {
         hosts: vec!["payments.internal.example.com".into()],
         paths: vec!["/api/*".into()],
         tags: owned.clone(),
+        ..Default::default()
     };
+    let one = std::slice::from_ref(&group_arn);
     proxy.inject("CreateRule", Fault::LoseResponse, 1);
-    let rule_arn = aws.create_rule(&rule, priority, &group_arn).await.unwrap();
+    let rule_arn = aws.create_rule(&rule, priority, one).await.unwrap();
     assert_eq!(proxy.count("CreateRule"), 1, "a lost answer is read back, not written again");
 
     let read_group = |groups: Vec<LiveTargetGroup>, arn: &str| {
@@ -146,13 +148,13 @@ async fn routing_writes_read_back_and_tags_are_read_once() {
     assert_eq!(live.forward_to, vec![group_arn.clone()]);
     assert_eq!(rules.len(), 4);
     // A rule at a taken priority stays an error.
-    let clash = aws.create_rule(&rule, priority, &group_arn).await.unwrap_err();
+    let clash = aws.create_rule(&rule, priority, one).await.unwrap_err();
     assert!(clash.to_string().contains("PriorityInUse"), "{clash}");
 
     // Changed in place: the rule's host (no path any more) and the group's health check.
     rule.hosts = vec!["pay.internal.example.com".into()];
     rule.paths.clear();
-    aws.modify_rule(&rule_arn, &rule, &group_arn).await.unwrap();
+    aws.modify_rule(&rule_arn, &rule, Some(one)).await.unwrap();
     group.health_check_path = "/ready".into();
     aws.modify_target_group(&group_arn, &group).await.unwrap();
     let live = listed_rule(&fresh().await, &internal, &rule_arn).await;
@@ -182,6 +184,16 @@ async fn routing_writes_read_back_and_tags_are_read_once() {
     assert_eq!(read_group(fresh().await.describe_target_groups(&vpc).await.unwrap(), &spare_arn), spare);
     let taken = aws.create_target_group(&TargetGroup { port: 9090, ..spare.clone() }).await.unwrap_err();
     assert!(matches!(&taken, AwsError::Other { message, .. } if message.contains("payments-canary")), "{taken}");
+    // A strategy that shifts traffic: the rule forwards to both groups (weights 100 and 0);
+    // a change of its conditions alone leaves the action (ECS's weights) as it is.
+    let both = [group_arn.clone(), spare_arn.clone()];
+    aws.modify_rule(&rule_arn, &rule, Some(&both)).await.unwrap();
+    assert_eq!(listed_rule(&fresh().await, &internal, &rule_arn).await.forward_to, both);
+    rule.paths = vec!["/v2/*".into()];
+    aws.modify_rule(&rule_arn, &rule, None).await.unwrap();
+    let live = listed_rule(&fresh().await, &internal, &rule_arn).await;
+    assert_eq!((live.rule.paths, live.forward_to), (rule.paths.clone(), both.to_vec()));
+    aws.modify_rule(&rule_arn, &rule, Some(one)).await.unwrap();
     aws.delete_target_group(&spare_arn).await.unwrap();
 
     // Alias records, the zone id in either form; names read back lower case, no trailing dot.

@@ -44,6 +44,7 @@ const UNCAUGHT: &[(&str, &str)] = &[
         "the environment is the folder's name, not in the file",
     ),
     ("port-equals-metrics-port/services/api/deploy/service.yaml", "port against metrics_port: two values"),
+    ("rollout-invalid/services/web/deploy/service.yaml", "`bake` and `hooks` against `strategy`: two values"),
     ("secret-in-string/services/api/deploy/service.yaml", "which variables are secrets is in config.yaml"),
     ("unknown-variable/services/api/deploy/service.yaml", "the variables are declared in config.yaml"),
 ];

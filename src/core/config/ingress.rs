@@ -26,10 +26,19 @@ pub struct RawIngress {
     pub private_zone: Option<At<String>>,
     /// The public hosted zone of the external names (Route53 id); none: no records.
     pub public_zone: Option<At<String>>,
+    /// A listener for test traffic (another port of the internal load balancer): services
+    /// with `rollout.strategy` blue-green, canary or linear get a rule there that ECS points
+    /// at the new revision before production traffic moves. Optional.
+    pub test_listener: Option<At<String>>,
+    /// The IAM role ECS changes the listener rules with during a blue-green, canary or
+    /// linear deployment (AWS's `AmazonECSInfrastructureRolePolicyForLoadBalancers`);
+    /// needed by services with those strategies.
+    #[schemars(transform = crate::core::schema::role_arn)]
+    pub traffic_role: Option<At<String>>,
 }
 
 crate::core::at::stamp_fields! {
-    RawIngress { vpc, internal_listener, external_listener, internal_host, external_host, domain, private_zone, public_zone }
+    RawIngress { vpc, internal_listener, external_listener, internal_host, external_host, domain, private_zone, public_zone, test_listener, traffic_role }
 }
 
 /// An environment's routing, checked.
@@ -43,6 +52,8 @@ pub struct IngressConfig {
     pub external_host: Option<String>,
     pub private_zone: Option<String>,
     pub public_zone: Option<String>,
+    pub test_listener: Option<String>,
+    pub traffic_role: Option<String>,
 }
 
 impl IngressConfig {
@@ -66,7 +77,7 @@ pub(super) fn check(raw: &At<RawIngress>, diags: &mut Vec<Diagnostic>) -> Option
             None
         }
     };
-    for l in [&raw.internal_listener, &raw.external_listener].into_iter().flatten() {
+    for l in [&raw.internal_listener, &raw.external_listener, &raw.test_listener].into_iter().flatten() {
         if !(l.starts_with("arn:") && l.contains(":listener/app/")) {
             diags.push(Diagnostic::new(
                 l.pos.clone(),
@@ -116,6 +127,11 @@ pub(super) fn check(raw: &At<RawIngress>, diags: &mut Vec<Diagnostic>) -> Option
     {
         diags.push(Diagnostic::new(z.pos.clone(), "`public_zone` holds external names: it needs `external_listener`"));
     }
+    if let Some(r) = &raw.traffic_role
+        && !(r.starts_with("arn:") && r.contains(":role/"))
+    {
+        diags.push(Diagnostic::new(r.pos.clone(), format!("`{}` is not an IAM role ARN", r.value)));
+    }
     if diags.len() > start {
         return None;
     }
@@ -128,5 +144,7 @@ pub(super) fn check(raw: &At<RawIngress>, diags: &mut Vec<Diagnostic>) -> Option
         external_host: external_host.filter(|_| raw.external_listener.is_some()),
         private_zone: zone(&raw.private_zone),
         public_zone: zone(&raw.public_zone),
+        test_listener: text(&raw.test_listener),
+        traffic_role: text(&raw.traffic_role),
     })
 }

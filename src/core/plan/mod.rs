@@ -83,6 +83,15 @@ impl Outputs {
     }
 }
 
+/// The target groups a rule forwards to: its group, and with a strategy that shifts traffic
+/// the alternate (created with the weights 100 and 0; ECS moves them during a deployment).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Forward {
+    pub primary: Revision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alternate: Option<Revision>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "action")]
 pub enum Action {
@@ -138,12 +147,13 @@ pub enum Action {
     CreateRule {
         rule: ListenerRule,
         priority: i32,
-        target_group: Revision,
+        forward: Forward,
     },
+    /// `forward`: `None` changes the conditions only (the weights are ECS's).
     ModifyRule {
         arn: String,
         rule: ListenerRule,
-        target_group: Revision,
+        forward: Option<Forward>,
     },
     DeleteRule {
         arn: String,
@@ -343,13 +353,19 @@ fn do_plan(plan: &mut Plan, input: &Input) -> Step {
     }
     // Routing first: ECS takes a target group in `loadBalancers` only once a listener
     // rule forwards to it. What git no longer routes goes after the service let go of it.
-    let target_group = routing::before(plan, input)?;
+    let routes = routing::before(plan, input)?;
     let security_groups = access::before(plan, input)?;
     let revision = task_definition::step(plan, input)?;
-    let bind_target_group = target_group.clone();
-    service::step(plan, input, revision, Bind { target_group, security_groups })?;
+    // The dashboard shows the first production rule's group.
+    let dashboard_group = input
+        .desired
+        .routing
+        .as_ref()
+        .and_then(|r| r.rules.first())
+        .and_then(|rule| routes.iter().find(|(n, _)| *n == rule.target_group).map(|(_, r)| r.clone()));
+    service::step(plan, input, revision, Bind { routes, security_groups })?;
     scaling::step(plan, input);
-    dashboard::step(plan, input, bind_target_group);
+    dashboard::step(plan, input, dashboard_group);
     routing::after(plan, input);
     Ok(())
 }

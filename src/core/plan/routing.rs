@@ -6,11 +6,11 @@
 
 use serde_json::{Value, json};
 
-use super::{Action, Blocker, Input, Plan, Revision, Step};
+use super::{Action, Blocker, Forward, Input, Plan, Revision, Step};
 use crate::core::desired::tags;
 use crate::core::diff::Change;
 use crate::core::live::LiveRouting;
-use crate::core::routing::{ListenerRule, LiveRule, LiveTargetGroup, Record, Routing, allocate_priority};
+use crate::core::routing::{ListenerRule, LiveRule, LiveTargetGroup, Record, TargetGroup, allocate_priority};
 
 /// Whether a resource's tags say it is this (service, env)'s.
 fn ours(tagged: &[crate::core::desired::Tag], input: &Input) -> bool {
@@ -25,23 +25,35 @@ fn change(path: String, live: Option<Value>, desired: Option<Value>) -> Change {
     Change { path, live, desired }
 }
 
-/// Creates and changes; returns the target group the service's `loadBalancers` names.
-pub(super) fn before(plan: &mut Plan, input: &Input) -> Step<Option<Revision>> {
-    let (Some(live), Some(desired)) = (&input.live.routing, &input.desired.routing) else { return Ok(None) };
-    let group = target_group(plan, input, live, desired)?;
+/// Creates and changes; returns what the service's `loadBalancers` names, by the names the
+/// rendered settings use: each target group by its name, each rule by `rule:<scope>`.
+pub(super) fn before(plan: &mut Plan, input: &Input) -> Step<Vec<(String, Revision)>> {
+    let (Some(live), Some(desired)) = (&input.live.routing, &input.desired.routing) else { return Ok(Vec::new()) };
+    let mut bound = Vec::new();
+    for want in &desired.target_groups {
+        let group = target_group(plan, input, live, want)?;
+        bound.push((want.name.clone(), group));
+    }
+    let group =
+        |name: &str, bound: &[(String, Revision)]| bound.iter().find(|(n, _)| n == name).map(|(_, r)| r.clone());
     for rule in &desired.rules {
-        converge_rule(plan, input, live, rule, &group)?;
+        let (Some(primary), alternate) =
+            (group(&rule.target_group, &bound), rule.alternate.as_ref().and_then(|a| group(a, &bound)))
+        else {
+            continue;
+        };
+        let arn = converge_rule(plan, input, live, rule, &primary, alternate.as_ref())?;
+        bound.push((crate::core::render::rule_placeholder(&rule.scope), arn));
     }
     for record in &desired.records {
         converge_record(plan, live, record)?;
     }
-    Ok(Some(group))
+    Ok(bound)
 }
 
-fn target_group(plan: &mut Plan, input: &Input, live: &LiveRouting, desired: &Routing) -> Step<Revision> {
-    let want = &desired.target_group;
-    let Some(tg) = live.target_group.as_ref().filter(|t| t.group.name == want.name) else {
-        plan.drift.push(change("routing.targetGroup".into(), None, Some(json!(want.name))));
+fn target_group(plan: &mut Plan, input: &Input, live: &LiveRouting, want: &TargetGroup) -> Step<Revision> {
+    let Some(tg) = live.target_groups.iter().find(|t| t.group.name == want.name) else {
+        plan.drift.push(change(format!("routing.targetGroup.{}", want.name), None, Some(json!("create"))));
         return Ok(Revision::Output(plan.push(Action::CreateTargetGroup { group: want.clone() })));
     };
     if !ours(&tg.group.tags, input) {
@@ -65,7 +77,7 @@ fn target_group(plan: &mut Plan, input: &Input, live: &LiveRouting, desired: &Ro
     }
     if have.health_check_path != want.health_check_path {
         plan.drift.push(change(
-            "routing.targetGroup.HealthCheckPath".into(),
+            format!("routing.targetGroup.{}.HealthCheckPath", want.name),
             Some(json!(have.health_check_path)),
             Some(json!(want.health_check_path)),
         ));
@@ -85,40 +97,57 @@ fn sorted(v: &[String]) -> Vec<String> {
     v
 }
 
-fn converge_rule(plan: &mut Plan, input: &Input, live: &LiveRouting, rule: &ListenerRule, group: &Revision) -> Step {
+/// Creates or heals the rule; returns its ARN (or the CreateRule that makes it). A rule of a
+/// strategy that shifts traffic forwards to both groups; ECS owns the weights.
+fn converge_rule(
+    plan: &mut Plan,
+    input: &Input,
+    live: &LiveRouting,
+    rule: &ListenerRule,
+    group: &Revision,
+    alternate: Option<&Revision>,
+) -> Step<Revision> {
     let path = format!("routing.rule.{}", rule.scope);
+    let forward = Forward { primary: group.clone(), alternate: alternate.cloned() };
     let Some(have) = live_rule(live, input, &rule.listener_arn) else {
         let name = &input.desired.service.service_name;
         let Some(priority) = allocate_priority(name, &rule.scope, |p| live.is_free(&rule.listener_arn, p)) else {
             return Err(vec![Blocker::NoFreePriority { listener: rule.listener_arn.clone() }]);
         };
         plan.drift.push(change(path, None, Some(rule_view(&rule.hosts, &rule.paths))));
-        plan.push(Action::CreateRule { rule: rule.clone(), priority, target_group: group.clone() });
-        return Ok(());
+        return Ok(Revision::Output(plan.push(Action::CreateRule { rule: rule.clone(), priority, forward })));
     };
-    let mut changed = false;
+    let mut conditions = false;
     for (field, l, d) in [("hosts", &have.rule.hosts, &rule.hosts), ("paths", &have.rule.paths, &rule.paths)] {
         if sorted(l) != sorted(d) {
             plan.drift.push(change(format!("{path}.{field}"), Some(json!(sorted(l))), Some(json!(sorted(d)))));
-            changed = true;
+            conditions = true;
         }
     }
-    let forwards_to_ours = match group {
-        Revision::Existing(arn) => have.forward_to.as_slice() == std::slice::from_ref(arn),
-        Revision::Output(_) => false,
-    };
-    if !forwards_to_ours {
+    // The groups it forwards to, as a set: ECS moves the weights between the two.
+    let want: Option<Vec<String>> = std::iter::once(group)
+        .chain(alternate)
+        .map(|r| match r {
+            Revision::Existing(arn) => Some(arn.clone()),
+            Revision::Output(_) => None,
+        })
+        .collect();
+    let forwards = want.map(|w| sorted(&w)) == Some(sorted(&have.forward_to));
+    if !forwards {
         plan.drift.push(change(
             format!("{path}.forward"),
             Some(json!(have.forward_to)),
-            Some(json!("the target group")),
+            Some(json!(if alternate.is_some() { "the target group and its alternate" } else { "the target group" })),
         ));
-        changed = true;
     }
-    if changed {
-        plan.push(Action::ModifyRule { arn: have.arn.clone(), rule: rule.clone(), target_group: group.clone() });
+    if conditions || !forwards {
+        plan.push(Action::ModifyRule {
+            arn: have.arn.clone(),
+            rule: rule.clone(),
+            forward: (!forwards).then_some(forward),
+        });
     }
-    Ok(())
+    Ok(Revision::Existing(have.arn.clone()))
 }
 
 fn rule_view(hosts: &[String], paths: &[String]) -> Value {
@@ -188,16 +217,12 @@ pub(super) fn after(plan: &mut Plan, input: &Input) {
             });
         }
     }
-    if desired.is_none()
-        && let Some(tg) = live.target_group.as_ref().filter(|t| ours(&t.group.tags, input))
-    {
-        delete_group(plan, tg);
+    let wanted_group =
+        |g: &LiveTargetGroup| desired.is_some_and(|d| d.target_groups.iter().any(|w| w.name == g.group.name));
+    for tg in live.target_groups.iter().filter(|t| ours(&t.group.tags, input) && !wanted_group(t)) {
+        plan.drift.push(change(format!("routing.targetGroup.{}", tg.group.name), Some(json!("exists")), None));
+        plan.push(Action::DeleteTargetGroup { arn: tg.arn.clone(), name: tg.group.name.clone() });
     }
-}
-
-fn delete_group(plan: &mut Plan, tg: &LiveTargetGroup) {
-    plan.drift.push(change("routing.targetGroup".into(), Some(json!(tg.group.name)), None));
-    plan.push(Action::DeleteTargetGroup { arn: tg.arn.clone(), name: tg.group.name.clone() });
 }
 
 #[cfg(test)]
@@ -205,7 +230,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::{Action, Blocker, plan};
-    use crate::core::desired::{Desired, LoadBalancer, Tag, tags};
+    use crate::core::desired::{AdvancedConfiguration, Desired, LoadBalancer, Tag, tags};
     use crate::core::live::{LiveRouting, LiveState};
     use crate::core::routing::*;
     use crate::core::testing::{converged, ctx, desired};
@@ -227,9 +252,10 @@ mod tests {
             target_group_arn: "web-pre".into(),
             container_name: "web".into(),
             container_port: 8080,
+            advanced_configuration: None,
         }]);
         d.routing = Some(Routing {
-            target_group: TargetGroup {
+            target_groups: vec![TargetGroup {
                 name: "web-pre".into(),
                 protocol: "HTTP".into(),
                 port: 8080,
@@ -237,13 +263,15 @@ mod tests {
                 target_type: "ip".into(),
                 health_check_path: "/health".into(),
                 tags: berth_tags(),
-            },
+            }],
             rules: vec![ListenerRule {
                 listener_arn: INTERNAL.into(),
                 scope: "internal".into(),
                 hosts: vec!["web.pre.internal.example.com".into()],
                 paths: Vec::new(),
                 tags: berth_tags(),
+                target_group: "web-pre".into(),
+                alternate: None,
             }],
             records: vec![Record {
                 zone_id: "ZPRIVATE".into(),
@@ -279,7 +307,7 @@ mod tests {
             forward_to: vec![TG_ARN.into()],
         };
         live.routing = Some(LiveRouting {
-            target_group: Some(LiveTargetGroup { arn: TG_ARN.into(), group: r.target_group.clone() }),
+            target_groups: vec![LiveTargetGroup { arn: TG_ARN.into(), group: r.target_groups[0].clone() }],
             rules: vec![rule],
             records: vec![LiveRecord {
                 zone_id: "ZPRIVATE".into(),
@@ -304,7 +332,7 @@ mod tests {
         let d = routed();
         let mut live = live_routed(&d);
         let r = live.routing.as_mut().unwrap();
-        (r.target_group, r.rules, r.records) = (None, Vec::new(), Vec::new());
+        (r.target_groups, r.rules, r.records) = (Vec::new(), Vec::new(), Vec::new());
         live.service.as_mut().unwrap().settings.load_balancers = Some(Vec::new());
         let p = plan(&d, &live, false, &ctx());
         let kinds: Vec<String> = p
@@ -313,14 +341,11 @@ mod tests {
             .map(|a| serde_json::to_value(a).unwrap()["action"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(kinds, ["CreateTargetGroup", "CreateRule", "UpsertRecord", "UpdateService"]);
-        let Action::UpdateService {
-            bind: super::super::Bind { target_group: Some(super::Revision::Output(id)), .. },
-            ..
-        } = &p.actions[3]
-        else {
+        let Action::UpdateService { bind: super::super::Bind { routes, .. }, .. } = &p.actions[3] else {
             panic!("{:?}", p.actions[3])
         };
-        assert_eq!(id.0, 0, "the service names the group the plan creates");
+        assert_eq!(routes[0], ("web-pre".to_string(), super::Revision::Output(super::super::ActionId(0))));
+        assert_eq!(routes[1].1, super::Revision::Output(super::super::ActionId(1)), "and the rule it creates");
     }
 
     #[test]
@@ -335,10 +360,10 @@ mod tests {
         let mut live = live_routed(&d);
         let r = live.routing.as_mut().unwrap();
         r.rules[0].rule.hosts = vec!["other.example.com".into()];
-        r.target_group.as_mut().unwrap().group.health_check_path = "/".into();
+        r.target_groups[0].group.health_check_path = "/".into();
         let p = plan(&d, &live, false, &ctx());
         let paths: Vec<&str> = p.drift.iter().map(|c| c.path.as_str()).collect();
-        assert_eq!(paths, ["routing.targetGroup.HealthCheckPath", "routing.rule.internal.hosts"]);
+        assert_eq!(paths, ["routing.targetGroup.web-pre.HealthCheckPath", "routing.rule.internal.hosts"]);
         assert_eq!(kinds(&d, &live), ["ModifyTargetGroup", "ModifyRule"]);
     }
 
@@ -355,7 +380,7 @@ mod tests {
     fn a_group_berth_did_not_make_blocks_the_service() {
         let d = routed();
         let mut live = live_routed(&d);
-        live.routing.as_mut().unwrap().target_group.as_mut().unwrap().group.tags.clear();
+        live.routing.as_mut().unwrap().target_groups[0].group.tags.clear();
         let p = plan(&d, &live, false, &ctx());
         assert_eq!(p.blockers, [Blocker::TargetGroupTaken { name: "web-pre".into() }]);
         assert!(p.actions.is_empty());
@@ -373,5 +398,92 @@ mod tests {
         let p = plan(&d, &live, false, &ctx());
         let Action::CreateRule { priority, .. } = &p.actions[0] else { panic!("{:?}", p.actions) };
         assert_eq!(*priority, first + 2);
+    }
+
+    const ALT_ARN: &str = "arn:aws:elbv2:us-east-1:123456789012:targetgroup/web-pre-alt/2";
+    const ROLE: &str = "arn:aws:iam::123456789012:role/ecs-traffic";
+
+    /// `routed()` with `strategy: blue-green`: the alternate group, the rule forwarding to
+    /// both, the service's entry naming them and the rule.
+    fn blue_green() -> Desired {
+        let mut d = routed();
+        let r = d.routing.as_mut().unwrap();
+        let alt = TargetGroup { name: "web-pre-alt".into(), ..r.target_groups[0].clone() };
+        r.target_groups.push(alt);
+        r.rules[0].alternate = Some("web-pre-alt".into());
+        let lb = &mut Arc::make_mut(&mut d.service).load_balancers.as_mut().unwrap()[0];
+        lb.advanced_configuration = Some(AdvancedConfiguration {
+            alternate_target_group_arn: "web-pre-alt".into(),
+            production_listener_rule: "rule:internal".into(),
+            test_listener_rule: None,
+            role_arn: ROLE.into(),
+        });
+        d
+    }
+
+    /// Live equal to `blue_green()`, as ECS leaves it after a deployment: the groups'
+    /// roles swapped in the service, the rule's groups in another order.
+    fn live_blue_green(d: &Desired) -> LiveState {
+        let mut live = live_routed(&routed());
+        let r = live.routing.as_mut().unwrap();
+        let alt = d.routing.as_ref().unwrap().target_groups[1].clone();
+        r.target_groups.push(LiveTargetGroup { arn: ALT_ARN.into(), group: alt });
+        r.rules[0].forward_to = vec![ALT_ARN.into(), TG_ARN.into()];
+        let lb = &mut live.service.as_mut().unwrap().settings.load_balancers.as_mut().unwrap()[0];
+        lb.target_group_arn = ALT_ARN.into();
+        lb.advanced_configuration = Some(AdvancedConfiguration {
+            alternate_target_group_arn: TG_ARN.into(),
+            production_listener_rule: "arn:rule/1".into(),
+            test_listener_rule: None,
+            role_arn: ROLE.into(),
+        });
+        live
+    }
+
+    #[test]
+    fn blue_green_makes_the_alternate_and_forwards_to_both() {
+        let d = blue_green();
+        let live = live_routed(&routed());
+        let p = plan(&d, &live, false, &ctx());
+        assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+        assert_eq!(crate::core::testing::action_kinds(&p), ["CreateTargetGroup", "ModifyRule", "UpdateService"]);
+        let Action::ModifyRule { forward: Some(f), .. } = &p.actions[1] else { panic!("{:?}", p.actions[1]) };
+        assert_eq!(f.primary, super::Revision::Existing(TG_ARN.into()));
+        assert_eq!(f.alternate, Some(super::Revision::Output(super::super::ActionId(0))));
+        let Action::UpdateService { settings, bind, .. } = &p.actions[2] else { panic!() };
+        let mut outputs = super::super::Outputs::default();
+        outputs.record(super::super::ActionId(0), ALT_ARN.into());
+        let bound = super::super::bound(settings, bind, &outputs);
+        let lb = &bound.load_balancers.as_ref().unwrap()[0];
+        assert_eq!(lb.target_group_arn, TG_ARN);
+        let a = lb.advanced_configuration.as_ref().unwrap();
+        assert_eq!(
+            (a.alternate_target_group_arn.as_str(), a.production_listener_rule.as_str()),
+            (ALT_ARN, "arn:rule/1")
+        );
+    }
+
+    #[test]
+    fn what_ecs_moves_in_a_blue_green_deployment_is_no_drift() {
+        let d = blue_green();
+        assert_eq!(kinds(&d, &live_blue_green(&d)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_host_change_of_a_blue_green_rule_leaves_its_weights_alone() {
+        let d = blue_green();
+        let mut live = live_blue_green(&d);
+        live.routing.as_mut().unwrap().rules[0].rule.hosts = vec!["old.example.com".into()];
+        let p = plan(&d, &live, false, &ctx());
+        assert_eq!(crate::core::testing::action_kinds(&p), ["ModifyRule"]);
+        assert!(matches!(&p.actions[0], Action::ModifyRule { forward: None, .. }), "{:?}", p.actions[0]);
+    }
+
+    #[test]
+    fn back_to_rolling_forwards_to_one_group_and_deletes_the_alternate_after_the_service() {
+        let d = routed();
+        let live = live_blue_green(&blue_green());
+        let p = plan(&d, &live, false, &ctx());
+        assert_eq!(crate::core::testing::action_kinds(&p), ["ModifyRule", "UpdateService", "DeleteTargetGroup"]);
     }
 }

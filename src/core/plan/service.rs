@@ -11,21 +11,13 @@ use crate::core::desired::ServiceSettings;
 use crate::core::diff::{self, Change};
 use crate::core::live::LiveService;
 
-/// What a routed service's settings name by reference: its target group and its tasks'
-/// security groups (existing, or made by this plan; `None`: as rendered).
+/// What a routed service's settings name by reference: its target groups (by name) and
+/// listener rules (by `rule:<scope>`), and its tasks' security groups (existing, or made by
+/// this plan; `None`: as rendered).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Bind {
-    pub target_group: Option<Revision>,
+    pub routes: Vec<(String, Revision)>,
     pub security_groups: Option<Vec<Revision>>,
-}
-
-impl Bind {
-    /// The references whose values are known.
-    fn resolve<'a>(&'a self, outputs: &'a Outputs) -> (Option<&'a str>, Option<Vec<&'a str>>) {
-        let tg = self.target_group.as_ref().and_then(|t| outputs.resolve(t));
-        let sgs = self.security_groups.as_ref().and_then(|g| g.iter().map(|r| outputs.resolve(r)).collect());
-        (tg, sgs)
-    }
 }
 
 pub(super) fn step(plan: &mut Plan, input: &Input, revision: Revision, bind: Bind) -> Step {
@@ -59,15 +51,24 @@ fn before_deploy(plan: &mut Plan, input: &Input, settings: &Arc<ServiceSettings>
 /// The settings with the target group and security groups of `bind` that are known
 /// (existing ones, or what `outputs` recorded).
 pub fn bound(settings: &Arc<ServiceSettings>, bind: &Bind, outputs: &Outputs) -> Arc<ServiceSettings> {
-    let (tg, sgs) = bind.resolve(outputs);
-    if tg.is_none() && sgs.is_none() {
+    let sgs: Option<Vec<&str>> =
+        bind.security_groups.as_ref().and_then(|g| g.iter().map(|r| outputs.resolve(r)).collect());
+    if bind.routes.is_empty() && sgs.is_none() {
         return settings.clone();
     }
+    let known = |name: &mut String| {
+        if let Some(arn) = bind.routes.iter().find(|(n, _)| n == name).and_then(|(_, r)| outputs.resolve(r)) {
+            *name = arn.to_string();
+        }
+    };
     let mut s = settings.clone();
     let m = Arc::make_mut(&mut s);
-    if let (Some(arn), Some(lbs)) = (tg, m.load_balancers.as_mut()) {
-        for lb in lbs {
-            lb.target_group_arn = arn.to_string();
+    for lb in m.load_balancers.iter_mut().flatten() {
+        known(&mut lb.target_group_arn);
+        if let Some(a) = lb.advanced_configuration.as_mut() {
+            known(&mut a.alternate_target_group_arn);
+            known(&mut a.production_listener_rule);
+            a.test_listener_rule.as_mut().map(known);
         }
     }
     if let (Some(ids), Some(n)) = (sgs, m.network_configuration.as_mut()) {

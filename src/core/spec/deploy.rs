@@ -1,8 +1,8 @@
 //! The checks of what a spec asks of the deploy around the service: its routing
-//! (`ingress`), its rollout (`rollout.alarms`) and its tasks (`tasks.before_deploy`).
+//! (`ingress`), its rollout (`rollout`) and its tasks (`tasks.before_deploy`).
 
-use super::RouteSpec;
-use super::model;
+use super::model::{self, HookStage, Strategy};
+use super::{HookSpec, RolloutSpec, RouteSpec};
 use crate::core::at::At;
 use crate::core::diag::Diagnostic;
 
@@ -33,8 +33,124 @@ pub(super) fn before_deploy(
     Some(crate::core::desired::BeforeDeploy { command, timeout_s: timeout? })
 }
 
+/// `rollout`, checked: the strategy and its settings (only the chosen strategy's), whole
+/// minutes within ECS's ranges, the alarms and the hooks.
+pub(super) fn rollout(rollout: Option<&At<model::Rollout>>, diags: &mut Vec<Diagnostic>) -> RolloutSpec {
+    let mut spec = RolloutSpec { alarms: alarms(rollout, diags), ..RolloutSpec::default() };
+    let Some(r) = rollout else { return spec };
+    if let Some(s) = &r.strategy {
+        spec.strategy = s.value;
+        spec.strategy_at = Some(s.pos.clone());
+    }
+    let shifts = spec.strategy.shifts_traffic();
+    let not_for = |what: &str, pos: &crate::core::diag::Pos, want: &str, diags: &mut Vec<Diagnostic>| {
+        diags.push(Diagnostic::new(pos.clone(), format!("`{what}` is for `strategy: {want}`")));
+    };
+    if let Some(b) = &r.bake {
+        if shifts {
+            spec.bake_minutes = minutes(b, diags);
+        } else {
+            not_for("bake", &b.pos, "blue-green`, `canary` or `linear", diags);
+        }
+    }
+    if let Some(c) = &r.canary {
+        if spec.strategy == Strategy::Canary {
+            let percent = percent(c.percent.as_ref(), 10.0, 0.1, diags);
+            let wait = c.wait.as_ref().map_or(Some(10), |w| minutes(w, diags));
+            spec.canary = percent.zip(wait);
+        } else {
+            not_for("canary", &c.pos, "canary", diags);
+        }
+    } else if spec.strategy == Strategy::Canary {
+        spec.canary = Some((10.0, 10));
+    }
+    if let Some(l) = &r.linear {
+        if spec.strategy == Strategy::Linear {
+            let percent = percent(l.percent.as_ref(), 10.0, 3.0, diags);
+            let interval = l.interval.as_ref().map_or(Some(6), |w| minutes(w, diags));
+            spec.linear = percent.zip(interval);
+        } else {
+            not_for("linear", &l.pos, "linear", diags);
+        }
+    } else if spec.strategy == Strategy::Linear {
+        spec.linear = Some((10.0, 6));
+    }
+    for h in r.hooks.iter().flat_map(|h| h.value.iter()) {
+        if !shifts {
+            not_for("hooks", &h.pos, "blue-green`, `canary` or `linear", diags);
+            break;
+        }
+        let lambda = h.lambda.as_ref().filter(|l| valid_lambda_arn(&l.value));
+        if lambda.is_none() {
+            let pos = h.lambda.as_ref().map_or(&h.pos, |l| &l.pos);
+            diags.push(Diagnostic::new(
+                pos.clone(),
+                "a hook needs `lambda`: a Lambda function ARN (`arn:aws:lambda:REGION:ACCOUNT:function:NAME`)",
+            ));
+        }
+        let role = h.role.as_ref().filter(|r| r.starts_with("arn:") && r.contains(":role/"));
+        if role.is_none() {
+            let pos = h.role.as_ref().map_or(&h.pos, |r| &r.pos);
+            diags.push(Diagnostic::new(
+                pos.clone(),
+                "a hook needs `role`: the ARN of the IAM role ECS invokes the function with",
+            ));
+        }
+        let mut stages: Vec<HookStage> = h.stages.iter().flat_map(|s| s.value.iter().map(|s| s.value)).collect();
+        stages.sort();
+        stages.dedup();
+        if stages.is_empty() {
+            let pos = h.stages.as_ref().map_or(&h.pos, |s| &s.pos);
+            diags.push(Diagnostic::new(pos.clone(), "a hook needs `stages`: the lifecycle stages ECS calls it at"));
+        }
+        if let (Some(l), Some(r), false) = (lambda, role, stages.is_empty()) {
+            spec.hooks.push(HookSpec { lambda: l.value.clone(), role: r.value.clone(), stages });
+        }
+    }
+    spec
+}
+
+/// A duration in whole minutes from 0 to 24h (ECS's bake and step times).
+fn minutes(d: &At<String>, diags: &mut Vec<Diagnostic>) -> Option<i32> {
+    match humantime::parse_duration(&d.value) {
+        Ok(t) if t.as_secs() % 60 == 0 && t.as_secs() <= 86_400 => Some((t.as_secs() / 60) as i32),
+        _ => {
+            diags.push(Diagnostic::new(
+                d.pos.clone(),
+                format!("invalid duration `{}`: whole minutes from 0m to 24h (`5m`)", d.value),
+            ));
+            None
+        }
+    }
+}
+
+fn percent(p: Option<&At<f64>>, default: f64, min: f64, diags: &mut Vec<Diagnostic>) -> Option<f64> {
+    let Some(p) = p else { return Some(default) };
+    if (min..=100.0).contains(&p.value) {
+        Some(p.value)
+    } else {
+        diags.push(Diagnostic::new(p.pos.clone(), format!("percent {} is out of range ({min} to 100)", p.value)));
+        None
+    }
+}
+
+fn valid_lambda_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    parts.len() >= 7
+        && parts.len() <= 8
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "lambda"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && parts[5] == "function"
+        && !parts[6].is_empty()
+        && parts[6..].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-$".contains(c)))
+}
+
 /// `rollout.alarms`, checked: at most 10 names of 1 to 255 characters, duplicates dropped.
-pub(super) fn alarms(rollout: Option<&At<model::Rollout>>, diags: &mut Vec<Diagnostic>) -> Vec<String> {
+fn alarms(rollout: Option<&At<model::Rollout>>, diags: &mut Vec<Diagnostic>) -> Vec<String> {
     let mut alarms = Vec::new();
     if let Some(list) = rollout.and_then(|r| r.alarms.as_ref()) {
         if list.value.len() > 10 {

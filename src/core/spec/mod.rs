@@ -41,8 +41,8 @@ pub struct ServiceSpec {
     pub route: RouteSpec,
     /// ECS Exec on the service.
     pub exec: bool,
-    /// CloudWatch alarms that roll a deployment back.
-    pub alarms: Vec<String>,
+    /// How ECS rolls out a new revision.
+    pub rollout: RolloutSpec,
     /// A task run before a deploy: its command and how long it may run.
     pub before_deploy: Option<crate::core::desired::BeforeDeploy>,
     pub depends_on: Vec<String>,
@@ -53,6 +53,32 @@ pub struct ServiceSpec {
     pub environment: Vec<EnvVar>,
     pub variables: BTreeMap<String, Variable>,
     pub adopt: bool,
+}
+
+/// `spec.rollout`, checked: the strategy with its settings (minutes, percentages), the
+/// alarms and the hooks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RolloutSpec {
+    pub strategy: model::Strategy,
+    /// Where `strategy` is written (an error about the route it needs points there).
+    pub strategy_at: Option<Pos>,
+    pub bake_minutes: Option<i32>,
+    /// `canary`: the percentage and minutes of the first step.
+    pub canary: Option<(f64, i32)>,
+    /// `linear`: the percentage of each step and the minutes between steps.
+    pub linear: Option<(f64, i32)>,
+    /// CloudWatch alarms that roll a deployment back.
+    pub alarms: Vec<String>,
+    pub hooks: Vec<HookSpec>,
+}
+
+/// A lifecycle hook, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookSpec {
+    pub lambda: String,
+    pub role: String,
+    /// Sorted, without duplicates.
+    pub stages: Vec<model::HookStage>,
 }
 
 /// `spec.ingress`, checked. With the environment's `ingress:` set, a service is routed
@@ -362,7 +388,7 @@ pub(crate) fn check_spec(
     }
     let route = deploy::route_spec(spec.ingress.as_ref(), diags);
     let before_deploy = deploy::before_deploy(spec.tasks.as_ref(), diags);
-    let alarms = deploy::alarms(spec.rollout.as_ref(), diags);
+    let rollout = deploy::rollout(spec.rollout.as_ref(), diags);
     let mut depends_on = Vec::new();
     let mut data = Vec::new();
     let mut dependency_at = Vec::new();
@@ -483,7 +509,7 @@ pub(crate) fn check_spec(
         external: route.external_at.is_some(),
         route,
         exec: spec.exec.as_ref().is_some_and(|e| e.value),
-        alarms,
+        rollout,
         before_deploy,
         depends_on,
         data,

@@ -122,14 +122,141 @@ pub struct Ingress {
     pub paths: Option<At<Vec<At<String>>>>,
 }
 
-/// How ECS rolls out a new revision (a rolling update with the circuit breaker).
+/// How ECS rolls out a new revision: ECS's own deployment strategies, with the circuit
+/// breaker and, when named, CloudWatch alarms rolling a failed one back.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
+    /// `rolling` (default), or one that shifts traffic between two target groups (the
+    /// service needs a route): `blue-green`, `canary`, `linear`.
+    pub strategy: Option<At<Strategy>>,
+    /// How long ECS keeps the old revision ready after all traffic moved (whole minutes,
+    /// at most 24h; not for `rolling`).
+    #[schemars(transform = schema::duration)]
+    pub bake: Option<At<String>>,
+    /// `strategy: canary`: the share of traffic the new revision gets first, and for how long.
+    pub canary: Option<At<Canary>>,
+    /// `strategy: linear`: the share of traffic moved at each step, and the time between steps.
+    pub linear: Option<At<Linear>>,
     /// CloudWatch alarms that stop the deployment and roll it back while any is in ALARM
     /// (at most 10 names of at most 255 characters).
     #[schemars(transform = schema::alarm_names)]
     pub alarms: Option<At<Vec<At<String>>>>,
+    /// Lambda functions ECS calls at lifecycle stages of a deployment (not for `rolling`);
+    /// one that fails rolls the deployment back.
+    pub hooks: Option<At<Vec<At<Hook>>>>,
+}
+
+/// An ECS deployment strategy.
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    #[default]
+    Rolling,
+    BlueGreen,
+    Canary,
+    Linear,
+}
+
+impl Strategy {
+    /// ECS's name (`deploymentConfiguration.strategy`).
+    pub fn ecs(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "ROLLING",
+            Strategy::BlueGreen => "BLUE_GREEN",
+            Strategy::Canary => "CANARY",
+            Strategy::Linear => "LINEAR",
+        }
+    }
+
+    /// As written in the spec.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::BlueGreen => "blue-green",
+            Strategy::Canary => "canary",
+            Strategy::Linear => "linear",
+        }
+    }
+
+    /// Whether ECS moves traffic between two target groups (everything but rolling).
+    pub fn shifts_traffic(self) -> bool {
+        self != Strategy::Rolling
+    }
+}
+
+/// A canary deployment's first step.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    /// The share of production traffic the new revision gets first (0.1 to 100, default 10).
+    #[schemars(range(min = 0.1, max = 100.0))]
+    pub percent: Option<At<f64>>,
+    /// How long the canary runs before the rest of the traffic moves (whole minutes,
+    /// default 10m).
+    #[schemars(transform = schema::duration)]
+    pub wait: Option<At<String>>,
+}
+
+/// A linear deployment's steps.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Linear {
+    /// The share of production traffic moved at each step (3 to 100, default 10).
+    #[schemars(range(min = 3.0, max = 100.0))]
+    pub percent: Option<At<f64>>,
+    /// The time between steps (whole minutes, default 6m).
+    #[schemars(transform = schema::duration)]
+    pub interval: Option<At<String>>,
+}
+
+/// A lifecycle hook: a Lambda function ECS invokes at the stages named.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// The function's ARN.
+    #[schemars(regex(
+        pattern = r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$"
+    ))]
+    pub lambda: Option<At<String>>,
+    /// The IAM role ECS assumes to invoke it.
+    #[schemars(transform = schema::role_arn)]
+    pub role: Option<At<String>>,
+    /// ECS's stage names: `RECONCILE_SERVICE`, `PRE_SCALE_UP`, `POST_SCALE_UP`,
+    /// `TEST_TRAFFIC_SHIFT`, `POST_TEST_TRAFFIC_SHIFT`, `PRE_PRODUCTION_TRAFFIC_SHIFT`,
+    /// `PRODUCTION_TRAFFIC_SHIFT`, `POST_PRODUCTION_TRAFFIC_SHIFT`.
+    #[schemars(extend("minItems" = 1))]
+    pub stages: Option<At<Vec<At<HookStage>>>>,
+}
+
+/// A lifecycle stage ECS calls hooks at.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HookStage {
+    ReconcileService,
+    PreScaleUp,
+    PostScaleUp,
+    TestTrafficShift,
+    PostTestTrafficShift,
+    PreProductionTrafficShift,
+    ProductionTrafficShift,
+    PostProductionTrafficShift,
+}
+
+impl HookStage {
+    /// ECS's name, as written in the spec.
+    pub fn ecs(self) -> &'static str {
+        match self {
+            HookStage::ReconcileService => "RECONCILE_SERVICE",
+            HookStage::PreScaleUp => "PRE_SCALE_UP",
+            HookStage::PostScaleUp => "POST_SCALE_UP",
+            HookStage::TestTrafficShift => "TEST_TRAFFIC_SHIFT",
+            HookStage::PostTestTrafficShift => "POST_TEST_TRAFFIC_SHIFT",
+            HookStage::PreProductionTrafficShift => "PRE_PRODUCTION_TRAFFIC_SHIFT",
+            HookStage::ProductionTrafficShift => "PRODUCTION_TRAFFIC_SHIFT",
+            HookStage::PostProductionTrafficShift => "POST_PRODUCTION_TRAFFIC_SHIFT",
+        }
+    }
 }
 
 /// Tasks berth runs with a deploy.
@@ -216,7 +343,10 @@ pub struct KeyValue {
 stamp_fields! {
     ServiceFile { kind, name, spec }
     Spec { image, resources, count, autoscaling, port, health, metrics_port, ingress, exec, rollout, tasks, dependencies, environment }
-    Rollout { alarms }
+    Rollout { strategy, bake, canary, linear, alarms, hooks }
+    Canary { percent, wait }
+    Linear { percent, interval }
+    Hook { lambda, role, stages }
     Tasks { before_deploy }
     BeforeDeploy { command, timeout }
     Resources { cpu, memory }
@@ -228,6 +358,8 @@ stamp_fields! {
     KeyValue { key, value }
 }
 stamp_nothing!(ScaleResource);
+stamp_nothing!(Strategy);
+stamp_nothing!(HookStage);
 
 fn merge_opt<T: Clone>(base: &Option<At<T>>, over: &Option<At<T>>, f: impl Fn(&T, &T) -> T) -> Option<At<T>> {
     match (base, over) {
@@ -267,7 +399,20 @@ impl Spec {
                 paths: pick(&b.paths, &o.paths),
             }),
             exec: pick(&self.exec, &over.exec),
-            rollout: merge_opt(&self.rollout, &over.rollout, |b, o| Rollout { alarms: pick(&b.alarms, &o.alarms) }),
+            rollout: merge_opt(&self.rollout, &over.rollout, |b, o| Rollout {
+                strategy: pick(&b.strategy, &o.strategy),
+                bake: pick(&b.bake, &o.bake),
+                canary: merge_opt(&b.canary, &o.canary, |b, o| Canary {
+                    percent: pick(&b.percent, &o.percent),
+                    wait: pick(&b.wait, &o.wait),
+                }),
+                linear: merge_opt(&b.linear, &o.linear, |b, o| Linear {
+                    percent: pick(&b.percent, &o.percent),
+                    interval: pick(&b.interval, &o.interval),
+                }),
+                alarms: pick(&b.alarms, &o.alarms),
+                hooks: pick(&b.hooks, &o.hooks),
+            }),
             tasks: merge_opt(&self.tasks, &over.tasks, |b, o| Tasks {
                 before_deploy: pick(&b.before_deploy, &o.before_deploy),
             }),

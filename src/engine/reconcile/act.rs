@@ -358,16 +358,17 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
             Action::DeleteTargetGroup { arn, name } => {
                 cloud.delete_target_group(arn).await.map(|_| format!("deleted target group {name}"))
             }
-            Action::CreateRule { rule, priority, target_group } => {
-                let group = outputs.resolve(target_group).unwrap_or_default().to_string();
-                cloud.create_rule(rule, *priority, &group).await.map(|arn| {
+            Action::CreateRule { rule, priority, forward } => {
+                let groups = forward_to(forward, &outputs);
+                cloud.create_rule(rule, *priority, &groups).await.map(|arn| {
+                    outputs.record(id, arn.clone());
                     format!("created {} rule {} (priority {priority}): {arn}", rule.scope, rule.hosts.join(","))
                 })
             }
-            Action::ModifyRule { arn, rule, target_group } => {
-                let group = outputs.resolve(target_group).unwrap_or_default().to_string();
+            Action::ModifyRule { arn, rule, forward } => {
+                let groups = forward.as_ref().map(|f| forward_to(f, &outputs));
                 cloud
-                    .modify_rule(arn, rule, &group)
+                    .modify_rule(arn, rule, groups.as_deref())
                     .await
                     .map(|_| format!("modified {} rule {}", rule.scope, rule.hosts.join(",")))
             }
@@ -486,6 +487,14 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
     ex
 }
 
+/// The ARNs a rule forwards to, its group first.
+fn forward_to(forward: &crate::core::plan::Forward, outputs: &crate::core::plan::Outputs) -> Vec<String> {
+    std::iter::once(&forward.primary)
+        .chain(&forward.alternate)
+        .map(|r| outputs.resolve(r).unwrap_or_default().to_string())
+        .collect()
+}
+
 /// Writes the hold of a failed rollout on the service, where every berth process (a
 /// restarted one, another replica) reads it back with the service's tags.
 pub async fn write_hold<C: Cloud>(cloud: &C, service_arn: &str, spec_hash: &str) {
@@ -498,12 +507,17 @@ pub async fn write_hold<C: Cloud>(cloud: &C, service_arn: &str, spec_hash: &str)
     }
 }
 
-pub async fn wait_for_rollout<F>(watch: &RolloutWatch, read: impl Fn() -> F) -> Result<(), String>
+/// Follows the rollout until it completes, fails or times out. A service whose strategy
+/// shifts traffic is judged by its service deployment (DescribeServiceDeployments): its
+/// lifecycle stages, the bake time included, and a rollback by ECS; others (and a service
+/// deployment ECS does not report) by the service's deployments.
+pub async fn wait_for_rollout<C: Cloud, F>(cloud: &C, watch: &RolloutWatch, read: impl Fn() -> F) -> Result<(), String>
 where
     F: std::future::Future<Output = Result<Option<LiveService>, AwsError>>,
 {
     let start = Instant::now();
     let (service, timeout) = (&watch.service, watch.timeout);
+    let mut stage: Option<String> = None;
     loop {
         // A read that fails says nothing about the rollout: ask again until the timeout
         // (a verdict from a throttled read would hold a healthy spec).
@@ -512,16 +526,40 @@ where
                 let Some(live) = found else {
                     return Err(format!("service {service} disappeared"));
                 };
-                match rollout_state(&live, &watch.revision) {
-                    Rollout::Done => return Ok(()),
-                    Rollout::Failed(reason) => return Err(reason),
-                    Rollout::InProgress => {}
+                let staged = match (crate::core::rollout::shifts_traffic(&live), &live.current_deployment) {
+                    (true, Some(arn)) => match cloud.describe_service_deployment(arn).await {
+                        Ok(Some(d)) => {
+                            if d.lifecycle_stage.is_some() && d.lifecycle_stage != stage {
+                                tracing::info!(service = %service, deployment = %d.arn, status = %d.status,
+                                    stage = d.lifecycle_stage.as_deref().unwrap_or_default(), "rollout stage");
+                                stage.clone_from(&d.lifecycle_stage);
+                            }
+                            Some(Ok(crate::core::rollout::deployment_state(&d)))
+                        }
+                        Ok(None) => None,
+                        Err(e) => Some(Err(e)),
+                    },
+                    _ => None,
+                };
+                let state = match staged {
+                    Some(Ok(state)) => Some(state),
+                    Some(Err(e)) => {
+                        tracing::debug!(service = %service, error = %e, "cannot read the service deployment; asking again");
+                        None
+                    }
+                    None => Some(rollout_state(&live, &watch.revision)),
+                };
+                match state {
+                    Some(Rollout::Done) => return Ok(()),
+                    Some(Rollout::Failed(reason)) => return Err(reason),
+                    Some(Rollout::InProgress) | None => {}
                 }
             }
             Err(e) => tracing::debug!(service = %service, error = %e, "cannot read the rollout's state; asking again"),
         }
         if start.elapsed() >= timeout {
-            return Err(format!("the deployment did not finish within {}", humantime::format_duration(timeout)));
+            let at = stage.as_deref().map(|s| format!(" (at {s})")).unwrap_or_default();
+            return Err(format!("the deployment did not finish within {}{at}", humantime::format_duration(timeout)));
         }
         let left = timeout.saturating_sub(start.elapsed());
         tokio::time::sleep(watch.poll.min(left).max(Duration::from_millis(50))).await;

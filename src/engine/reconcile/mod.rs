@@ -237,7 +237,7 @@ impl RolloutWatch {
             let mut found = cloud.describe_services(&self.cluster, std::slice::from_ref(&self.service)).await?;
             Ok(found.remove(&self.service))
         };
-        act::wait_for_rollout(self, read).await
+        act::wait_for_rollout(cloud, self, read).await
     }
 
     /// [`Self::wait`], with the service's state read by `read` (the daemon batches the
@@ -254,7 +254,7 @@ impl RolloutWatch {
     where
         F: std::future::Future<Output = Result<Option<LiveService>, AwsError>>,
     {
-        let result = act::wait_for_rollout(self, read).await;
+        let result = act::wait_for_rollout(cloud, self, read).await;
         if !may_write() {
             return result;
         }

@@ -149,7 +149,7 @@ async fn prune<C: Cloud>(
 }
 
 /// Removes a pruned service's routing: its rules, the records of their host names that
-/// point at the environment's load balancers, then its target group (all by berth's tags).
+/// point at the environment's load balancers, then its target groups (all by berth's tags).
 async fn unroute<C: Cloud>(
     cloud: &C,
     routes: &super::routes::EnvRoutes,
@@ -165,13 +165,13 @@ async fn unroute<C: Cloud>(
     for r in live.records.iter().filter(|r| ours(&r.alias_dns_name)) {
         cloud.change_alias_record(&r.zone_id, &r.name, &r.alias_dns_name, &r.alias_hosted_zone_id, true).await?;
     }
-    let tagged = |k: &str, v: &str| live.target_group.as_ref().is_some_and(|t| t.tag(k) == Some(v));
-    if let Some(tg) = &live.target_group
-        && tagged(tags::MANAGED, "true")
-        && tagged(tags::SERVICE, service)
-        && tagged(tags::ENV, env)
-    {
-        cloud.delete_target_group(&tg.arn).await?;
+    for tg in &live.target_groups {
+        if tg.tag(tags::MANAGED) == Some("true")
+            && tg.tag(tags::SERVICE) == Some(service)
+            && tg.tag(tags::ENV) == Some(env)
+        {
+            cloud.delete_target_group(&tg.arn).await?;
+        }
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::core::config::IngressConfig;
 use crate::core::desired::tags;
 use crate::core::live::LiveRouting;
 use crate::core::routing::{
-    LiveRecord, LiveRule, LiveSecurityGroup, LiveTargetGroup, LoadBalancerInfo, clients_group, target_group_name,
+    LiveRecord, LiveRule, LiveSecurityGroup, LiveTargetGroup, LoadBalancerInfo, clients_group, route_group_names,
 };
 use crate::core::spec::ServiceSpec;
 use crate::engine::cloud::Cloud;
@@ -28,8 +28,10 @@ pub struct EnvRoutes {
 
 impl EnvRoutes {
     pub async fn read<C: Cloud>(cloud: &C, ingress: &IngressConfig) -> EnvRoutes {
-        let listeners: Vec<&String> =
-            std::iter::once(&ingress.internal_listener).chain(&ingress.external_listener).collect();
+        let listeners: Vec<&String> = std::iter::once(&ingress.internal_listener)
+            .chain(&ingress.external_listener)
+            .chain(&ingress.test_listener)
+            .collect();
         let zones: Vec<&String> = ingress.private_zone.iter().chain(&ingress.public_zone).collect();
         let (lbs, rules, groups, records, security_groups) = tokio::join!(
             crate::aws::concurrently(listeners.iter().map(|l| cloud.listener_load_balancer(l))),
@@ -77,10 +79,11 @@ impl EnvRoutes {
             let tag = |k: &str| tagged.iter().find(|t| t.key == k).map(|t| t.value.as_str());
             tag(tags::MANAGED) == Some("true") && tag(tags::SERVICE) == Some(name) && tag(tags::ENV) == Some(env)
         };
-        let target_group = groups
-            .get(&target_group_name(name, env))
-            .or_else(|| groups.values().find(|g| tagged(&g.group.tags)))
-            .cloned();
+        // The groups with the names berth gives (whoever made them), and those tagged as
+        // the service's.
+        let names = route_group_names(name, env);
+        let target_groups =
+            groups.values().filter(|g| names.contains(&g.group.name) || tagged(&g.group.tags)).cloned().collect();
         let rules: Vec<LiveRule> = rules.iter().filter(|r| tagged(&r.rule.tags)).cloned().collect();
         let mut hosts: BTreeSet<String> = rules.iter().flat_map(|r| r.rule.hosts.iter().cloned()).collect();
         if let Some(spec) = spec {
@@ -101,7 +104,7 @@ impl EnvRoutes {
         }
         let security_groups = names.iter().filter_map(|n| security_groups.get(n)).cloned().collect();
         Ok(LiveRouting {
-            target_group,
+            target_groups,
             rules,
             records,
             load_balancers: lbs.clone(),

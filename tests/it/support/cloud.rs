@@ -326,6 +326,13 @@ impl Cloud for FakeCloud {
         s.tasks.push((task_definition.to_string(), command.to_vec()));
         Ok(format!("arn:aws:ecs:us-east-1:{ACCOUNT}:task/pre/{}", s.tasks.len()))
     }
+    async fn describe_service_deployment(
+        &self,
+        _: &str,
+    ) -> Result<Option<berth::core::live::ServiceDeployment>, AwsError> {
+        self.count("DescribeServiceDeployments")?;
+        Ok(None)
+    }
     async fn describe_task(&self, _: &str, _: &str, _: &str) -> Result<Option<berth::aws::TaskState>, AwsError> {
         self.count("DescribeTasks")?;
         let exit = self.state.lock().unwrap().task_exit;
@@ -445,10 +452,10 @@ impl Cloud for FakeCloud {
     async fn delete_target_group(&self, _: &str) -> Result<(), AwsError> {
         Err(no_routing("DeleteTargetGroup"))
     }
-    async fn create_rule(&self, _: &ListenerRule, _: i32, _: &str) -> Result<String, AwsError> {
+    async fn create_rule(&self, _: &ListenerRule, _: i32, _: &[String]) -> Result<String, AwsError> {
         Err(no_routing("CreateRule"))
     }
-    async fn modify_rule(&self, _: &str, _: &ListenerRule, _: &str) -> Result<(), AwsError> {
+    async fn modify_rule(&self, _: &str, _: &ListenerRule, _: Option<&[String]>) -> Result<(), AwsError> {
         Err(no_routing("ModifyRule"))
     }
     async fn delete_rule(&self, _: &str) -> Result<(), AwsError> {

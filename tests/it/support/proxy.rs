@@ -35,6 +35,37 @@ pub enum Rollouts {
     Stuck,
 }
 
+/// The course of one service's deployment, as DescribeServiceDeployments tells it (moto
+/// has neither the operation nor `currentServiceDeployment`): each answer gives the next
+/// step and the last one stays. DescribeServices answers of the service name the
+/// deployment and show its deployments as the step's status implies (IN_PROGRESS, COMPLETED,
+/// or FAILED with a rollback PRIMARY).
+#[derive(Clone, Debug, Default)]
+pub struct Lifecycle {
+    /// (status, lifecycle stage, status reason)
+    pub steps: Vec<(&'static str, &'static str, &'static str)>,
+    at: usize,
+}
+
+impl Lifecycle {
+    pub fn new(steps: &[(&'static str, &'static str, &'static str)]) -> Lifecycle {
+        Lifecycle { steps: steps.to_vec(), at: 0 }
+    }
+
+    fn current(&self) -> (&'static str, &'static str, &'static str) {
+        self.steps[self.at.min(self.steps.len() - 1)]
+    }
+
+    /// How the service's deployments look at the current step.
+    fn rollouts(&self) -> Rollouts {
+        match self.current().0 {
+            "SUCCESSFUL" => Rollouts::Complete,
+            s if s.starts_with("ROLLBACK") || s.starts_with("STOP") => Rollouts::Fail,
+            _ => Rollouts::Stuck,
+        }
+    }
+}
+
 /// How DescribeTasks answers are rewritten: every task STOPPED, its containers with this
 /// exit code, or stopped before the container ran (`CannotStart`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +120,8 @@ struct State {
     rollouts_for: BTreeMap<String, Rollouts>,
     /// How DescribeTasks answers: moto keeps a task RUNNING forever.
     tasks: Option<TaskEnd>,
+    /// A service deployment's course, per service name (moto has no service deployments).
+    lifecycles: BTreeMap<String, Lifecycle>,
     bodies: Vec<(String, String)>,
 }
 
@@ -142,6 +175,11 @@ impl Proxy {
     /// Rewrites the deployments of one service (by name) as `mode`, whatever the rest get.
     pub fn set_tasks(&self, end: TaskEnd) {
         self.state.lock().unwrap().tasks = Some(end);
+    }
+
+    /// Gives `service` a service deployment that goes through `lifecycle`.
+    pub fn set_lifecycle(&self, service: &str, lifecycle: Lifecycle) {
+        self.state.lock().unwrap().lifecycles.insert(service.to_string(), lifecycle);
     }
 
     pub fn set_rollouts_for(&self, service: &str, mode: Rollouts) {
@@ -278,8 +316,17 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
             }
             _ => s.chaos.as_mut().and_then(Chaos::roll),
         };
-        (fault, (s.rollouts.unwrap_or(Rollouts::Moto), s.rollouts_for.clone(), s.tasks))
+        let mut per_service = s.rollouts_for.clone();
+        for (name, l) in &s.lifecycles {
+            per_service.insert(name.clone(), l.rollouts());
+        }
+        (fault, (s.rollouts.unwrap_or(Rollouts::Moto), per_service, s.tasks))
     };
+    if op == "DescribeServiceDeployments" && fault.is_none() {
+        let answer = service_deployments(&body_text, &mut state.lock().unwrap().lifecycles);
+        return write_response(&mut conn.try_clone()?, 200, "OK", "application/x-amz-json-1.1", answer.as_bytes());
+    }
+    let lifecycles: Vec<String> = state.lock().unwrap().lifecycles.keys().cloned().collect();
     let mut out = conn;
     let lose = matches!(fault, Some(Fault::LoseResponse));
     match fault {
@@ -339,6 +386,9 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
     let mut body = if chunked { dechunk(resp_body) } else { resp_body.to_vec() };
     if op == "DescribeServices" && status == 200 && (rollouts.0 != Rollouts::Moto || !rollouts.1.is_empty()) {
         body = rewrite_deployments(&body, &rollouts.0, &rollouts.1);
+    }
+    if op == "DescribeServices" && status == 200 && !lifecycles.is_empty() {
+        body = name_service_deployments(&body, &lifecycles);
     }
     if let (true, 200, Some(end)) = (op == "DescribeTasks", status, rollouts.2) {
         body = rewrite_tasks(&body, end);
@@ -469,6 +519,46 @@ fn rewrite_tasks(body: &[u8], end: TaskEnd) -> Vec<u8> {
         }
     }
     serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
+}
+
+/// The ARN of the service deployment the proxy gives `service`.
+fn service_deployment_arn(service: &str) -> String {
+    format!("arn:aws:ecs:us-east-1:123456789012:service-deployment/berth/{service}/1")
+}
+
+/// Adds `currentServiceDeployment` to the services that have a lifecycle.
+fn name_service_deployments(body: &[u8], lifecycles: &[String]) -> Vec<u8> {
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else { return body.to_vec() };
+    for s in v.get_mut("services").and_then(Value::as_array_mut).into_iter().flatten() {
+        let name = s.get("serviceName").and_then(Value::as_str).unwrap_or_default().to_string();
+        if lifecycles.contains(&name) {
+            s["currentServiceDeployment"] = Value::from(service_deployment_arn(&name));
+        }
+    }
+    serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
+}
+
+/// DescribeServiceDeployments, answered from the lifecycles (each answer moves its
+/// deployment one step on); an unknown ARN is in `failures`, as ECS answers.
+fn service_deployments(request: &str, lifecycles: &mut BTreeMap<String, Lifecycle>) -> String {
+    let req: Value = serde_json::from_str(request).unwrap_or(Value::Null);
+    let mut found = Vec::new();
+    let mut failures = Vec::new();
+    for arn in req.get("serviceDeploymentArns").and_then(Value::as_array).into_iter().flatten() {
+        let arn = arn.as_str().unwrap_or_default();
+        match lifecycles.iter_mut().find(|(name, _)| service_deployment_arn(name) == arn) {
+            Some((_, l)) => {
+                let (status, stage, reason) = l.current();
+                l.at += 1;
+                found.push(serde_json::json!({
+                    "serviceDeploymentArn": arn, "status": status, "lifecycleStage": stage,
+                    "statusReason": reason,
+                }));
+            }
+            None => failures.push(serde_json::json!({"arn": arn, "reason": "MISSING"})),
+        }
+    }
+    serde_json::json!({"serviceDeployments": found, "failures": failures}).to_string()
 }
 
 fn rewrite_deployments(body: &[u8], default: &Rollouts, per_service: &BTreeMap<String, Rollouts>) -> Vec<u8> {
