@@ -8,7 +8,8 @@
 #   3. an example monorepo (tests/fixtures/monorepo) in git, with a bare "origin"
 #   4. `berth daemon`: pre converges from `develop`, each service routed on the shared load
 #      balancers (target group, listener rules, DNS names), with its security groups
-#      (docs/routing.md)
+#      (docs/routing.md); ledger rolls out blue-green: two target groups, a weighted
+#      production rule and a test rule (docs/rollout.md)
 #   5. a commit to develop → pre redeploys the changed service only
 #   6. tag v1.0.0 → prod converges
 #   7. SIGTERM: berth drains and exits 0
@@ -75,20 +76,26 @@ for name, scheme in [("internal", "internal"), ("public", "internet-facing")]:
     lb = elb.create_load_balancer(Name=name, Subnets=subnets, Scheme=scheme, Type="application")["LoadBalancers"][0]
     listeners.append(elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
         DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])["Listeners"][0]["ListenerArn"])
+    if name == "internal":  # the test listener of blue-green deployments
+        test_listener = elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=8080,
+            DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])["Listeners"][0]["ListenerArn"]
 private = r53.create_hosted_zone(Name="internal.example.com", CallerReference="demo-private",
     VPC={"VPCRegion": "us-east-1", "VPCId": vpc}, HostedZoneConfig={"PrivateZone": True})["HostedZone"]["Id"].split("/")[-1]
 public = r53.create_hosted_zone(Name="example.com", CallerReference="demo-public")["HostedZone"]["Id"].split("/")[-1]
 for name in ["klausapproves-rds-clients", "klausapproves-cache-clients"]:
     ec2.create_security_group(GroupName=name, Description="clients of a data store", VpcId=vpc)
-print(",".join(subnets), sg, vpc, listeners[0], listeners[1], private, public)
+print(",".join(subnets), sg, vpc, listeners[0], listeners[1], test_listener, private, public)
 PY
 )
-read -r SUBNETS SG VPC INTERNAL_LISTENER PUBLIC_LISTENER PRIVATE_ZONE PUBLIC_ZONE <<<"$NET"
+read -r SUBNETS SG VPC INTERNAL_LISTENER PUBLIC_LISTENER TEST_LISTENER PRIVATE_ZONE PUBLIC_ZONE <<<"$NET"
 
 step "the example monorepo (tests/fixtures/monorepo) in git"
 REPO="$WORK/monorepo"
 ORIGIN="$WORK/origin.git"
 cp -r tests/fixtures/monorepo "$REPO"
+# ledger rolls out blue-green (docs/rollout.md): ECS moves its traffic between two target
+# groups, with a test rule first and a bake time after.
+sed -i 's/^  count: 1$/  count: 1\n  rollout: {strategy: blue-green, bake: 5m}/' "$REPO/services/ledger/deploy/service.yaml"
 export GIT_AUTHOR_NAME=demo GIT_AUTHOR_EMAIL=demo@berth.invalid GIT_COMMITTER_NAME=demo GIT_COMMITTER_EMAIL=demo@berth.invalid
 git -C "$REPO" init -q -b develop
 git -C "$REPO" add -A
@@ -161,6 +168,10 @@ environments:
       domain: example.com
       private_zone: $PRIVATE_ZONE
       public_zone: $PUBLIC_ZONE
+      # blue-green, canary and linear services (docs/rollout.md): the test rule's listener
+      # and the role ECS changes the rules with.
+      test_listener: $TEST_LISTENER
+      traffic_role: arn:aws:iam::123456789012:role/ecs-traffic
   prod:
     source: {tags: semver}
     cluster: prod
@@ -207,8 +218,11 @@ for lb in elb.describe_load_balancers()["LoadBalancers"]:
         for r in elb.describe_rules(ListenerArn=l["ListenerArn"])["Rules"]:
             if not r["IsDefault"]:
                 host = r["Conditions"][0]["HostHeaderConfig"]["Values"][0]
-                tg = r["Actions"][0]["TargetGroupArn"].split("/")[1]
-                print(f"  rule     {lb['LoadBalancerName']:8} priority {r['Priority']:>5}  {host:42} -> target group {tg}")
+                a = r["Actions"][0]
+                groups = a.get("ForwardConfig", {}).get("TargetGroups") or [{"TargetGroupArn": a["TargetGroupArn"]}]
+                to = ", ".join(g["TargetGroupArn"].split("/")[1] + (f" ({g['Weight']})" if "Weight" in g else "") for g in groups)
+                where = f"{lb['LoadBalancerName']}:{l['Port']}"
+                print(f"  rule     {where:13} priority {r['Priority']:>5}  {host:42} -> {to}")
 for z in r53.list_hosted_zones()["HostedZones"]:
     for rr in r53.list_resource_record_sets(HostedZoneId=z["Id"])["ResourceRecordSets"]:
         if "AliasTarget" in rr:

@@ -534,6 +534,56 @@ mod tests {
     }
 
     #[test]
+    fn what_ecs_fills_in_for_a_strategy_is_not_drift() {
+        let dc = |s: &mut ServiceSettings| s.deployment_configuration.as_mut().unwrap().clone();
+        // Rolling: ECS reports ROLLING where git sends nothing else; its bake default too.
+        let desired = settings();
+        let mut l = settings();
+        let mut d = dc(&mut l);
+        (d.strategy, d.bake_time_in_minutes) = (Some("ROLLING".into()), Some(0));
+        l.deployment_configuration = Some(d);
+        assert_eq!(diff_service(&testing::live_service(l), &desired), vec![]);
+        // Blue-green without a bake time in git: ECS's default is not compared; hooks are
+        // a set, their stages too; the two target groups of an entry are a pair.
+        let hook = |stages: &[&str]| LifecycleHook {
+            hook_target_arn: "arn:aws:lambda:us-east-1:1:function:f".into(),
+            role_arn: "arn:aws:iam::1:role/h".into(),
+            lifecycle_stages: stages.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut desired = settings();
+        let mut d = dc(&mut desired);
+        (d.strategy, d.lifecycle_hooks) = (Some("BLUE_GREEN".into()), vec![hook(&["PRE_SCALE_UP", "POST_SCALE_UP"])]);
+        desired.deployment_configuration = Some(d.clone());
+        let advanced = |alt: &str| AdvancedConfiguration {
+            alternate_target_group_arn: alt.into(),
+            production_listener_rule: "rule".into(),
+            test_listener_rule: None,
+            role_arn: "role".into(),
+        };
+        let lb = |tg: &str, alt: &str| LoadBalancer {
+            target_group_arn: tg.into(),
+            container_name: "web".into(),
+            container_port: 8080,
+            advanced_configuration: Some(advanced(alt)),
+        };
+        desired.load_balancers = Some(vec![lb("blue", "green")]);
+        let mut l = desired.clone();
+        let mut ld = d.clone();
+        (ld.bake_time_in_minutes, ld.lifecycle_hooks) = (Some(15), vec![hook(&["POST_SCALE_UP", "PRE_SCALE_UP"])]);
+        l.deployment_configuration = Some(ld);
+        l.load_balancers = Some(vec![lb("green", "blue")]);
+        assert_eq!(diff_service(&testing::live_service(l.clone()), &desired), vec![]);
+        // What git sets is compared.
+        d.bake_time_in_minutes = Some(5);
+        desired.deployment_configuration = Some(d);
+        let changes = diff_service(&testing::live_service(l), &desired);
+        assert_eq!(
+            changes.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            ["~ service.deploymentConfiguration.bakeTimeInMinutes: 15 → 5"]
+        );
+    }
+
+    #[test]
     fn desired_count_is_the_autoscalers_when_autoscaling_is_on() {
         let mut desired = settings();
         desired.desired_count = None;

@@ -238,6 +238,7 @@ const REQUIRED: &[&str] = &[
     "cloudwatch:PutDashboard",
     "ecs:RunTask",
     "ecs:DescribeTasks",
+    "ecs:DescribeServiceDeployments",
 ];
 
 /// Never granted: berth does not read secret values.
@@ -276,8 +277,14 @@ fn iam_policy_is_least_privilege() {
             assert!(r.starts_with("arn:aws:"), "{sid}: {r} is not an ARN");
         }
         let condition = |key: &str| st["Condition"]["StringEquals"].get(key).map(strings);
+        // Roles go to the tasks (task and execution roles) or to ECS itself (the role it
+        // moves traffic with, the hooks' role), never anywhere else.
         if actions.iter().any(|a| a == "iam:PassRole") {
-            assert_eq!(condition("iam:PassedToService"), Some(vec!["ecs-tasks.amazonaws.com".to_string()]), "{sid}");
+            let to = condition("iam:PassedToService").unwrap_or_default();
+            assert!(
+                to == ["ecs-tasks.amazonaws.com"] || to == ["ecs.amazonaws.com"],
+                "{sid}: iam:PassedToService is {to:?}"
+            );
         }
         if actions.iter().any(|a| a == "iam:CreateServiceLinkedRole") {
             assert!(condition("iam:AWSServiceName").is_some(), "{sid}: needs an iam:AWSServiceName condition");
@@ -361,7 +368,7 @@ fn iam_policy_passes_parliament() {
         Explained {
             issue: "PERMISSIONS_MANAGEMENT_ACTIONS",
             which: |_| true,
-            why: "iam:PassRole (the execution and task roles, to ecs-tasks.amazonaws.com only) and \
+            why: "iam:PassRole (the execution and task roles to ecs-tasks.amazonaws.com, the traffic and hook roles to ecs.amazonaws.com, each by name) and \
          iam:CreateServiceLinkedRole (ECS's and Application Auto Scaling's own roles, by name) \
          manage permissions by nature; both are scoped by resource and condition",
         },
@@ -391,7 +398,7 @@ fn iam_policy_passes_parliament() {
 import json, sys
 from parliament import analyze_policy_string
 text = open(sys.argv[1]).read()
-for k, v in {"<REGION>": "us-east-1", "<ACCOUNT_ID>": "123456789012", "<PRE_CLUSTER>": "pre", "<PROD_CLUSTER>": "prod", "<STATE_TABLE>": "berth-state", "<LEASE_TABLE>": "berth-leases", "<PROD_ACCOUNT_ID>": "222222222222", "<PROD_ROLE_NAME>": "berth"}.items():
+for k, v in {"<REGION>": "us-east-1", "<ACCOUNT_ID>": "123456789012", "<PRE_CLUSTER>": "pre", "<PROD_CLUSTER>": "prod", "<STATE_TABLE>": "berth-state", "<LEASE_TABLE>": "berth-leases", "<PROD_ACCOUNT_ID>": "222222222222", "<PROD_ROLE_NAME>": "berth", "<TRAFFIC_ROLE>": "ecs-traffic", "<HOOK_ROLE>": "ecs-hooks"}.items():
     text = text.replace(k, v)
 found = analyze_policy_string(text, include_community_auditors=True).findings
 print(json.dumps([{"issue": f.issue, "detail": str(f.detail), "at": str(f.location)} for f in found]))
