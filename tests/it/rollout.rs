@@ -346,3 +346,74 @@ fn a_strategy_without_a_route_fails_its_service_alone_at_the_line() {
     );
     assert!(stdout.contains("bpg                      Applied"), "{stdout}");
 }
+
+/// `tasks.before_deploy` on moto: the new revision runs the command as a task (RunTask with
+/// the service's network settings; the proxy ends it with the exit code it is told) before
+/// the service moves; a failure stops the deploy with no UpdateService; a retry of a spec
+/// whose task succeeded does not run it again.
+#[test]
+fn a_before_deploy_task_gates_the_deploy_and_runs_once_per_spec() {
+    use crate::support::proxy::{Fault, TaskEnd};
+    let w = World::new();
+    *w.envs.borrow_mut() = vec!["pre"];
+    w.rewrite_config();
+    w.proxy.set_container_memory();
+    let file = "services/ledger/deploy/service.yaml";
+    w.commit_edit(
+        file,
+        |t| {
+            t.replace(
+                "  count: 1\n",
+                "  count: 1\n  tasks:\n    before_deploy: {command: [./migrate, up], timeout: 1m}\n",
+            )
+        },
+        "ledger: migrate before each deploy",
+    );
+    w.push_images();
+    let count = |n: u32, message: &str| {
+        w.commit_edit(file, |t| t.replace(&format!("  count: {}\n", n - 1), &format!("  count: {n}\n")), message);
+        w.push_images();
+    };
+    let apply = || w.apply("pre", &["--service", "ledger"]);
+
+    // Exit 0: the service is created after it.
+    w.proxy.set_tasks(TaskEnd::Exit(0));
+    let out = apply();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs = w.proxy.bodies("RunTask");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let overrides = &runs[0]["overrides"]["containerOverrides"][0];
+    assert_eq!(
+        (overrides["name"].clone(), overrides["command"].clone()),
+        ("ledger".into(), serde_json::json!(["./migrate", "up"]))
+    );
+    assert_eq!(runs[0]["networkConfiguration"]["awsvpcConfiguration"]["subnets"], serde_json::json!(w.subnets));
+    assert!(text(&out).contains("before-deploy task"), "{}", text(&out));
+
+    // Exit 1: a failed apply naming the exit code and the log stream, and no UpdateService.
+    count(2, "ledger: 2 tasks");
+    w.proxy.set_tasks(TaskEnd::Exit(1));
+    w.proxy.reset_counts();
+    let out = apply();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = text(&out);
+    assert!(stdout.contains("exited 1 (Essential container in task exited)"), "{stdout}");
+    assert!(stdout.contains("the service was not updated (logs: stream ledger/ledger/"), "{stdout}");
+    assert_eq!((w.proxy.count("RunTask"), w.proxy.count("UpdateService")), (1, 0));
+
+    // Fixed (the task exits 0 now), but the update fails: the retry does not run it again.
+    w.proxy.set_tasks(TaskEnd::Exit(0));
+    w.proxy.inject("UpdateService", Fault::Code("InvalidParameterException"), 1);
+    w.proxy.reset_counts();
+    let out = apply();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!((w.proxy.count("RunTask"), w.proxy.count("UpdateService")), (1, 1));
+    w.proxy.reset_counts();
+    let out = apply();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!((w.proxy.count("RunTask"), w.proxy.count("UpdateService")), (0, 1), "once per spec");
+    // Nothing to deploy: no task either.
+    w.proxy.reset_counts();
+    assert_eq!(apply().status.code(), Some(0));
+    assert_eq!(w.proxy.count("RunTask"), 0);
+}

@@ -122,6 +122,8 @@ struct State {
     tasks: Option<TaskEnd>,
     /// A service deployment's course, per service name (moto has no service deployments).
     lifecycles: BTreeMap<String, Lifecycle>,
+    /// Whether registered task definitions get container-level memory on moto's side.
+    container_memory: bool,
     bodies: Vec<(String, String)>,
 }
 
@@ -175,6 +177,14 @@ impl Proxy {
     /// Rewrites the deployments of one service (by name) as `mode`, whatever the rest get.
     pub fn set_tasks(&self, end: TaskEnd) {
         self.state.lock().unwrap().tasks = Some(end);
+    }
+
+    /// From now on, task definitions registered through the proxy get each container a
+    /// `memoryReservation` of the task's memory on moto's side, and lose it again in the
+    /// answers: moto's RunTask needs container-level memory (a TypeError otherwise), which
+    /// Fargate task definitions leave out. berth sees what it sent.
+    pub fn set_container_memory(&self) {
+        self.state.lock().unwrap().container_memory = true;
     }
 
     /// Gives `service` a service deployment that goes through `lifecycle`.
@@ -327,6 +337,17 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
         return write_response(&mut conn.try_clone()?, 200, "OK", "application/x-amz-json-1.1", answer.as_bytes());
     }
     let lifecycles: Vec<String> = state.lock().unwrap().lifecycles.keys().cloned().collect();
+    let container_memory =
+        state.lock().unwrap().container_memory && (op == "RegisterTaskDefinition" || op == "DescribeTaskDefinition");
+    let mut req = req;
+    if container_memory && op == "RegisterTaskDefinition" {
+        req.body = add_container_memory(&req.body);
+        for (k, v) in &mut req.head {
+            if k.eq_ignore_ascii_case("content-length") {
+                *v = req.body.len().to_string();
+            }
+        }
+    }
     let mut out = conn;
     let lose = matches!(fault, Some(Fault::LoseResponse));
     match fault {
@@ -389,6 +410,9 @@ fn handle(conn: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Res
     }
     if op == "DescribeServices" && status == 200 && !lifecycles.is_empty() {
         body = name_service_deployments(&body, &lifecycles);
+    }
+    if container_memory && status == 200 {
+        body = strip_container_memory(&body);
     }
     if let (true, 200, Some(end)) = (op == "DescribeTasks", status, rollouts.2) {
         body = rewrite_tasks(&body, end);
@@ -493,6 +517,31 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[(start + size + 2).min(data.len())..];
     }
     out
+}
+
+/// RegisterTaskDefinition's request with `memoryReservation` on each container that has no
+/// memory of its own (the task's memory).
+fn add_container_memory(body: &[u8]) -> Vec<u8> {
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else { return body.to_vec() };
+    let memory: i64 = v.get("memory").and_then(Value::as_str).and_then(|m| m.parse().ok()).unwrap_or(512);
+    for c in v.get_mut("containerDefinitions").and_then(Value::as_array_mut).into_iter().flatten() {
+        if c.get("memory").is_none() && c.get("memoryReservation").is_none() {
+            c["memoryReservation"] = memory.into();
+        }
+    }
+    serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
+}
+
+/// A task definition answer without the containers' `memoryReservation` (berth sets none).
+fn strip_container_memory(body: &[u8]) -> Vec<u8> {
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else { return body.to_vec() };
+    let containers = v.get_mut("taskDefinition").and_then(|t| t.get_mut("containerDefinitions"));
+    for c in containers.and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(o) = c.as_object_mut() {
+            o.remove("memoryReservation");
+        }
+    }
+    serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
 }
 
 fn rewrite_tasks(body: &[u8], end: TaskEnd) -> Vec<u8> {
