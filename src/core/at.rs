@@ -40,6 +40,12 @@ impl<T: Stamp> Stamp for Option<T> {
     }
 }
 
+impl<T: Stamp> Stamp for Box<T> {
+    fn stamp(&mut self, file: &Arc<str>) {
+        (**self).stamp(file);
+    }
+}
+
 impl<T: Stamp> Stamp for Vec<T> {
     fn stamp(&mut self, file: &Arc<str>) {
         self.iter_mut().for_each(|v| v.stamp(file));

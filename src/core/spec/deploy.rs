@@ -8,7 +8,7 @@ use crate::core::diag::Diagnostic;
 
 /// `tasks.before_deploy`, checked: a command of non-empty words, a timeout of 1s to 24h.
 pub(super) fn before_deploy(
-    tasks: Option<&At<model::Tasks>>,
+    tasks: Option<&At<Box<model::Tasks>>>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<crate::core::desired::BeforeDeploy> {
     let b = tasks.and_then(|t| t.before_deploy.as_ref())?;
@@ -35,7 +35,7 @@ pub(super) fn before_deploy(
 
 /// `rollout`, checked: the strategy and its settings (only the chosen strategy's), whole
 /// minutes within ECS's ranges, the alarms and the hooks.
-pub(super) fn rollout(rollout: Option<&At<model::Rollout>>, diags: &mut Vec<Diagnostic>) -> RolloutSpec {
+pub(super) fn rollout(rollout: Option<&At<Box<model::Rollout>>>, diags: &mut Vec<Diagnostic>) -> RolloutSpec {
     let mut spec = RolloutSpec { alarms: alarms(rollout, diags), ..RolloutSpec::default() };
     let Some(r) = rollout else { return spec };
     if let Some(s) = &r.strategy {
@@ -150,7 +150,7 @@ fn valid_lambda_arn(arn: &str) -> bool {
 }
 
 /// `rollout.alarms`, checked: at most 10 names of 1 to 255 characters, duplicates dropped.
-fn alarms(rollout: Option<&At<model::Rollout>>, diags: &mut Vec<Diagnostic>) -> Vec<String> {
+fn alarms(rollout: Option<&At<Box<model::Rollout>>>, diags: &mut Vec<Diagnostic>) -> Vec<String> {
     let mut alarms = Vec::new();
     if let Some(list) = rollout.and_then(|r| r.alarms.as_ref()) {
         if list.value.len() > 10 {
@@ -175,7 +175,7 @@ fn alarms(rollout: Option<&At<model::Rollout>>, diags: &mut Vec<Diagnostic>) -> 
 
 /// Checks `spec.ingress`: a host name, and at most four path patterns (an ALB rule matches
 /// at most five values: the host and the paths).
-pub(super) fn route_spec(ingress: Option<&At<model::Ingress>>, diags: &mut Vec<Diagnostic>) -> RouteSpec {
+pub(super) fn route_spec(ingress: Option<&At<Box<model::Ingress>>>, diags: &mut Vec<Diagnostic>) -> RouteSpec {
     let mut route = RouteSpec { internal: true, external_at: None, host: None, paths: Vec::new() };
     let Some(i) = ingress else { return route };
     route.internal = i.internal.as_ref().is_none_or(|v| v.value);

@@ -57,13 +57,15 @@ pub struct Spec {
     #[schemars(range(min = 1))]
     pub metrics_port: Option<At<u16>>,
     /// Routing (with the environment's `ingress:` set) and the docker label `berth.ingress`.
-    pub ingress: Option<At<Ingress>>,
+    pub ingress: Option<At<Box<Ingress>>>,
     /// ECS Exec on the service (`enableExecuteCommand`) for its owners (default false).
     pub exec: Option<At<bool>>,
     /// How ECS rolls out a new revision.
-    pub rollout: Option<At<Rollout>>,
+    /// (Boxed, like `overrides`: a parsed service is kept for the life of the daemon, and
+    /// most services set none of it.)
+    pub rollout: Option<At<Box<Rollout>>>,
     /// Tasks berth runs with a deploy.
-    pub tasks: Option<At<Tasks>>,
+    pub tasks: Option<At<Box<Tasks>>>,
     /// What the service needs: services that converge first, data stores it uses.
     pub dependencies: Option<At<Dependencies>>,
     /// Container environment; values may use templates.
@@ -323,7 +325,7 @@ pub struct EnvFile {
     #[schemars(transform = schema::secrets)]
     pub secrets: Option<At<Vec<KeyValue>>>,
     /// Any spec field, for this environment only.
-    pub overrides: Option<At<Spec>>,
+    pub overrides: Option<At<Box<Spec>>>,
     /// Take over a same-named service that berth did not create.
     pub adopt: Option<At<bool>>,
 }
@@ -392,29 +394,33 @@ impl Spec {
             port: pick(&self.port, &over.port),
             health: pick(&self.health, &over.health),
             metrics_port: pick(&self.metrics_port, &over.metrics_port),
-            ingress: merge_opt(&self.ingress, &over.ingress, |b, o| Ingress {
-                internal: pick(&b.internal, &o.internal),
-                external: pick(&b.external, &o.external),
-                host: pick(&b.host, &o.host),
-                paths: pick(&b.paths, &o.paths),
+            ingress: merge_opt(&self.ingress, &over.ingress, |b, o| {
+                Box::new(Ingress {
+                    internal: pick(&b.internal, &o.internal),
+                    external: pick(&b.external, &o.external),
+                    host: pick(&b.host, &o.host),
+                    paths: pick(&b.paths, &o.paths),
+                })
             }),
             exec: pick(&self.exec, &over.exec),
-            rollout: merge_opt(&self.rollout, &over.rollout, |b, o| Rollout {
-                strategy: pick(&b.strategy, &o.strategy),
-                bake: pick(&b.bake, &o.bake),
-                canary: merge_opt(&b.canary, &o.canary, |b, o| Canary {
-                    percent: pick(&b.percent, &o.percent),
-                    wait: pick(&b.wait, &o.wait),
-                }),
-                linear: merge_opt(&b.linear, &o.linear, |b, o| Linear {
-                    percent: pick(&b.percent, &o.percent),
-                    interval: pick(&b.interval, &o.interval),
-                }),
-                alarms: pick(&b.alarms, &o.alarms),
-                hooks: pick(&b.hooks, &o.hooks),
+            rollout: merge_opt(&self.rollout, &over.rollout, |b, o| {
+                Box::new(Rollout {
+                    strategy: pick(&b.strategy, &o.strategy),
+                    bake: pick(&b.bake, &o.bake),
+                    canary: merge_opt(&b.canary, &o.canary, |b, o| Canary {
+                        percent: pick(&b.percent, &o.percent),
+                        wait: pick(&b.wait, &o.wait),
+                    }),
+                    linear: merge_opt(&b.linear, &o.linear, |b, o| Linear {
+                        percent: pick(&b.percent, &o.percent),
+                        interval: pick(&b.interval, &o.interval),
+                    }),
+                    alarms: pick(&b.alarms, &o.alarms),
+                    hooks: pick(&b.hooks, &o.hooks),
+                })
             }),
-            tasks: merge_opt(&self.tasks, &over.tasks, |b, o| Tasks {
-                before_deploy: pick(&b.before_deploy, &o.before_deploy),
+            tasks: merge_opt(&self.tasks, &over.tasks, |b, o| {
+                Box::new(Tasks { before_deploy: pick(&b.before_deploy, &o.before_deploy) })
             }),
             dependencies: merge_opt(&self.dependencies, &over.dependencies, |b, o| Dependencies {
                 services: pick(&b.services, &o.services),

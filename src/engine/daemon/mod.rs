@@ -219,6 +219,7 @@ impl<K: Connect> Daemon<K> {
             watch_ids: 0,
             rollouts_done: done_tx,
         };
+        let mut code_pages = process::CodePages::default();
         self.shared.notifier.start();
         self.start_leases(&mut st, &config);
         tracing::info!(repo = %config.repo.url, envs = ?config.environments.keys().collect::<Vec<_>>(), "berth daemon started");
@@ -259,6 +260,7 @@ impl<K: Connect> Daemon<K> {
                 e.cloud.forget_unused(config.repo.poll_interval * 3 + Duration::from_secs(60));
             }
             process::release_freed_memory();
+            code_pages.after_cycle();
             if self.cancel.is_cancelled() {
                 break;
             }

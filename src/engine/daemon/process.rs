@@ -1,5 +1,6 @@
 //! What the daemon asks of its process and host: malloc settings, freeing memory between
-//! cycles, and watching the config file.
+//! cycles (freed heap, and code pages an idle poll does not run), and watching the config
+//! file.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +49,94 @@ pub(super) fn release_freed_memory() {
             "heap after the cycle"
         );
     }
+}
+
+/// Keeps the daemon's resident code to what its steady poll runs. The start-up, the first
+/// converge and every burst of applies touch code (and read-only data) an idle poll never
+/// runs again; those clean, file-backed pages would stay resident until memory pressure.
+/// After a cycle whose resident file-backed memory grew by more than [`CODE_SLACK_KIB`] over the
+/// last steady cycle's, the daemon asks the kernel to reclaim its read-only file mappings
+/// (`MADV_PAGEOUT`, Linux 5.4+); what the next poll needs faults back in from the page
+/// cache or the file, and becomes the new steady figure. Nothing is lost: the pages are
+/// clean copies of the binary and its libraries. On older kernels the advice fails and
+/// nothing happens. (Measured in docs/benchmarks.md, footprint.)
+#[derive(Debug, Default)]
+pub(super) struct CodePages {
+    /// RssFile (KiB) after the first cycle that followed a page-out; `None` right after one.
+    steady_kib: Option<u64>,
+    paged_out: bool,
+}
+
+/// How much more file-backed memory than a steady cycle's a cycle may leave resident
+/// before the daemon pages its code out again.
+const CODE_SLACK_KIB: u64 = 2048;
+
+impl CodePages {
+    pub(super) fn after_cycle(&mut self) {
+        #[cfg(target_os = "linux")]
+        {
+            let Some(now) = rss_file_kib() else { return };
+            if self.paged_out {
+                self.paged_out = false;
+                self.steady_kib = Some(now);
+                return;
+            }
+            if self.steady_kib.is_none_or(|steady| now > steady + CODE_SLACK_KIB) {
+                let released = page_out_file_mappings();
+                tracing::debug!(
+                    rss_file_kib = now,
+                    mappings = released,
+                    "paged out the code an idle poll does not run"
+                );
+                self.paged_out = true;
+            }
+        }
+    }
+}
+
+/// The process's resident file-backed memory, in KiB (`RssFile` of /proc/self/status).
+#[cfg(target_os = "linux")]
+fn rss_file_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssFile:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Advises MADV_PAGEOUT on every read-only, file-backed mapping (the binary's code and
+/// read-only data, the shared libraries'; the kernel skips pages other processes map too).
+/// Returns how many mappings took the advice.
+#[cfg(target_os = "linux")]
+fn page_out_file_mappings() -> usize {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return 0 };
+    let mut released = 0;
+    for line in maps.lines() {
+        // start-end perms offset dev inode path
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms), Some(_), Some(_), Some(inode), Some(path)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        if perms.contains('w') || inode == "0" || !path.starts_with('/') {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+            continue;
+        };
+        let (addr, len) = (start as *mut libc::c_void, end - start);
+        // SAFETY: the range is one of this process's own mappings as the kernel lists it;
+        // MADV_PAGEOUT only reclaims clean file pages, which fault back in unchanged, and
+        // MADV_RANDOM only turns off read-ahead for them (a fault reads its own page, not
+        // the 128 KiB around it, so what faults back stays what runs).
+        unsafe {
+            if libc::madvise(addr, len, libc::MADV_PAGEOUT) == 0 {
+                libc::madvise(addr, len, libc::MADV_RANDOM);
+                released += 1;
+            }
+        }
+    }
+    released
 }
 
 /// Watches the config file and sends each valid new version; an invalid one is logged
