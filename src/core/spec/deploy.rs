@@ -53,28 +53,25 @@ pub(super) fn rollout(rollout: Option<&At<Box<model::Rollout>>>, diags: &mut Vec
             not_for("bake", &b.pos, "blue-green`, `canary` or `linear", diags);
         }
     }
-    if let Some(c) = &r.canary {
-        if spec.strategy == Strategy::Canary {
-            let percent = percent(c.percent.as_ref(), 10.0, 0.1, diags);
-            let wait = c.wait.as_ref().map_or(Some(10), |w| minutes(w, diags));
-            spec.canary = percent.zip(wait);
-        } else {
-            not_for("canary", &c.pos, "canary", diags);
+    // (percent, minutes) of a canary's first step or of each linear step.
+    let step = |block: Option<StepBlock<'_>>,
+                of: Strategy,
+                (min_percent, default_minutes): (f64, i32),
+                diags: &mut Vec<Diagnostic>| match block {
+        Some((pos, _, _)) if spec.strategy != of => {
+            not_for(of.name(), pos, of.name(), diags);
+            None
         }
-    } else if spec.strategy == Strategy::Canary {
-        spec.canary = Some((10.0, 10));
-    }
-    if let Some(l) = &r.linear {
-        if spec.strategy == Strategy::Linear {
-            let percent = percent(l.percent.as_ref(), 10.0, 3.0, diags);
-            let interval = l.interval.as_ref().map_or(Some(6), |w| minutes(w, diags));
-            spec.linear = percent.zip(interval);
-        } else {
-            not_for("linear", &l.pos, "linear", diags);
+        Some((_, p, m)) => {
+            let percent = percent(p, 10.0, min_percent, diags);
+            percent.zip(m.map_or(Some(default_minutes), |m| minutes(m, diags)))
         }
-    } else if spec.strategy == Strategy::Linear {
-        spec.linear = Some((10.0, 6));
-    }
+        None => (spec.strategy == of).then_some((10.0, default_minutes)),
+    };
+    let canary = r.canary.as_ref().map(|c| (&c.pos, c.percent.as_ref(), c.wait.as_ref()));
+    spec.canary = step(canary, Strategy::Canary, (0.1, 10), diags);
+    let linear = r.linear.as_ref().map(|l| (&l.pos, l.percent.as_ref(), l.interval.as_ref()));
+    spec.linear = step(linear, Strategy::Linear, (3.0, 6), diags);
     for h in r.hooks.iter().flat_map(|h| h.value.iter()) {
         if !shifts {
             not_for("hooks", &h.pos, "blue-green`, `canary` or `linear", diags);
@@ -109,6 +106,9 @@ pub(super) fn rollout(rollout: Option<&At<Box<model::Rollout>>>, diags: &mut Vec
     }
     spec
 }
+
+/// A `canary:` or `linear:` block: where it is written, its percentage and its minutes.
+type StepBlock<'a> = (&'a crate::core::diag::Pos, Option<&'a At<f64>>, Option<&'a At<String>>);
 
 /// A duration in whole minutes from 0 to 24h (ECS's bake and step times).
 fn minutes(d: &At<String>, diags: &mut Vec<Diagnostic>) -> Option<i32> {

@@ -124,16 +124,10 @@ fn page_out_file_mappings() -> usize {
         let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
             continue;
         };
-        let (addr, len) = (start as *mut libc::c_void, end - start);
         // SAFETY: the range is one of this process's own mappings as the kernel lists it;
-        // MADV_PAGEOUT only reclaims clean file pages, which fault back in unchanged, and
-        // MADV_RANDOM only turns off read-ahead for them (a fault reads its own page, not
-        // the 128 KiB around it, so what faults back stays what runs).
-        unsafe {
-            if libc::madvise(addr, len, libc::MADV_PAGEOUT) == 0 {
-                libc::madvise(addr, len, libc::MADV_RANDOM);
-                released += 1;
-            }
+        // MADV_PAGEOUT only reclaims clean file pages, which fault back in unchanged.
+        if unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) } == 0 {
+            released += 1;
         }
     }
     released

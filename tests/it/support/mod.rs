@@ -11,6 +11,7 @@ pub mod adapter;
 pub mod cloud;
 pub mod moto;
 pub mod proxy;
+pub mod rewrites;
 pub mod world;
 
 use std::ffi::OsStr;
