@@ -82,8 +82,17 @@ fn rule_from_sdk(r: &elb::Rule, listener_arn: &str) -> LiveRule {
         }
     }
     let mut forward_to: Vec<String> = Vec::new();
+    let mut serving: Option<(i32, String)> = None;
     for a in r.actions().iter().filter(|a| a.r#type() == Some(&elb::ActionTypeEnum::Forward)) {
         let tuples = a.forward_config().map(|f| f.target_groups()).unwrap_or_default();
+        if tuples.len() > 1 {
+            for t in tuples {
+                let (weight, arn) = (t.weight().unwrap_or(1), t.target_group_arn().unwrap_or_default());
+                if serving.as_ref().is_none_or(|(w, _)| weight > *w) {
+                    serving = Some((weight, arn.to_string()));
+                }
+            }
+        }
         for arn in a.target_group_arn().into_iter().chain(tuples.iter().filter_map(|t| t.target_group_arn())) {
             if !forward_to.iter().any(|f| f == arn) {
                 forward_to.push(arn.to_string());
@@ -92,7 +101,8 @@ fn rule_from_sdk(r: &elb::Rule, listener_arn: &str) -> LiveRule {
     }
     // The default rule's priority is "default"; others are numbers written as strings.
     let priority = if r.is_default() == Some(true) { None } else { r.priority().and_then(|p| p.parse().ok()) };
-    LiveRule { arn: r.rule_arn().unwrap_or_default().to_string(), priority, rule, forward_to }
+    let serving = serving.map(|(_, arn)| arn);
+    LiveRule { arn: r.rule_arn().unwrap_or_default().to_string(), priority, rule, forward_to, serving }
 }
 
 fn group_from_sdk(g: &elb::TargetGroup) -> LiveTargetGroup {

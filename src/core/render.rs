@@ -420,12 +420,15 @@ fn route(
         return Ok(None);
     }
     // A group per production rule (an ALB target group serves one load balancer), and an
-    // alternate of each when ECS shifts traffic between two.
+    // alternate of each when ECS shifts traffic between two. The first rule's is
+    // `<service>-<env>` (an external-only service keeps the name it always had); the
+    // external rule beside an internal one has `-ext`.
     let shifts = spec.rollout.strategy.shifts_traffic();
     let mut target_groups = Vec::new();
-    for rule in &mut rules {
-        rule.target_group = route_group_name(&spec.name, env, &rule.scope, false);
-        rule.alternate = shifts.then(|| route_group_name(&spec.name, env, &rule.scope, true));
+    for (i, rule) in rules.iter_mut().enumerate() {
+        let named_as = if i == 0 { "internal" } else { rule.scope.as_str() };
+        rule.target_group = route_group_name(&spec.name, env, named_as, false);
+        rule.alternate = shifts.then(|| route_group_name(&spec.name, env, named_as, true));
         for name in std::iter::once(&rule.target_group).chain(&rule.alternate) {
             target_groups.push(TargetGroup {
                 name: name.clone(),

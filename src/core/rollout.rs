@@ -1,5 +1,6 @@
 //! Judging a rollout from a service's deployments.
 
+use super::desired::ServiceSettings;
 use super::live::{LiveService, ServiceDeployment};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +47,24 @@ pub fn rollout_state(service: &LiveService, revision: &str) -> Rollout {
 pub fn shifts_traffic(service: &LiveService) -> bool {
     let strategy = service.settings.deployment_configuration.as_ref().and_then(|d| d.strategy.as_deref());
     strategy.is_some_and(|s| s != "ROLLING")
+}
+
+/// How long a deployment of `settings` takes by its own schedule: a canary's wait, a linear
+/// deployment's steps (one interval each), and the bake time. The watcher waits this long
+/// beyond `rollout.timeout`, which bounds the rest (starting tasks, health checks).
+pub fn scheduled(settings: &ServiceSettings) -> std::time::Duration {
+    let Some(d) = &settings.deployment_configuration else { return std::time::Duration::ZERO };
+    let mut minutes = i64::from(d.bake_time_in_minutes.unwrap_or(0).max(0));
+    if let Some(c) = &d.canary_configuration {
+        minutes += i64::from(c.canary_bake_time_in_minutes.max(0));
+    }
+    if let Some(l) = &d.linear_configuration
+        && l.step_percent > 0.0
+    {
+        let steps = (100.0 / l.step_percent).ceil() as i64;
+        minutes += steps * i64::from(l.step_bake_time_in_minutes.max(0));
+    }
+    std::time::Duration::from_secs(minutes.max(0) as u64 * 60)
 }
 
 /// The state of a rollout from its service deployment: done once ECS calls it
@@ -117,5 +136,24 @@ mod tests {
         let Rollout::Failed(why) = deployment_state(&d("ROLLBACK_SUCCESSFUL")) else { panic!() };
         assert_eq!(why, "ECS rolled the deployment back: alarm payments-5xx is in ALARM");
         assert!(matches!(deployment_state(&d("STOPPED")), Rollout::Failed(_)));
+    }
+
+    #[test]
+    fn a_strategys_own_schedule_is_waited_for_beyond_the_timeout() {
+        use crate::core::desired::{CanaryConfiguration, DeploymentConfiguration, LinearConfiguration};
+        let with =
+            |dc: DeploymentConfiguration| ServiceSettings { deployment_configuration: Some(dc), ..Default::default() };
+        assert_eq!(scheduled(&ServiceSettings::default()).as_secs(), 0);
+        let canary = DeploymentConfiguration {
+            bake_time_in_minutes: Some(5),
+            canary_configuration: Some(CanaryConfiguration { canary_percent: 10.0, canary_bake_time_in_minutes: 10 }),
+            ..Default::default()
+        };
+        assert_eq!(scheduled(&with(canary)).as_secs(), 15 * 60);
+        let linear = DeploymentConfiguration {
+            linear_configuration: Some(LinearConfiguration { step_percent: 30.0, step_bake_time_in_minutes: 2 }),
+            ..Default::default()
+        };
+        assert_eq!(scheduled(&with(linear)).as_secs(), 4 * 2 * 60, "30 % steps: four of them");
     }
 }

@@ -111,6 +111,9 @@ pub struct LiveRule {
     pub rule: ListenerRule,
     /// The target groups its forward action sends to (empty for other actions).
     pub forward_to: Vec<String>,
+    /// Of a weighted forward to several groups, the one with the most weight (the one
+    /// serving, after ECS moved the weights); `None` for a plain forward.
+    pub serving: Option<String>,
 }
 
 impl LiveRule {
@@ -211,8 +214,9 @@ pub fn target_group_name(service: &str, env: &str) -> String {
 }
 
 /// The target group of (service, env)'s rule of `scope`: `<service>-<env>` for the internal
-/// (and test) rule, `<service>-<env>-ext` for the external one, and `-alt` after either for
-/// its alternate, each fitted to 32 characters like [`target_group_name`].
+/// (and test) rule, or the external one of a service routed externally only;
+/// `<service>-<env>-ext` for the external rule beside an internal one; and `-alt` after
+/// either for its alternate, each fitted to 32 characters like [`target_group_name`].
 pub fn route_group_name(service: &str, env: &str, scope: &str, alternate: bool) -> String {
     let ext = if scope == "external" { "-ext" } else { "" };
     let alt = if alternate { "-alt" } else { "" };

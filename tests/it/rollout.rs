@@ -191,24 +191,40 @@ fn each_strategy_is_applied_read_back_equal_and_undone() {
     let live = read_rollout(&r);
     let (rule, _) = rule_on(&live, "ledger", &r.net["internal"]);
     let (primary, alternate) = (&live["groups"]["ledger-pre"], &live["groups"]["ledger-pre-alt"]);
-    r.w.console(&format!(
-        r#"
+    let weigh = |primary_weight: u32| {
+        r.w.console(&format!(
+            r#"
 import boto3
 boto3.client("elbv2").modify_rule(RuleArn="{rule}", Actions=[{{"Type": "forward", "ForwardConfig": {{"TargetGroups": [
-    {{"TargetGroupArn": {primary}, "Weight": 0}}, {{"TargetGroupArn": {alternate}, "Weight": 100}}]}}}}])
-"#
-    ));
+    {{"TargetGroupArn": {primary}, "Weight": {primary_weight}}}, {{"TargetGroupArn": {alternate}, "Weight": {alt}}}]}}}}])
+"#,
+            alt = 100 - primary_weight
+        ))
+    };
+    weigh(0);
     assert_eq!(r.w.diff_json("pre").0, 0, "weights ECS moved are not drift");
 
-    // Back to rolling: one group per rule again, the alternates and test rules gone.
+    // Back to rolling: while ledger's traffic is on its alternate, switching would send it
+    // to a group without tasks: ledger waits, klausapproves goes.
     for service in ["ledger", "klausapproves"] {
         let file = format!("services/{service}/deploy/service.yaml");
         r.w.commit_edit(&file, |t| t.replace(&previous, ""), &format!("{service}: rolling"));
     }
     r.w.push_images();
     let (code, diff) = r.w.diff_json("pre");
-    assert_eq!(code, 2);
+    assert_eq!(code, 1, "ledger cannot be planned yet: {diff:#}");
     assert!(diff.to_string().contains("deploymentConfiguration.strategy"), "{diff:#}");
+    let out = r.w.apply("pre", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("the internal rule sends its traffic to `ledger-pre-alt`, where ECS's last deployment put it"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(read_rollout(&r)["services"]["ledger"]["dc"]["strategy"], "LINEAR", "ledger is left as it was");
+    // ECS's next deployment moves the traffic back to ledger-pre: now the switch goes.
+    weigh(100);
     r.apply_ok();
     let live = read_rollout(&r);
     assert_eq!(live["services"]["ledger"]["dc"]["strategy"], "ROLLING");

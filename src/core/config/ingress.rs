@@ -127,6 +127,14 @@ pub(super) fn check(raw: &At<RawIngress>, diags: &mut Vec<Diagnostic>) -> Option
     {
         diags.push(Diagnostic::new(z.pos.clone(), "`public_zone` holds external names: it needs `external_listener`"));
     }
+    if let Some(t) = &raw.test_listener
+        && [&raw.internal_listener, &raw.external_listener].into_iter().flatten().any(|l| l.value == t.value)
+    {
+        diags.push(Diagnostic::new(
+            t.pos.clone(),
+            "`test_listener` must be a listener of its own (another port of the internal load balancer)",
+        ));
+    }
     if let Some(r) = &raw.traffic_role
         && !(r.starts_with("arn:") && r.contains(":role/"))
     {

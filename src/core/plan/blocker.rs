@@ -31,6 +31,9 @@ pub enum Blocker {
     NoLoadBalancer { listener: String },
     /// Every priority of a listener is in use.
     NoFreePriority { listener: String },
+    /// Git leaves a traffic-shifting strategy while the rule's traffic is on the alternate
+    /// group (ECS's last deployment moved it there).
+    AlternateServes { rule: String, group: String },
     /// A security group with the name berth gives the service's, and not berth's.
     SecurityGroupTaken { name: String },
     /// A data store's `-clients` group that does not exist in the VPC (`at`: where git names
@@ -73,6 +76,10 @@ impl fmt::Display for Blocker {
                 write!(f, "cannot read the load balancer of listener {listener}")
             }
             Blocker::NoFreePriority { listener } => write!(f, "listener {listener} has no free rule priority"),
+            Blocker::AlternateServes { rule, group } => write!(
+                f,
+                "the {rule} rule sends its traffic to `{group}`, where ECS's last deployment put it: going back to `strategy: rolling` now would send it to a group without tasks; deploy once more with the traffic-shifting strategy (ECS moves the traffic back), then switch"
+            ),
             Blocker::SecurityGroupTaken { name } => write!(
                 f,
                 "a security group named `{name}` exists in the VPC without berth's tags (berth:managed, berth:env, berth:service); berth leaves it alone: rename or delete it"

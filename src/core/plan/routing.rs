@@ -108,8 +108,25 @@ fn converge_rule(
     alternate: Option<&Revision>,
 ) -> Step<Revision> {
     let path = format!("routing.rule.{}", rule.scope);
-    let forward = Forward { primary: group.clone(), alternate: alternate.cloned() };
-    let Some(have) = live_rule(live, input, &rule.listener_arn) else {
+    let mut forward = Forward { primary: group.clone(), alternate: alternate.cloned() };
+    let have = live_rule(live, input, &rule.listener_arn);
+    // The group that serves now keeps all the traffic when berth rewrites the action: after
+    // a blue-green deployment that is the alternate (ECS swapped their roles).
+    if let (Some(Revision::Existing(alt)), Some(h)) = (alternate, have)
+        && h.serving.as_deref() == Some(alt.as_str())
+    {
+        forward = Forward { primary: Revision::Existing(alt.clone()), alternate: Some(group.clone()) };
+    }
+    // Leaving a traffic-shifting strategy while the alternate serves would move all the
+    // traffic to the group ECS drained: that one deployment must come first.
+    if let (None, Some(h)) = (alternate, have)
+        && let Some(serving) = h.serving.as_ref()
+        && Some(serving.as_str()) != existing(group)
+        && h.forward_to.len() > 1
+    {
+        return Err(vec![Blocker::AlternateServes { rule: rule.scope.clone(), group: group_name(live, serving) }]);
+    }
+    let Some(have) = have else {
         let name = &input.desired.service.service_name;
         let Some(priority) = allocate_priority(name, &rule.scope, |p| live.is_free(&rule.listener_arn, p)) else {
             return Err(vec![Blocker::NoFreePriority { listener: rule.listener_arn.clone() }]);
@@ -148,6 +165,18 @@ fn converge_rule(
         });
     }
     Ok(Revision::Existing(have.arn.clone()))
+}
+
+fn existing(r: &Revision) -> Option<&str> {
+    match r {
+        Revision::Existing(arn) => Some(arn),
+        Revision::Output(_) => None,
+    }
+}
+
+/// The name of the live target group with this ARN (the ARN when not known).
+fn group_name(live: &LiveRouting, arn: &str) -> String {
+    live.target_groups.iter().find(|g| g.arn == arn).map_or_else(|| arn.to_string(), |g| g.group.name.clone())
 }
 
 fn rule_view(hosts: &[String], paths: &[String]) -> Value {
@@ -305,6 +334,7 @@ mod tests {
             priority: Some(7),
             rule: r.rules[0].clone(),
             forward_to: vec![TG_ARN.into()],
+            serving: None,
         };
         live.routing = Some(LiveRouting {
             target_groups: vec![LiveTargetGroup { arn: TG_ARN.into(), group: r.target_groups[0].clone() }],
@@ -429,6 +459,7 @@ mod tests {
         let alt = d.routing.as_ref().unwrap().target_groups[1].clone();
         r.target_groups.push(LiveTargetGroup { arn: ALT_ARN.into(), group: alt });
         r.rules[0].forward_to = vec![ALT_ARN.into(), TG_ARN.into()];
+        r.rules[0].serving = Some(ALT_ARN.into());
         let lb = &mut live.service.as_mut().unwrap().settings.load_balancers.as_mut().unwrap()[0];
         lb.target_group_arn = ALT_ARN.into();
         lb.advanced_configuration = Some(AdvancedConfiguration {
@@ -480,10 +511,35 @@ mod tests {
     }
 
     #[test]
+    fn back_to_rolling_waits_while_the_alternate_serves() {
+        let p = plan(&routed(), &live_blue_green(&blue_green()), false, &ctx());
+        assert_eq!(p.blockers, [Blocker::AlternateServes { rule: "internal".into(), group: "web-pre-alt".into() }]);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+    }
+
+    #[test]
     fn back_to_rolling_forwards_to_one_group_and_deletes_the_alternate_after_the_service() {
-        let d = routed();
-        let live = live_blue_green(&blue_green());
-        let p = plan(&d, &live, false, &ctx());
+        let mut live = live_blue_green(&blue_green());
+        live.routing.as_mut().unwrap().rules[0].serving = Some(TG_ARN.into());
+        let p = plan(&routed(), &live, false, &ctx());
         assert_eq!(crate::core::testing::action_kinds(&p), ["ModifyRule", "UpdateService", "DeleteTargetGroup"]);
+    }
+
+    #[test]
+    fn the_serving_group_keeps_the_traffic_and_the_service_its_order() {
+        let mut d = blue_green();
+        Arc::make_mut(&mut d.service).desired_count = Some(3);
+        let mut live = live_blue_green(&d);
+        live.routing.as_mut().unwrap().rules[0].forward_to = vec![ALT_ARN.into(), "arn:stray".into()];
+        let p = plan(&d, &live, false, &ctx());
+        let Action::ModifyRule { forward: Some(f), .. } = &p.actions[0] else { panic!("{:?}", p.actions) };
+        assert_eq!(f.primary, super::Revision::Existing(ALT_ARN.into()), "the alternate serves: it stays at 100");
+        let Some(Action::UpdateService { settings, .. }) =
+            p.actions.iter().find(|a| matches!(a, Action::UpdateService { .. }))
+        else {
+            panic!("{:?}", p.actions)
+        };
+        let lb = &settings.load_balancers.as_ref().unwrap()[0];
+        assert_eq!(lb.target_group_arn, ALT_ARN, "the update keeps ECS's order of the pair");
     }
 }

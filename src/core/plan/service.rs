@@ -77,6 +77,34 @@ pub fn bound(settings: &Arc<ServiceSettings>, bind: &Bind, outputs: &Outputs) ->
     s
 }
 
+/// A `loadBalancers` entry whose group and alternate ECS swapped after a blue-green
+/// deployment keeps the live order in an update: sending git's order would tell ECS the
+/// drained group serves.
+fn live_order(settings: Arc<ServiceSettings>, live: &LiveService) -> Arc<ServiceSettings> {
+    let live_lbs = live.settings.load_balancers.as_deref().unwrap_or_default();
+    let swapped = |lb: &crate::core::desired::LoadBalancer| {
+        lb.advanced_configuration.as_ref().is_some_and(|a| {
+            live_lbs.iter().any(|l| {
+                l.target_group_arn == a.alternate_target_group_arn
+                    && l.advanced_configuration.as_ref().map(|x| x.alternate_target_group_arn.as_str())
+                        == Some(lb.target_group_arn.as_str())
+            })
+        })
+    };
+    if !settings.load_balancers.iter().flatten().any(swapped) {
+        return settings;
+    }
+    let mut s = settings;
+    for lb in Arc::make_mut(&mut s).load_balancers.iter_mut().flatten() {
+        if swapped(lb)
+            && let Some(a) = lb.advanced_configuration.as_mut()
+        {
+            std::mem::swap(&mut lb.target_group_arn, &mut a.alternate_target_group_arn);
+        }
+    }
+    s
+}
+
 fn create(plan: &mut Plan, input: &Input, settings: Arc<ServiceSettings>, revision: Revision, bind: Bind) -> Step {
     let desired = &input.desired;
     plan.drift.push(Change { path: "service".into(), live: None, desired: Some(json!("create")) });
@@ -102,6 +130,7 @@ fn update(
     bind: Bind,
 ) -> Step {
     let desired = &input.desired;
+    let settings = live_order(settings, live);
     let replace = diff::needs_replacement(live, &desired.service);
     if !replace.is_empty() {
         return Err(replace.into_iter().map(|reason| Blocker::NeedsReplacement { reason }).collect());

@@ -465,7 +465,7 @@ async fn execute<C: Cloud>(cloud: &C, input: &EnvInput<'_>, run: &Run) -> Execut
             service_arn: service_arn.unwrap_or_default(),
             revision,
             spec_hash: run.spec_hash.clone(),
-            timeout: env.rollout_timeout,
+            timeout: env.rollout_timeout + crate::core::rollout::scheduled(&run.desired.service),
             poll: env.rollout_poll,
             history: None,
         };
@@ -542,10 +542,21 @@ where
                     _ => None,
                 };
                 let state = match staged {
+                    // SUCCESSFUL counts once the service runs the watched revision (the
+                    // deployment named may still be the one before, right after an update).
+                    Some(Ok(Rollout::Done)) => {
+                        let runs = live
+                            .deployments
+                            .iter()
+                            .any(|d| d.status == "PRIMARY" && d.task_definition == watch.revision);
+                        Some(if runs { Rollout::Done } else { Rollout::InProgress })
+                    }
                     Some(Ok(state)) => Some(state),
+                    // Without the service deployment (no permission for it, say), the
+                    // service's deployments still tell completion and the circuit breaker.
                     Some(Err(e)) => {
-                        tracing::debug!(service = %service, error = %e, "cannot read the service deployment; asking again");
-                        None
+                        tracing::debug!(service = %service, error = %e, "cannot read the service deployment; judging by the service's deployments");
+                        Some(rollout_state(&live, &watch.revision))
                     }
                     None => Some(rollout_state(&live, &watch.revision)),
                 };

@@ -281,7 +281,7 @@ fn rolling_out(state: &LiveState, name: &str, spec_hash: &str, env: &EnvConfig) 
         service_arn: service.arn.clone(),
         revision: revision.clone(),
         spec_hash: spec_hash.to_string(),
-        timeout: env.rollout_timeout,
+        timeout: env.rollout_timeout + crate::core::rollout::scheduled(&service.settings),
         poll: env.rollout_poll,
         history: None,
     })
