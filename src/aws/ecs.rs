@@ -232,6 +232,19 @@ impl Aws {
 
     /// Points the service at `revision` and applies its settings. The desired count is
     /// sent only when berth owns it (no autoscaling).
+    /// UpdateService of the desired count alone: nothing else is sent, so ECS starts no
+    /// deployment (a prune scaling a service to 0 before deleting it).
+    pub async fn scale_service(&self, cluster: &str, service: &str, count: i32) -> Result<(), AwsError> {
+        (self.ecs.update_service())
+            .cluster(cluster)
+            .service(service)
+            .desired_count(count)
+            .send()
+            .await
+            .map_err(|e| classify("UpdateService", e))?;
+        Ok(())
+    }
+
     pub async fn update_service(
         &self,
         s: &ServiceSettings,

@@ -81,6 +81,13 @@ pub trait Cloud: Send + Sync + 'static {
         &self,
         arn: &str,
     ) -> impl Future<Output = Result<Option<crate::core::live::ServiceDeployment>, AwsError>> + Send;
+    /// The desired count alone (no deployment starts).
+    fn scale_service(
+        &self,
+        cluster: &str,
+        service: &str,
+        count: i32,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn list_services(&self, cluster: &str) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
     fn delete_service(&self, cluster: &str, service: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn tag_resource(&self, arn: &str, tags: &[Tag]) -> impl Future<Output = Result<(), AwsError>> + Send;
@@ -250,6 +257,9 @@ impl Cloud for Aws {
         arn: &str,
     ) -> Result<Option<crate::core::live::ServiceDeployment>, AwsError> {
         Aws::describe_service_deployment(self, arn).await
+    }
+    async fn scale_service(&self, cluster: &str, service: &str, count: i32) -> Result<(), AwsError> {
+        Aws::scale_service(self, cluster, service, count).await
     }
     async fn list_services(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
         Aws::list_services(self, cluster).await

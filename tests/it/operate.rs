@@ -222,6 +222,10 @@ fn a_deleted_folder_prunes_only_its_berth_managed_service() {
         "import boto3; print(len(boto3.client('application-autoscaling').describe_scalable_targets(ServiceNamespace='ecs', ResourceIds=['service/pre/klausapproves'])['ScalableTargets']))",
     );
     assert_eq!(targets.trim(), "0", "its scalable target is left");
+    // Scaled to 0 with the count alone (its settings sent again could start a deployment).
+    let scaled: Vec<_> =
+        w.proxy.bodies("UpdateService").into_iter().filter(|b| b["service"] == "klausapproves").collect();
+    assert_eq!(scaled, [serde_json::json!({"cluster": "pre", "service": "klausapproves", "desiredCount": 0})]);
     for s in ["bpg", "ledger", "notifier"] {
         assert_eq!(d.service("pre", s).unwrap()["sync"], "Synced", "{s}");
     }

@@ -133,9 +133,9 @@ async fn prune<C: Cloud>(
     if !cloud.describe_scalable_targets(std::slice::from_ref(&rid)).await?.is_empty() {
         cloud.deregister_scalable_target(&rid).await?;
     }
-    let mut settings = live.settings.clone();
-    settings.desired_count = Some(0);
-    cloud.update_service(&settings, &live.settings.task_definition, true).await?;
+    // The count alone: a blue-green service sent its settings again could start a
+    // deployment (and its hooks) just before its rules go.
+    cloud.scale_service(cluster, &live.settings.service_name, 0).await?;
     // Its routing before the service: a failure leaves the service (with no tasks) for the
     // next prune to finish.
     if let Some(ingress) = &env.ingress {

@@ -255,6 +255,18 @@ impl Cloud for FakeCloud {
         Ok(before)
     }
 
+    async fn scale_service(&self, cluster: &str, service: &str, count: i32) -> Result<(), AwsError> {
+        self.count("UpdateService")?;
+        self.fails("UpdateService", service)?;
+        let mut s = self.state.lock().unwrap();
+        let svc = s.services.get_mut(&format!("{cluster}/{service}")).ok_or_else(|| AwsError::NotFound {
+            operation: "UpdateService".into(),
+            message: "ServiceNotFoundException".into(),
+        })?;
+        svc.settings.desired_count = Some(count);
+        Ok(())
+    }
+
     async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<(), AwsError> {
         self.count("TagResource")?;
         let mut s = self.state.lock().unwrap();
