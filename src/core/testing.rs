@@ -272,3 +272,11 @@ pub(crate) fn action_kinds(plan: &crate::core::plan::Plan) -> Vec<String> {
         .map(|a| serde_json::to_value(a).expect("actions serialize")["action"].as_str().expect("a tag").to_string())
         .collect()
 }
+
+/// The kinds of the actions of `desired` planned against `live`, which must plan with no
+/// blocker.
+pub(crate) fn planned_kinds(desired: &Desired, live: &LiveState) -> Vec<String> {
+    let p = crate::core::plan::plan(desired, live, false, &ctx());
+    assert!(p.blockers.is_empty(), "{:?}", p.blockers);
+    action_kinds(&p)
+}
