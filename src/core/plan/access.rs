@@ -95,11 +95,9 @@ fn ingress(plan: &mut Plan, input: &Input, live: &LiveRouting, access: &Access, 
             }
         }
     }
-    let have = match own {
-        Revision::Existing(id) => live.security_groups.iter().find(|g| g.group_id == *id).map(|g| &g.ingress[..]),
-        Revision::Output(_) => None,
-    }
-    .unwrap_or_default();
+    let have = (own.existing())
+        .and_then(|id| live.security_groups.iter().find(|g| g.group_id == id))
+        .map_or(&[][..], |g| &g.ingress[..]);
     let path = format!("access.group.{}.ingress", access.own.group_name);
     for (from, label) in &sources {
         let present =

@@ -16,10 +16,7 @@ pub(super) fn step(plan: &mut Plan, input: &Input, target_group: Option<Revision
     let load_balancer = routing
         .and_then(|r| r.load_balancers.iter().find(|l| Some(l.listener_arn.as_str()) == listener))
         .map(|l| l.load_balancer_arn.clone());
-    let known = match &target_group {
-        Some(Revision::Existing(arn)) => Some(arn.as_str()),
-        _ => None,
-    };
+    let known = target_group.as_ref().and_then(Revision::existing);
     let body = bind(&want.dashboard_body, known, load_balancer.as_deref());
     let live = input.live.dashboard.as_ref();
     if let (Some(body), Some(live)) = (&body, live)

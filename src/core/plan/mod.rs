@@ -58,6 +58,16 @@ pub enum Revision {
     Existing(String),
 }
 
+impl Revision {
+    /// The ARN or id when it exists already (`None` for an output of this plan).
+    pub fn existing(&self) -> Option<&str> {
+        match self {
+            Revision::Existing(arn) => Some(arn),
+            Revision::Output(_) => None,
+        }
+    }
+}
+
 /// What the actions of one plan returned so far, by id (a RegisterTaskDefinition returns
 /// its revision's ARN; the other actions return nothing a later one needs). The executor
 /// records each output as its action succeeds and resolves later actions' references here.
@@ -77,8 +87,8 @@ impl Outputs {
     /// returned (never, when the actions run in order and stop at the first failure).
     pub fn resolve<'a>(&'a self, revision: &'a Revision) -> Option<&'a str> {
         match revision {
-            Revision::Existing(arn) => Some(arn),
             Revision::Output(id) => self.get(*id),
+            Revision::Existing(_) => revision.existing(),
         }
     }
 }

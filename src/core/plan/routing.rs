@@ -121,7 +121,7 @@ fn converge_rule(
     // traffic to the group ECS drained: that one deployment must come first.
     if let (None, Some(h)) = (alternate, have)
         && let Some(serving) = h.serving.as_ref()
-        && Some(serving.as_str()) != existing(group)
+        && Some(serving.as_str()) != group.existing()
         && h.forward_to.len() > 1
     {
         return Err(vec![Blocker::AlternateServes { rule: rule.scope.clone(), group: group_name(live, serving) }]);
@@ -142,13 +142,8 @@ fn converge_rule(
         }
     }
     // The groups it forwards to, as a set: ECS moves the weights between the two.
-    let want: Option<Vec<String>> = std::iter::once(group)
-        .chain(alternate)
-        .map(|r| match r {
-            Revision::Existing(arn) => Some(arn.clone()),
-            Revision::Output(_) => None,
-        })
-        .collect();
+    let want: Option<Vec<String>> =
+        std::iter::once(group).chain(alternate).map(|r| r.existing().map(str::to_string)).collect();
     let forwards = want.map(|w| sorted(&w)) == Some(sorted(&have.forward_to));
     if !forwards {
         plan.drift.push(change(
@@ -165,13 +160,6 @@ fn converge_rule(
         });
     }
     Ok(Revision::Existing(have.arn.clone()))
-}
-
-fn existing(r: &Revision) -> Option<&str> {
-    match r {
-        Revision::Existing(arn) => Some(arn),
-        Revision::Output(_) => None,
-    }
 }
 
 /// The name of the live target group with this ARN (the ARN when not known).
