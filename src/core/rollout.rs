@@ -67,13 +67,18 @@ pub fn scheduled(settings: &ServiceSettings) -> std::time::Duration {
     std::time::Duration::from_secs(minutes.max(0) as u64 * 60)
 }
 
-/// The state of a rollout from its service deployment: done once ECS calls it
-/// SUCCESSFUL (after the bake time), failed as soon as ECS stops it or rolls it back (an
-/// alarm, the circuit breaker, a lifecycle hook).
-pub fn deployment_state(d: &ServiceDeployment) -> Rollout {
+/// The state of the rollout of `revision` from `service`'s current service deployment:
+/// done once ECS calls it SUCCESSFUL (after the bake time) and the service's primary
+/// deployment runs `revision` (right after an update the deployment named may still be the
+/// one before); failed as soon as ECS stops it or rolls it back (an alarm, the circuit
+/// breaker, a lifecycle hook).
+pub fn deployment_state(d: &ServiceDeployment, service: &LiveService, revision: &str) -> Rollout {
     let why = d.status_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
     match d.status.as_str() {
-        "SUCCESSFUL" => Rollout::Done,
+        "SUCCESSFUL" if service.deployments.iter().any(|p| p.status == "PRIMARY" && p.task_definition == revision) => {
+            Rollout::Done
+        }
+        "SUCCESSFUL" => Rollout::InProgress,
         "PENDING" | "IN_PROGRESS" => Rollout::InProgress,
         "ROLLBACK_REQUESTED" | "ROLLBACK_IN_PROGRESS" | "ROLLBACK_SUCCESSFUL" => {
             Rollout::Failed(format!("ECS rolled the deployment back{why}"))
@@ -131,11 +136,18 @@ mod tests {
             status_reason: Some("alarm payments-5xx is in ALARM".into()),
             ..Default::default()
         };
-        assert_eq!(deployment_state(&d("IN_PROGRESS")), Rollout::InProgress);
-        assert_eq!(deployment_state(&d("SUCCESSFUL")), Rollout::Done);
-        let Rollout::Failed(why) = deployment_state(&d("ROLLBACK_SUCCESSFUL")) else { panic!() };
+        let service = svc(vec![dep("PRIMARY", "td:2", Some("COMPLETED"))]);
+        let state = |status: &str| deployment_state(&d(status), &service, "td:2");
+        assert_eq!(state("IN_PROGRESS"), Rollout::InProgress);
+        assert_eq!(state("SUCCESSFUL"), Rollout::Done);
+        assert_eq!(
+            deployment_state(&d("SUCCESSFUL"), &service, "td:3"),
+            Rollout::InProgress,
+            "the deployment before the update"
+        );
+        let Rollout::Failed(why) = state("ROLLBACK_SUCCESSFUL") else { panic!() };
         assert_eq!(why, "ECS rolled the deployment back: alarm payments-5xx is in ALARM");
-        assert!(matches!(deployment_state(&d("STOPPED")), Rollout::Failed(_)));
+        assert!(matches!(state("STOPPED"), Rollout::Failed(_)));
     }
 
     #[test]

@@ -526,7 +526,7 @@ where
                 let Some(live) = found else {
                     return Err(format!("service {service} disappeared"));
                 };
-                let staged = match (crate::core::rollout::shifts_traffic(&live), &live.current_deployment) {
+                let state = match (crate::core::rollout::shifts_traffic(&live), &live.current_deployment) {
                     (true, Some(arn)) => match cloud.describe_service_deployment(arn).await {
                         Ok(Some(d)) => {
                             if d.lifecycle_stage.is_some() && d.lifecycle_stage != stage {
@@ -534,36 +534,22 @@ where
                                     stage = d.lifecycle_stage.as_deref().unwrap_or_default(), "rollout stage");
                                 stage.clone_from(&d.lifecycle_stage);
                             }
-                            Some(Ok(crate::core::rollout::deployment_state(&d)))
+                            crate::core::rollout::deployment_state(&d, &live, &watch.revision)
                         }
-                        Ok(None) => None,
-                        Err(e) => Some(Err(e)),
+                        Ok(None) => rollout_state(&live, &watch.revision),
+                        // Without the service deployment (no permission for it, say), the
+                        // service's deployments still tell completion and the circuit breaker.
+                        Err(e) => {
+                            tracing::debug!(service = %service, error = %e, "cannot read the service deployment; judging by the service's deployments");
+                            rollout_state(&live, &watch.revision)
+                        }
                     },
-                    _ => None,
-                };
-                let state = match staged {
-                    // SUCCESSFUL counts once the service runs the watched revision (the
-                    // deployment named may still be the one before, right after an update).
-                    Some(Ok(Rollout::Done)) => {
-                        let runs = live
-                            .deployments
-                            .iter()
-                            .any(|d| d.status == "PRIMARY" && d.task_definition == watch.revision);
-                        Some(if runs { Rollout::Done } else { Rollout::InProgress })
-                    }
-                    Some(Ok(state)) => Some(state),
-                    // Without the service deployment (no permission for it, say), the
-                    // service's deployments still tell completion and the circuit breaker.
-                    Some(Err(e)) => {
-                        tracing::debug!(service = %service, error = %e, "cannot read the service deployment; judging by the service's deployments");
-                        Some(rollout_state(&live, &watch.revision))
-                    }
-                    None => Some(rollout_state(&live, &watch.revision)),
+                    _ => rollout_state(&live, &watch.revision),
                 };
                 match state {
-                    Some(Rollout::Done) => return Ok(()),
-                    Some(Rollout::Failed(reason)) => return Err(reason),
-                    Some(Rollout::InProgress) | None => {}
+                    Rollout::Done => return Ok(()),
+                    Rollout::Failed(reason) => return Err(reason),
+                    Rollout::InProgress => {}
                 }
             }
             Err(e) => tracing::debug!(service = %service, error = %e, "cannot read the rollout's state; asking again"),
