@@ -6,6 +6,7 @@ use std::time::Duration;
 use aws_sdk_ecs::types as ecs;
 use futures::StreamExt as _;
 
+use super::answers::{Answer, Digest, Since};
 use super::convert::{self, ecs_tags};
 use super::{Aws, AwsError, classify};
 use crate::core::desired::{ServiceSettings, Tag, TaskDefinition, tags};
@@ -65,6 +66,38 @@ impl Aws {
             }
         }
         Ok(out)
+    }
+
+    /// At most ten named services of a cluster (with tags), as [`Aws::describe_services`]
+    /// does, unless the answer is the one digested as `known`: then [`Answer::Same`], not
+    /// decoded (see `aws/answers.rs`).
+    pub async fn describe_services_since(
+        &self,
+        cluster: &str,
+        names: &[String],
+        known: Option<Digest>,
+    ) -> Result<Answer<std::collections::BTreeMap<String, LiveService>>, AwsError> {
+        debug_assert!(names.len() <= DESCRIBE_SERVICES_BATCH);
+        let since = Since::new(known);
+        let resp = self
+            .ecs
+            .describe_services()
+            .cluster(cluster)
+            .set_services(Some(names.to_vec()))
+            .include(ecs::ServiceField::Tags)
+            .customize()
+            .interceptor(since.clone())
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_cluster_not_found_exception()) => {
+                return Ok(Answer::New { value: Default::default(), digest: None });
+            }
+            Err(e) => return Err(classify("DescribeServices", e)),
+        };
+        let services = resp.services().iter().map(convert::service_from_sdk);
+        Ok(since.answer(services.map(|s| (s.settings.service_name.clone(), s)).collect()))
     }
 
     /// A task definition by ARN (cached: revisions never change) or by family (newest

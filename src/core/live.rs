@@ -275,11 +275,22 @@ impl LiveState {
             &self.routing,
             &self.dashboard,
         );
-        let digest = super::render::sha256_of_json(&fields);
-        let mut out = [0; 16];
-        out.copy_from_slice(&digest[..16]);
-        out
+        first_half(&super::render::sha256_of_json(&fields))
     }
+
+    /// The fingerprint of what is not read from the service's DescribeServices answer
+    /// (its revision and hold come from that answer): for a service whose answer is known
+    /// already, see `Memo::unchanged`.
+    pub fn rest_fingerprint(&self) -> [u8; 16] {
+        let fields = (&self.scalable_target, &self.policies, &self.routing, &self.dashboard);
+        first_half(&super::render::sha256_of_json(&fields))
+    }
+}
+
+fn first_half(digest: &[u8; 32]) -> [u8; 16] {
+    let mut out = [0; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
 }
 
 #[cfg(test)]

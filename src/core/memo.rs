@@ -76,6 +76,28 @@ struct Planned {
     live: [u8; 16],
     adopt: bool,
     plan: Plan,
+    /// The answers the state was read from, when the reader digested them.
+    answers: Option<Answers>,
+    /// The live revision and spec hash tag the service had, for the report of a plan
+    /// reused without its state.
+    seen: Seen,
+}
+
+/// Digests of the answers a service's live state was read from: its DescribeServices
+/// batch's body, and [`LiveState::rest_fingerprint`] of the rest. The same body decodes
+/// to the same service, so equal answers mean an equal live state, and a plan made
+/// against it can be reused without decoding the body again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answers {
+    pub service: [u8; 16],
+    pub rest: [u8; 16],
+}
+
+/// What a report says of the live service (its revision, its spec hash tag).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub task_definition: Option<String>,
+    pub spec_hash: Option<String>,
 }
 
 /// A service's render as a reconcile holds it: its spec hash and image always, the
@@ -109,6 +131,8 @@ pub struct Reused {
     pub resolves: usize,
     pub renders: usize,
     pub plans: usize,
+    /// Of the reused plans, those whose service's answer was not decoded.
+    pub answers: usize,
 }
 
 impl Memo {
@@ -194,25 +218,32 @@ impl Memo {
     /// render of the service and `live` equals what was planned against then. Planning
     /// afresh a rendering whose state the memo let go renders it again with `rerender`,
     /// and puts it back in `rendering`; a plan with something to do always leaves it there.
+    /// `answers`: what `live` was read from, kept with a plan that has nothing to do (see
+    /// [`Memo::unchanged`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn plan(
         &mut self,
         name: &str,
         rendering: &mut Rendering,
         live: &LiveState,
         adopt: bool,
+        answers: Option<Answers>,
         rerender: impl FnOnce() -> Result<Desired, Vec<Diagnostic>>,
         reused: &mut Reused,
     ) -> Result<Plan, Vec<Diagnostic>> {
         let ctx = &self.inputs.as_ref().expect("Memo::begin not called").ctx;
         let id = rendering.id;
-        let rendered = self.services.get_mut(name).and_then(|e| e.rendered.as_mut()).filter(|r| id != 0 && r.id == id);
+        let mut rendered =
+            self.services.get_mut(name).and_then(|e| e.rendered.as_mut()).filter(|r| id != 0 && r.id == id);
         let fingerprint = rendered.as_ref().map(|_| live.fingerprint());
-        if let Some(r) = &rendered
-            && let Some(p) = &r.planned
+        if let Some(r) = rendered.as_deref_mut()
+            && let Some(p) = r.planned.as_mut()
             && p.adopt == adopt
             && Some(p.live) == fingerprint
         {
             reused.plans += 1;
+            // The same state: the plan holds for the answers it was read from now.
+            p.answers = answers;
             return Ok(p.plan.clone());
         }
         let desired = match &rendering.desired {
@@ -224,18 +255,54 @@ impl Memo {
             }
         };
         let plan = plan::plan(&desired, live, adopt, ctx);
-        if let (Some(r), Some(live)) = (rendered, fingerprint) {
+        if let (Some(r), Some(fingerprint)) = (rendered, fingerprint) {
             // Only plans with nothing to do are kept: one with actions is applied at once
             // and planned again next time against what the apply left (a service held by
             // backoff or a failed rollout is diffed again each poll: CPU, not memory).
             if plan.actions.is_empty() {
                 r.desired = None;
-                r.planned = Some(Planned { live, adopt, plan: plan.clone() });
+                let seen = Seen::of(live);
+                r.planned = Some(Planned { live: fingerprint, adopt, plan: plan.clone(), answers, seen });
             } else {
                 r.desired = Some(desired);
                 r.planned = None;
             }
         }
         Ok(plan)
+    }
+
+    /// The digest of the DescribeServices answer `name`'s kept plan was made from, while
+    /// `rendering` is the memo's latest render of it: the answer a read may find again.
+    pub fn known_answer(&self, name: &str, rendering: &Rendering) -> Option<[u8; 16]> {
+        let r = self.services.get(name)?.rendered.as_ref().filter(|r| rendering.id != 0 && r.id == rendering.id)?;
+        Some(r.planned.as_ref()?.answers?.service)
+    }
+
+    /// The kept plan of `name` when `rendering` is the latest render and `answers` are the
+    /// ones it was planned from (its live state is then the same, undecoded), with what the
+    /// report says of the live service.
+    pub fn unchanged(
+        &self,
+        name: &str,
+        rendering: &Rendering,
+        adopt: bool,
+        answers: Answers,
+        reused: &mut Reused,
+    ) -> Option<(Plan, Seen)> {
+        let r = self.services.get(name)?.rendered.as_ref().filter(|r| rendering.id != 0 && r.id == rendering.id)?;
+        let p = r.planned.as_ref().filter(|p| p.adopt == adopt && p.answers == Some(answers))?;
+        reused.plans += 1;
+        reused.answers += 1;
+        Some((p.plan.clone(), p.seen.clone()))
+    }
+}
+
+impl Seen {
+    pub fn of(live: &LiveState) -> Seen {
+        let service = live.service.as_ref();
+        Seen {
+            task_definition: service.map(|s| s.settings.task_definition.clone()),
+            spec_hash: service.and_then(|s| s.tag(super::desired::tags::SPEC_HASH)).map(str::to_string),
+        }
     }
 }

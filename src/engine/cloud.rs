@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::aws::answers::{Answer, Digest};
 use crate::aws::{Aws, AwsError, Datum, StateItem, Verified, VerifyRequest};
 use crate::core::dashboard::LiveDashboard;
 use crate::core::desired::{ScalableTarget, ScalingPolicy, ServiceSettings, Tag, TaskDefinition};
@@ -26,6 +27,18 @@ pub trait Cloud: Send + Sync + 'static {
         cluster: &str,
         names: &[String],
     ) -> impl Future<Output = Result<BTreeMap<String, LiveService>, AwsError>> + Send;
+    /// At most ten services, as `describe_services`, unless the answer is the one digested
+    /// as `known` ([`Answer::Same`]: not decoded). A port that cannot digest its answers
+    /// answers each one `New` without a digest.
+    fn describe_services_since(
+        &self,
+        cluster: &str,
+        names: &[String],
+        known: Option<Digest>,
+    ) -> impl Future<Output = Result<Answer<BTreeMap<String, LiveService>>, AwsError>> + Send {
+        let _ = known;
+        async move { self.describe_services(cluster, names).await.map(|value| Answer::New { value, digest: None }) }
+    }
     fn describe_scalable_targets(
         &self,
         resource_ids: &[String],
@@ -206,6 +219,14 @@ impl Cloud for Aws {
         names: &[String],
     ) -> Result<BTreeMap<String, LiveService>, AwsError> {
         Aws::describe_services(self, cluster, names).await
+    }
+    async fn describe_services_since(
+        &self,
+        cluster: &str,
+        names: &[String],
+        known: Option<Digest>,
+    ) -> Result<Answer<BTreeMap<String, LiveService>>, AwsError> {
+        Aws::describe_services_since(self, cluster, names, known).await
     }
     async fn describe_scalable_targets(
         &self,

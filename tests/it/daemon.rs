@@ -721,6 +721,10 @@ fn a_poll_of_a_converged_repository_costs_the_minimum_requests() {
         assert_eq!(sizes, vec![10, 10, 10, 10, 10, 7]);
     }
     assert_eq!(std::fs::metadata(&fetch_head).and_then(|m| m.modified()).ok(), fetched_at, "an unchanged poll fetched");
+    // Nor does it decode the answers it had already: every service's plan is reused undecoded.
+    let log = d.log();
+    let last = log.lines().rfind(|l| l.contains("reused from the last reconcile")).unwrap_or_default();
+    assert!(last.contains(&format!("plans={n} undecoded={n}")), "a steady poll decoded its answers again: {last}");
 
     // A webhook for a push that changed nothing here: no AWS request.
     let body = r#"{"ref":"refs/heads/develop"}"#;

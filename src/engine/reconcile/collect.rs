@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::decide::{Decider, desired};
 use super::table::{Stage, Table};
 use super::{Failure, Outcome};
+use crate::aws::answers::{Answer, Digest};
 use crate::aws::{AwsError, Verified, VerifyRequest, concurrently};
 use crate::core::config::EnvConfig;
 use crate::core::desired::tags;
 use crate::core::live::{LivePolicy, LiveState};
+use crate::core::memo::Answers;
 use crate::core::plan::Action;
 use crate::engine::cloud::Cloud;
 
@@ -87,44 +89,62 @@ pub async fn read_and_plan<C: Cloud>(cloud: &C, table: &mut Table, decider: &mut
     let mut claimed: Vec<(String, i32)> = Vec::new();
     let mut reader = LiveReader::new(cloud, &env.cluster, &names);
     for batch in names.chunks(LIVE_BATCH) {
-        for (name, state) in reader.read(batch).await {
-            let state = match (state, &routes) {
-                (Ok(mut state), Some(routes)) => {
-                    let spec = table.rows.get(&name).and_then(|r| r.stage.spec());
-                    match routes.of(&name, &env.name, spec.map(|s| &**s), &claimed) {
-                        Ok(r) => {
-                            state.routing = Some(r);
-                            Ok(state)
+        let known: BTreeMap<String, Digest> =
+            batch.iter().filter_map(|n| Some((n.clone(), decider.known_answer(table, n)?))).collect();
+        let mut answers = reader.read(batch, &known).await;
+        while !answers.is_empty() {
+            // Services whose batch answered as before but whose plan cannot be reused
+            // undecoded (their scaling or routing changed): read again, decoded.
+            let mut again = Vec::new();
+            for (name, read) in answers {
+                let state = match (read, &routes) {
+                    (Ok(mut read), Some(routes)) => {
+                        let spec = table.rows.get(&name).and_then(|r| r.stage.spec());
+                        match routes.of(&name, &env.name, spec.map(|s| &**s), &claimed) {
+                            Ok(r) => {
+                                read.state.routing = Some(r);
+                                Ok(read)
+                            }
+                            Err(e) => Err(("reading routing", e)),
                         }
-                        Err(e) => Err(("reading routing", e)),
                     }
-                }
-                (Ok(state), None) => Ok(state),
-                (Err(e), _) => Err(("reading live state", e)),
-            };
-            let state = match (state, &dashboards) {
-                (Ok(mut state), Some(Ok(d))) => {
-                    state.dashboard = d.get(&crate::core::dashboard::dashboard_name(&name, &env.name)).cloned();
-                    Ok(state)
-                }
-                (Ok(_), Some(Err(e))) => Err(("reading dashboards", e.clone())),
-                (state, _) => state,
-            };
-            match state {
-                Ok(state) => {
-                    decider.plan(table, &name, state);
-                    if let Some(Stage::Planned { plan, .. }) = table.rows.get(&name).map(|r| &r.stage) {
-                        claimed.extend(plan.actions.iter().filter_map(|a| match a {
-                            Action::CreateRule { rule, priority, .. } => Some((rule.listener_arn.clone(), *priority)),
-                            _ => None,
-                        }));
+                    (Ok(read), None) => Ok(read),
+                    (Err(e), _) => Err(("reading live state", e)),
+                };
+                let state = match (state, &dashboards) {
+                    (Ok(mut read), Some(Ok(d))) => {
+                        read.state.dashboard =
+                            d.get(&crate::core::dashboard::dashboard_name(&name, &env.name)).cloned();
+                        Ok(read)
                     }
-                }
-                Err((context, error)) => {
-                    let failure = Failure::Aws { context, error, applying: false };
-                    table.finish(&name, Outcome::Failed(failure));
+                    (Ok(_), Some(Err(e))) => Err(("reading dashboards", e.clone())),
+                    (state, _) => state,
+                };
+                match state {
+                    Ok(Read { state, answer: Some(service), same: true }) => {
+                        let answers = Answers { service, rest: state.rest_fingerprint() };
+                        if !decider.reuse(table, &name, answers) {
+                            again.push(name);
+                        }
+                    }
+                    Ok(Read { state, answer, .. }) => {
+                        decider.plan(table, &name, state, answer);
+                        if let Some(Stage::Planned { plan, .. }) = table.rows.get(&name).map(|r| &r.stage) {
+                            claimed.extend(plan.actions.iter().filter_map(|a| match a {
+                                Action::CreateRule { rule, priority, .. } => {
+                                    Some((rule.listener_arn.clone(), *priority))
+                                }
+                                _ => None,
+                            }));
+                        }
+                    }
+                    Err((context, error)) => {
+                        let failure = Failure::Aws { context, error, applying: false };
+                        table.finish(&name, Outcome::Failed(failure));
+                    }
                 }
             }
+            answers = if again.is_empty() { Vec::new() } else { reader.read(&again, &BTreeMap::new()).await };
         }
     }
 }
@@ -172,7 +192,16 @@ struct LiveReader<'a, C> {
     policies: Option<Result<BTreeMap<String, Vec<LivePolicy>>, AwsError>>,
 }
 
-type Answers = Vec<(String, Result<LiveState, AwsError>)>;
+/// What a read found of one service: its live state, and the digest of the
+/// DescribeServices answer it came from. `same`: that answer was the one known already
+/// and was not decoded (`state` then has all but the service).
+struct Read {
+    state: LiveState,
+    answer: Option<Digest>,
+    same: bool,
+}
+
+type Reads = Vec<(String, Result<Read, AwsError>)>;
 
 impl<'a, C: Cloud> LiveReader<'a, C> {
     fn new(cloud: &'a C, cluster: &'a str, names: &[String]) -> Self {
@@ -181,23 +210,38 @@ impl<'a, C: Cloud> LiveReader<'a, C> {
     }
 
     /// The live state of each of `names`, or the error of the lookup that failed for it.
-    async fn read(&mut self, names: &[String]) -> Answers {
+    /// `known`: the digests of the answers services were last planned from; a batch
+    /// whose services all name the same one is not decoded if it answers that again.
+    async fn read(&mut self, names: &[String], known: &BTreeMap<String, Digest>) -> Reads {
         let (cloud, cluster) = (self.cloud, self.cluster);
         let rid = |n: &str| crate::core::desired::scaling_resource_id(cluster, n);
         let mut failed: BTreeMap<String, AwsError> = BTreeMap::new();
         let mut services = BTreeMap::new();
+        let mut digests: BTreeMap<String, (Digest, bool)> = BTreeMap::new();
         let chunks = names.chunks(SERVICES_BATCH).map(<[String]>::to_vec).map(|c| async move {
-            let answer = cloud.describe_services(cluster, &c).await;
-            (c, answer)
+            let first = c.first().and_then(|n| known.get(n));
+            let known = first.filter(|d| c.iter().all(|n| known.get(n) == Some(*d))).copied();
+            let answer = cloud.describe_services_since(cluster, &c, known).await;
+            (c, known, answer)
         });
-        for (chunk, answer) in concurrently(chunks).await {
+        for (chunk, known, answer) in concurrently(chunks).await {
             match answer {
-                Ok(found) => services.extend(found.into_iter().filter(|(_, s)| s.status != "INACTIVE")),
+                Ok(Answer::Same) => {
+                    let d = known.expect("only a known answer is the same");
+                    digests.extend(chunk.into_iter().map(|n| (n, (d, true))));
+                }
+                Ok(Answer::New { value, digest }) => {
+                    if let Some(d) = digest {
+                        digests.extend(chunk.into_iter().map(|n| (n, (d, false))));
+                    }
+                    services.extend(value.into_iter().filter(|(_, s)| s.status != "INACTIVE"));
+                }
                 Err(e) => failed.extend(chunk.iter().map(|n| (n.clone(), e.clone()))),
             }
         }
+        let same = |n: &str| digests.get(n).is_some_and(|(_, same)| *same);
         let existing: Vec<String> =
-            names.iter().filter(|n| services.contains_key(n.as_str())).map(|n| rid(n)).collect();
+            names.iter().filter(|n| services.contains_key(n.as_str()) || same(n)).map(|n| rid(n)).collect();
         let mut targets = BTreeMap::new();
         for chunk in existing.chunks(TARGETS_BATCH) {
             match cloud.describe_scalable_targets(chunk).await {
@@ -227,17 +271,27 @@ impl<'a, C: Cloud> LiveReader<'a, C> {
                 out.push((name.clone(), Err(e)));
                 continue;
             }
-            let Some(service) = services.remove(name.as_str()) else {
-                out.push((name.clone(), Ok(LiveState::default())));
-                continue;
-            };
+            let answer = digests.get(name).map(|(d, _)| *d);
+            let exists = same(name) || services.contains_key(name.as_str());
+            // Kept (not taken) for an undecoded one: a read again, decoded, needs them.
             let policies = match self.policies.as_mut() {
-                Some(Ok(p)) => p.remove(&rid(name)).unwrap_or_default(),
-                Some(Err(e)) => {
+                Some(Ok(p)) if same(name) => p.get(&rid(name)).cloned().unwrap_or_default(),
+                Some(Ok(p)) if exists => p.remove(&rid(name)).unwrap_or_default(),
+                Some(Err(e)) if exists => {
                     out.push((name.clone(), Err(e.clone())));
                     continue;
                 }
-                None => Vec::new(),
+                _ => Vec::new(),
+            };
+            if same(name) {
+                // Undecoded: its scaling is read anew; all else comes with the kept plan.
+                let state = LiveState { scalable_target: targets.remove(&rid(name)), policies, ..LiveState::default() };
+                out.push((name.clone(), Ok(Read { state, answer, same: true })));
+                continue;
+            }
+            let Some(service) = services.remove(name.as_str()) else {
+                out.push((name.clone(), Ok(Read { state: LiveState::default(), answer, same: false })));
+                continue;
             };
             let task_definition = match task_definitions.get(&service.settings.task_definition) {
                 Some(Ok(td)) => td.clone(),
@@ -263,7 +317,7 @@ impl<'a, C: Cloud> LiveReader<'a, C> {
                 routing: None,
                 dashboard: None,
             };
-            out.push((name.clone(), Ok(state)));
+            out.push((name.clone(), Ok(Read { state, answer, same: false })));
         }
         out
     }

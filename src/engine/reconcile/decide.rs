@@ -14,7 +14,7 @@ use crate::core::desired::{Desired, tags};
 use crate::core::diag::Diagnostic;
 use crate::core::diff::NormContext;
 use crate::core::live::{LiveState, LiveTaskDefinition};
-use crate::core::memo::{Memo, Rendering, Reused};
+use crate::core::memo::{Answers, Memo, Rendering, Reused, Seen};
 use crate::core::plan::{self, Action, Blocker, Ownership, Plan};
 use crate::core::render::{self, Lookups, Target, image_reference};
 use crate::core::rollout::{Rollout, rollout_state};
@@ -198,17 +198,22 @@ impl<'a> Decider<'a> {
     }
 
     /// Plans a rendered service against its live state.
-    pub fn plan(&mut self, table: &mut Table, name: &str, state: LiveState) {
+    /// `answer`: the digest of the DescribeServices answer `state` was read from, if known.
+    pub fn plan(&mut self, table: &mut Table, name: &str, state: LiveState, answer: Option<[u8; 16]>) {
         let Some(row) = table.rows.get_mut(name) else { return };
         let Stage::Rendered { spec, mut rendering } = std::mem::take(&mut row.stage) else { return };
-        row.report.task_definition = state.service.as_ref().map(|s| s.settings.task_definition.clone());
-        row.report.live_spec_hash = state.service.as_ref().and_then(|s| s.tag(tags::SPEC_HASH)).map(str::to_string);
+        let seen = Seen::of(&state);
+        (row.report.task_definition, row.report.live_spec_hash) = (seen.task_definition, seen.spec_hash);
+        let rolling_out = rolling_out(&state, name, &rendering.spec_hash, self.env).map(Box::new);
+        // A rollout in progress is judged from the answer each time: never reused undecoded.
+        let answers =
+            answer.filter(|_| rolling_out.is_none()).map(|service| Answers { service, rest: state.rest_fingerprint() });
         let planned = match self.memo.as_deref_mut() {
             Some(m) => {
                 let commit = self.commits.get(&spec.dir).cloned().unwrap_or_default();
                 let (env, aws, version, lookups) = (self.env, &self.aws, self.version, &self.lookups);
                 let rerender = || render::render(&spec, &Target { env, aws, commit: &commit, version, lookups });
-                m.plan(name, &mut rendering, &state, spec.adopt, rerender, &mut self.reused)
+                m.plan(name, &mut rendering, &state, spec.adopt, answers, rerender, &mut self.reused)
             }
             None => Ok(plan::plan(desired(&rendering), &state, spec.adopt, &self.ctx)),
         };
@@ -219,12 +224,36 @@ impl<'a> Decider<'a> {
                     .into_iter()
                     .filter_map(|(on, tag)| on.then_some(tag))
                     .collect();
-                let rolling_out = rolling_out(&state, name, &rendering.spec_hash, self.env).map(Box::new);
                 let state = registers(&plan).then(|| Box::new(state));
                 row.stage = Stage::Planned { spec, rendering, plan: Box::new(plan), state, lift, rolling_out };
             }
             Err(diags) => row.report.outcome = Outcome::Failed(Failure::Invalid(diags)),
         }
+    }
+
+    /// The digest of the DescribeServices answer that `name`'s kept plan was made from:
+    /// what a read may be told it answers again.
+    pub fn known_answer(&self, table: &Table, name: &str) -> Option<[u8; 16]> {
+        let Some(Stage::Rendered { rendering, .. }) = table.rows.get(name).map(|r| &r.stage) else { return None };
+        self.memo.as_deref()?.known_answer(name, rendering)
+    }
+
+    /// Plans `name` with the plan kept from its last read, when its service answered what
+    /// it did then (`service`, undecoded) and the rest of its state (`rest`, read anew) is
+    /// the same too. `false`: it needs its service decoded and a plan of its own.
+    pub fn reuse(&mut self, table: &mut Table, name: &str, answers: Answers) -> bool {
+        let Some(row) = table.rows.get_mut(name) else { return false };
+        let Stage::Rendered { spec, rendering } = &row.stage else { return false };
+        let Some(memo) = self.memo.as_deref() else { return false };
+        let Some((plan, seen)) = memo.unchanged(name, rendering, spec.adopt, answers, &mut self.reused) else {
+            return false;
+        };
+        let Stage::Rendered { spec, rendering } = std::mem::take(&mut row.stage) else { return false };
+        (row.report.task_definition, row.report.live_spec_hash) = (seen.task_definition, seen.spec_hash);
+        // A kept plan has nothing to do: no state to keep, no tag to lift, no rollout.
+        let (plan, state, lift, rolling_out) = (Box::new(plan), None, Vec::new(), None);
+        row.stage = Stage::Planned { spec, rendering, plan, state, lift, rolling_out };
+        true
     }
 
     /// Plans a service again with its family's newest revision known (it may already have
