@@ -52,17 +52,12 @@ pub fn digest(bytes: &[u8]) -> Digest {
 pub struct Buffered(SharedHttpClient);
 
 impl Buffered {
-    /// `client` buffered, or else the SDK's default HTTPS client (as `aws-smithy-runtime`
-    /// makes it for the current behaviour version: rustls with aws-lc, the proxy from the
-    /// environment).
-    pub fn around(client: Option<SharedHttpClient>) -> SharedHttpClient {
-        SharedHttpClient::new(Buffered(client.unwrap_or_else(Self::default_https)))
-    }
-
-    fn default_https() -> SharedHttpClient {
+    /// The SDK's default HTTPS client, as `aws-smithy-runtime` makes it for the current
+    /// behaviour version (rustls with aws-lc, the proxy from the environment), buffered.
+    pub fn https() -> SharedHttpClient {
         use aws_smithy_http_client::proxy::ProxyConfig;
         use aws_smithy_http_client::{Builder, ConnectorBuilder, tls};
-        Builder::new().build_with_connector_fn(|settings, components| {
+        let inner = Builder::new().build_with_connector_fn(|settings, components| {
             let mut conn = ConnectorBuilder::default()
                 .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc));
             conn.set_connector_settings(settings.cloned());
@@ -71,7 +66,8 @@ impl Buffered {
             }
             conn.set_proxy_config(Some(ProxyConfig::from_env()));
             conn.build()
-        })
+        });
+        SharedHttpClient::new(Buffered(inner))
     }
 }
 
@@ -97,7 +93,7 @@ impl HttpConnector for BufferedConnector {
     }
 }
 
-/// One request's check of its answer against `known`; read [`Since::outcome`] after it.
+/// One request's check of its answer against `known`; [`Since::answer`] after it.
 #[derive(Debug, Clone)]
 pub struct Since {
     known: Option<Digest>,
@@ -115,17 +111,12 @@ impl Since {
         Since { known, seen: Arc::default() }
     }
 
-    /// `(same, digest)` of the last attempt's successful answer.
-    pub fn outcome(&self) -> (bool, Option<Digest>) {
-        let s = *self.seen.lock().expect("answer lock");
-        (s.same, s.digest)
-    }
-
-    /// The answer of a request this checked: `Same`, or `value` decoded from a new one.
+    /// The answer of a request this checked (its last attempt's): `Same`, or `value`
+    /// decoded from a new one.
     pub fn answer<T>(&self, value: T) -> Answer<T> {
-        match self.outcome() {
-            (true, _) => Answer::Same,
-            (false, digest) => Answer::New { value, digest },
+        match *self.seen.lock().expect("answer lock") {
+            Seen { same: true, .. } => Answer::Same,
+            Seen { digest, .. } => Answer::New { value, digest },
         }
     }
 }

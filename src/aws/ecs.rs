@@ -41,36 +41,23 @@ impl Aws {
         // Owned chunks: a future borrowing `names` through a closure over `&[String]` is not
         // `Send` for every lifetime, which a spawned rollout watch needs.
         let chunks: Vec<Vec<String>> = names.chunks(DESCRIBE_SERVICES_BATCH).map(<[String]>::to_vec).collect();
-        let mut answers = futures::stream::iter(chunks.into_iter().map(|chunk| async move {
-            self.ecs
-                .describe_services()
-                .cluster(cluster)
-                .set_services(Some(chunk))
-                .include(ecs::ServiceField::Tags)
-                .send()
-                .await
-        }))
+        let mut answers = futures::stream::iter(
+            chunks.into_iter().map(|chunk| async move { self.describe_services_since(cluster, &chunk, None).await }),
+        )
         .buffered(CONCURRENT_BATCHES);
         // Each answer is converted as it comes: the SDK's structures (events, deployments)
         // of a thousand services are never held at once.
-        while let Some(resp) = answers.next().await {
-            let resp = match resp {
-                Ok(r) => r,
-                // A missing cluster means none of its services exist yet.
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_cluster_not_found_exception()) => return Ok(out),
-                Err(e) => return Err(classify("DescribeServices", e)),
-            };
-            for s in resp.services() {
-                let live = convert::service_from_sdk(s);
-                out.insert(live.settings.service_name.clone(), live);
+        while let Some(answer) = answers.next().await {
+            if let Answer::New { value, .. } = answer? {
+                out.extend(value);
             }
         }
         Ok(out)
     }
 
-    /// At most ten named services of a cluster (with tags), as [`Aws::describe_services`]
-    /// does, unless the answer is the one digested as `known`: then [`Answer::Same`], not
-    /// decoded (see `aws/answers.rs`).
+    /// At most ten named services of a cluster (with tags; a name not found, or every name
+    /// of a cluster not found, is absent), unless the answer is the one digested as
+    /// `known`: then [`Answer::Same`], not decoded (see `aws/answers.rs`).
     pub async fn describe_services_since(
         &self,
         cluster: &str,

@@ -239,12 +239,13 @@ impl Aws {
             .unwrap_or_default();
         let counter = stats::Counter(stats.clone(), Arc::new(stats::Target { region: config.region.clone(), account }));
         Aws {
-            ecs: aws_sdk_ecs::Client::from_conf({
-                let mut conf = aws_sdk_ecs::config::Builder::from(&sdk).interceptor(counter.clone());
-                // Whole bodies, so that an answer known already is not decoded again.
-                conf = conf.http_client(answers::Buffered::around(sdk.http_client()));
-                conf.build()
-            }),
+            // Whole bodies, so that an answer known already is not decoded again.
+            ecs: aws_sdk_ecs::Client::from_conf(
+                aws_sdk_ecs::config::Builder::from(&sdk)
+                    .interceptor(counter.clone())
+                    .http_client(answers::Buffered::https())
+                    .build(),
+            ),
             aas: aws_sdk_applicationautoscaling::Client::from_conf(
                 aws_sdk_applicationautoscaling::config::Builder::from(&sdk).interceptor(counter.clone()).build(),
             ),
